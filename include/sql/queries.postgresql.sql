@@ -1,0 +1,80 @@
+-- PostgreSQL versions of the queries that differ from queries.sql. JSON parameters arrive as text
+-- and are cast to jsonb here. Names wrapped in __ are fragments substituted into other queries.
+
+-- name: __EVENT_ON_RESULT__
+s.search_results @> jsonb_build_array(jsonb_build_object('object_id', e.object_id))
+
+-- name: lock_migrations
+-- Two processes migrating at once: the second waits here, then finds the work done.
+SELECT pg_advisory_xact_lock(4242057001)
+
+-- name: find_collecting_batch
+-- FOR SHARE: concurrent registrations do not block each other, but a release (UPDATE of this row) waits
+-- for them to commit, and a registration that waited on a release re-checks status and finds no row.
+SELECT batch_id FROM cs_batch WHERE status = 'collecting' FOR SHARE
+
+-- name: insert_session
+INSERT INTO cs_session (session_id, batch_id, search_query, search_results, search_meta, payload_filter,
+                        sort_by, user_id, created_at, is_irrelevant, is_payload_search, content_hash,
+                        registered_at)
+VALUES (:session_id, :batch_id, :search_query, CAST(:search_results AS jsonb), CAST(:search_meta AS jsonb),
+        CAST(:payload_filter AS jsonb), CAST(:sort_by AS jsonb), :user_id, :created_at, :is_irrelevant,
+        :is_payload_search, :content_hash, :now)
+ON CONFLICT (session_id) DO NOTHING
+RETURNING session_number
+
+-- name: insert_events
+-- One statement for the whole request; arrival order follows the array order.
+INSERT INTO cs_event (session_id, event_id, object_id, event_type, created_at, meta, received_at)
+SELECT :session_id, x.event_id, x.object_id, x.event_type, x.created_at, x.meta, :now
+FROM jsonb_to_recordset(CAST(:events AS jsonb)) WITH ORDINALITY
+     AS x(event_id text, object_id text, event_type text, created_at bigint, meta jsonb, ord bigint)
+ORDER BY x.ord
+ON CONFLICT (session_id, event_id) DO NOTHING
+RETURNING event_seq
+
+-- name: batch_page
+-- Keyset page: cost depends on limit and events_limit, never on after_number or the batch's size.
+-- Events of the whole page come back in the same round trip, earliest first, at most events_limit each.
+SELECT s.session_number, s.session_id, s.search_query, s.search_results, s.search_meta, s.payload_filter,
+       s.sort_by, s.user_id, s.created_at, s.is_irrelevant,
+       coalesce(ev.events, CAST('[]' AS json)) AS events
+FROM (SELECT * FROM cs_session
+      WHERE batch_id = :batch_id AND session_number > :after_number AND session_number <= :until_number
+      ORDER BY session_number
+      LIMIT :limit) s
+LEFT JOIN LATERAL (
+    SELECT json_agg(json_build_object('event_id', e.event_id, 'object_id', e.object_id,
+                                      'event_type', e.event_type, 'created_at', e.created_at,
+                                      'meta', e.meta)
+                    ORDER BY e.created_at, e.event_seq) AS events
+    FROM (SELECT * FROM cs_event e WHERE e.session_id = s.session_id
+          ORDER BY e.created_at, e.event_seq LIMIT :events_limit) e
+) ev ON TRUE
+ORDER BY s.session_number
+
+-- name: claim_marks
+-- Concurrent workers skip each other's locked rows, so no mark is handed out twice.
+-- A mark stuck in processing longer than the stale timeout (its worker died) is claimed again.
+UPDATE cs_improvement_mark m
+SET status = 'processing', attempts = m.attempts + 1, updated_at = :now
+WHERE m.session_id IN (
+    SELECT session_id FROM cs_improvement_mark
+    WHERE status = 'pending' OR (status = 'processing' AND updated_at < :stale_before)
+    ORDER BY created_at, session_id
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED)
+RETURNING m.session_id, m.status, m.attempts, m.created_at, m.updated_at, m.last_error
+
+-- name: batch_rr_sum
+-- Sum over sessions of 1 / (1-based position in search_results of the first clicked object).
+SELECT coalesce(sum(1.0 / r.pos), 0) AS rr_sum
+FROM (SELECT DISTINCT ON (e.session_id) e.session_id, e.object_id
+      FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
+      WHERE s.batch_id = :batch_id AND e.event_type = 'click'
+      ORDER BY e.session_id, e.created_at, e.event_seq) fc
+JOIN cs_session s ON s.session_id = fc.session_id
+CROSS JOIN LATERAL (SELECT min(o.pos) AS pos
+                    FROM jsonb_array_elements(s.search_results) WITH ORDINALITY AS o(v, pos)
+                    WHERE o.v ->> 'object_id' = fc.object_id) r
+WHERE r.pos IS NOT NULL

@@ -1,0 +1,62 @@
+-- SQLite versions of the queries that differ from queries.sql. Writers are serialised by
+-- BEGIN IMMEDIATE (see clickstream.store.engine), so no row locks appear here.
+
+-- name: __EVENT_ON_RESULT__
+EXISTS (SELECT 1 FROM json_each(s.search_results) r WHERE json_extract(r.value, '$.object_id') = e.object_id)
+
+-- name: insert_session
+INSERT INTO cs_session (session_id, batch_id, search_query, search_results, search_meta, payload_filter,
+                        sort_by, user_id, created_at, is_irrelevant, is_payload_search, content_hash,
+                        registered_at)
+VALUES (:session_id, :batch_id, :search_query, :search_results, :search_meta, :payload_filter, :sort_by,
+        :user_id, :created_at, :is_irrelevant, :is_payload_search, :content_hash, :now)
+ON CONFLICT (session_id) DO NOTHING
+RETURNING session_number
+
+-- name: insert_events
+INSERT INTO cs_event (session_id, event_id, object_id, event_type, created_at, meta, received_at)
+SELECT :session_id, json_extract(x.value, '$.event_id'), json_extract(x.value, '$.object_id'),
+       json_extract(x.value, '$.event_type'), json_extract(x.value, '$.created_at'),
+       json_extract(x.value, '$.meta'), :now
+FROM json_each(:events) x
+WHERE TRUE
+ORDER BY x.key
+ON CONFLICT (session_id, event_id) DO NOTHING
+RETURNING event_seq
+
+-- name: batch_page
+-- SQLite 3.40 has no ORDER BY inside aggregates: each event carries _seq and Python restores the order.
+SELECT s.session_number, s.session_id, s.search_query, s.search_results, s.search_meta, s.payload_filter,
+       s.sort_by, s.user_id, s.created_at, s.is_irrelevant,
+       (SELECT json_group_array(json_object('event_id', e.event_id, 'object_id', e.object_id,
+                                            'event_type', e.event_type, 'created_at', e.created_at,
+                                            'meta', json(e.meta), '_seq', e.event_seq))
+        FROM (SELECT * FROM cs_event e WHERE e.session_id = s.session_id
+              ORDER BY e.created_at, e.event_seq LIMIT :events_limit) e) AS events
+FROM cs_session s
+WHERE s.batch_id = :batch_id AND s.session_number > :after_number AND s.session_number <= :until_number
+ORDER BY s.session_number
+LIMIT :limit
+
+-- name: claim_marks
+UPDATE cs_improvement_mark
+SET status = 'processing', attempts = attempts + 1, updated_at = :now
+WHERE session_id IN (
+    SELECT session_id FROM cs_improvement_mark
+    WHERE status = 'pending' OR (status = 'processing' AND updated_at < :stale_before)
+    ORDER BY created_at, session_id
+    LIMIT :limit)
+RETURNING session_id, status, attempts, created_at, updated_at, last_error
+
+-- name: batch_rr_sum
+SELECT coalesce(sum(1.0 / r.pos), 0) AS rr_sum
+FROM (SELECT fc.session_id,
+             (SELECT min(CAST(j.key AS INTEGER)) + 1 FROM json_each(s.search_results) j
+              WHERE json_extract(j.value, '$.object_id') = fc.object_id) AS pos
+      FROM (SELECT e.session_id, e.object_id,
+                   row_number() OVER (PARTITION BY e.session_id ORDER BY e.created_at, e.event_seq) AS rn
+            FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
+            WHERE s.batch_id = :batch_id AND e.event_type = 'click') fc
+      JOIN cs_session s ON s.session_id = fc.session_id
+      WHERE fc.rn = 1) r
+WHERE r.pos IS NOT NULL

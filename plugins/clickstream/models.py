@@ -1,0 +1,216 @@
+"""Request and response shapes shared by the REST views, the hook and the operators.
+
+The shapes follow ``internal-clickstream-api.md`` (names and JSON layout) and ``semantics.md``
+(bounds and units). They hold no business rules beyond field-level validation: everything that needs
+the store (windows relative to *now*, eligibility, conflicts) lives in :mod:`clickstream.store`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: Timestamps below this are taken to be in seconds, not milliseconds (10^11 ms is March 1973).
+MIN_MILLIS = 10**11
+
+SessionId = Annotated[str, Field(min_length=1, max_length=128)]
+ReleaseId = Annotated[str, Field(min_length=1, max_length=128)]
+UserId = Annotated[str, Field(min_length=1, max_length=256)]
+ShortId = Annotated[str, Field(min_length=1, max_length=256)]
+JsonObject = dict[str, Any]
+
+
+def _check_millis(value: int) -> int:
+    if value < MIN_MILLIS:
+        raise ValueError(
+            f"timestamp {value} looks like seconds since epoch; send milliseconds since epoch "
+            f"(values below {MIN_MILLIS} are rejected)"
+        )
+    return value
+
+
+class _Strict(BaseModel):
+    """Request bodies reject unknown fields, so a typo in a field name is an error, not silence."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SearchResult(_Strict):
+    object_id: ShortId
+    rank: float | None = None
+    meta: JsonObject | None = None
+
+
+class SortBy(_Strict):
+    field: str = Field(min_length=1)
+    order: Literal["asc", "desc"]
+
+
+class SessionIn(_Strict):
+    """A session as a search client registers it."""
+
+    session_id: SessionId
+    search_query: str | None = None
+    search_results: list[SearchResult] = Field(default_factory=list)
+    search_meta: JsonObject | None = None
+    payload_filter: JsonObject | None = None
+    sort_by: SortBy | None = None
+    user_id: UserId | None = None
+    created_at: int = Field(description="milliseconds since epoch")
+    is_irrelevant: bool = False
+    is_payload_search: bool = False
+
+    _millis = field_validator("created_at")(_check_millis)
+
+
+class EventIn(_Strict):
+    event_id: ShortId
+    object_id: ShortId
+    event_type: str = Field(default="click", min_length=1, max_length=64)
+    created_at: int = Field(description="milliseconds since epoch")
+    meta: JsonObject | None = None
+
+    _millis = field_validator("created_at")(_check_millis)
+
+
+class PushEventsIn(_Strict):
+    session_id: SessionId
+    events: list[EventIn] = Field(max_length=10_000)
+
+
+class SessionIdIn(_Strict):
+    session_id: SessionId
+
+
+class ReleaseIn(_Strict):
+    release_id: ReleaseId
+
+
+class UserIdIn(_Strict):
+    user_id: UserId
+
+
+# ---------------------------------------------------------------------------------------------- answers
+
+
+class Event(BaseModel):
+    event_id: str
+    object_id: str
+    event_type: str
+    created_at: int
+    meta: JsonObject | None = None
+
+
+class BatchSession(BaseModel):
+    """One session of ``GET /batch/sessions``, exactly the API document's shape."""
+
+    session_number: int
+    session_id: str
+    search_query: str | None = None
+    search_results: list[SearchResult] = Field(default_factory=list)
+    search_meta: JsonObject | None = None
+    payload_filter: JsonObject | None = None
+    sort_by: SortBy | None = None
+    user_id: str | None = None
+    created_at: int
+    is_irrelevant: bool
+    events: list[Event] = Field(default_factory=list)
+
+
+class BatchSessionsPage(BaseModel):
+    batch_id: str
+    last_number: int | None = Field(description="number of the last session in the page; null when empty")
+    sessions: list[BatchSession]
+
+
+class SessionOut(BatchSession):
+    """A session by id: the batch view plus store-assigned and registration-time fields."""
+
+    batch_id: str
+    is_payload_search: bool
+
+
+class RegisterResult(BaseModel):
+    session_id: str
+    batch_id: str
+    session_number: int
+    status: Literal["registered", "already_registered"]
+    events_attached: int = Field(0, description="events that had arrived before the session registered")
+
+
+class PushEventsResult(BaseModel):
+    session_id: str
+    stored: int
+    duplicates: int
+
+
+class IrrelevantResult(BaseModel):
+    session_id: str
+    is_irrelevant: bool = True
+    changed: bool
+
+
+class UseForImprovementResult(BaseModel):
+    session_id: str
+    status: Literal["marked", "already_marked", "skipped"]
+    reason: Literal["payload_search", "no_events"] | None = None
+
+
+class MarkCounts(BaseModel):
+    """Outcome counts of marking many sessions at once."""
+
+    marked: int = 0
+    already_marked: int = 0
+    skipped_payload_search: int = 0
+    skipped_no_events: int = 0
+    not_found: int = 0
+
+
+class ReleaseResult(BaseModel):
+    release_id: str
+    batch_id: str
+    released_at: int
+
+
+class BatchInfo(BaseModel):
+    batch_id: str
+    status: Literal["collecting", "released"]
+    created_at: int
+    release_id: str | None = None
+    released_at: int | None = None
+    sessions: int | None = None
+    min_number: int | None = None
+    max_number: int | None = None
+
+
+class ImprovementMark(BaseModel):
+    session_id: str
+    status: Literal["pending", "processing", "done", "failed"]
+    attempts: int
+    created_at: int
+    updated_at: int
+    last_error: str | None = None
+
+
+class BatchMetrics(BaseModel):
+    batch_id: str
+    sessions: int
+    events: int
+    clicks: int
+    sessions_with_click: int
+    click_through_rate: float | None = Field(description="sessions with a click / sessions")
+    mean_reciprocal_rank: float | None = Field(
+        description="mean of 1/position of the first clicked result, over sessions (0 when no click)"
+    )
+    no_click_rate: float | None
+    irrelevant_rate: float | None
+    late_events: int = Field(description="events that arrived after the batch was released")
+
+
+class EraseResult(BaseModel):
+    user_id: str
+    sessions: int
+    events: int
+    marks: int
+    batches: list[str] = Field(description="batches that held the user's sessions (released ones may be in datasets)")

@@ -1,0 +1,511 @@
+"""The session store: every clickstream operation, once, on a SQLAlchemy 2 engine.
+
+No Airflow and no HTTP here. The SQL lives in ``include/sql`` (named queries, per dialect where they must
+differ); this module decides which queries run in which transaction and turns rows into models.
+Behaviour follows ``semantics.md``; the locking that upholds its invariants is in the SQL, where a
+reviewer expects it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import Connection, Engine, exc, text
+
+from clickstream import models
+from clickstream.store import sql
+from clickstream.store.engine import WRITE_OPTION, create_store_engine
+from clickstream.store.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+
+#: Stands for "no upper bound" in LIMIT and session_number ranges (both backends take a BIGINT).
+_UNBOUNDED = 2**62
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Tunables of the store; every one has the default documented in the README.
+
+    :param max_page: largest ``limit`` of a batch page.
+    :param max_events: largest ``events_limit`` of a batch page.
+    :param window_back_ms: live ingestion rejects timestamps older than this (default 24 h).
+    :param window_ahead_ms: live ingestion rejects timestamps further in the future (default 5 min).
+    :param max_attempts: improvement marks failing this many times end as ``failed``.
+    :param claim_stale_ms: a mark left in ``processing`` this long is handed out again.
+    """
+
+    max_page: int = 1000
+    max_events: int = 1000
+    window_back_ms: int = 24 * 3600 * 1000
+    window_ahead_ms: int = 5 * 60 * 1000
+    max_attempts: int = 3
+    claim_stale_ms: int = 3600 * 1000
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def validate(model: type[M], data: Any, *, prefix: str = "") -> M:
+    """Validate ``data`` into ``model``; a failure becomes :class:`InvalidInput` naming every bad field."""
+    if isinstance(data, model):
+        return data
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        errors = [
+            {"loc": [*(prefix.split(".") if prefix else []), *e["loc"]], "msg": e["msg"], "type": e["type"]}
+            for e in err.errors(include_url=False)
+        ]
+        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in errors)
+        raise InvalidInput(detail, errors) from None
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _loads(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def content_hash(session: models.SessionIn) -> str:
+    """Stable digest of a registration body: equal bodies (whatever their key order) hash equal."""
+    canonical = json.dumps(session.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def new_batch_id(now: int) -> str:
+    """Opaque, unique, and sortable by creation: the creation time leads, a random suffix follows."""
+    return f"b{now:013d}-{secrets.token_hex(4)}"
+
+
+def _session_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``batch_page`` row as the API's session object (plain dict: the extraction path skips pydantic)."""
+    events = _loads(row["events"]) or []
+    if events and "_seq" in events[0]:  # SQLite: restore the order its aggregate does not guarantee
+        events.sort(key=lambda e: (e["created_at"], e["_seq"]))
+        for e in events:
+            del e["_seq"]
+    return {
+        "session_number": row["session_number"],
+        "session_id": row["session_id"],
+        "search_query": row["search_query"],
+        "search_results": _loads(row["search_results"]) or [],
+        "search_meta": _loads(row["search_meta"]),
+        "payload_filter": _loads(row["payload_filter"]),
+        "sort_by": _loads(row["sort_by"]),
+        "user_id": row["user_id"],
+        "created_at": row["created_at"],
+        "is_irrelevant": bool(row["is_irrelevant"]),
+        "events": events,
+    }
+
+
+class SessionStore:
+    """The clickstream session store on PostgreSQL or SQLite.
+
+    Every public method is one operation of ``semantics.md`` and runs in one transaction: it commits whole
+    or changes nothing. Inputs may be the pydantic models of :mod:`clickstream.models` or plain mappings
+    (validated here, so bad input raises :class:`InvalidInput` before anything is written).
+
+    :param engine: a SQLAlchemy engine, best made by :func:`create_store_engine`.
+    :param config: tunables; see :class:`StoreConfig`.
+    :param clock: milliseconds since epoch; injectable for tests.
+    """
+
+    def __init__(self, engine: Engine, config: StoreConfig | None = None, clock: Callable[[], int] = now_ms):
+        self.engine = engine
+        self.config = config or StoreConfig()
+        self.clock = clock
+        self.dialect = engine.dialect.name
+        self._q = sql.queries(self.dialect)
+
+    @classmethod
+    def from_url(cls, url: str, config: StoreConfig | None = None, **engine_kwargs: Any) -> SessionStore:
+        """A store on a new engine for ``url``; call :meth:`dispose` when done."""
+        return cls(create_store_engine(url, **engine_kwargs), config)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def _tx(self, *, write: bool) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                if write:
+                    conn.execution_options(**{WRITE_OPTION: True})
+                with conn.begin():
+                    yield conn
+        except exc.OperationalError as err:
+            if _is_unavailable(err):
+                raise StoreUnavailable(f"session store unavailable: {_first_line(err)}") from err
+            raise
+
+    def _run(self, conn: Connection, query: str, /, **params: Any):
+        return conn.execute(text(self._q[query]), params)
+
+    def _check_window(self, field: str, value: int, now: int) -> None:
+        if value < now - self.config.window_back_ms:
+            raise InvalidInput.field(
+                field,
+                f"{value} is more than {self.config.window_back_ms // 1000} s in the past; "
+                "live ingestion only takes recent timestamps (use the bulk import for history)",
+            )
+        if value > now + self.config.window_ahead_ms:
+            raise InvalidInput.field(
+                field, f"{value} is more than {self.config.window_ahead_ms // 1000} s in the future"
+            )
+
+    # ---------------------------------------------------------------------------------- schema
+
+    def migrate(self) -> list[int]:
+        """Apply pending migrations; returns the versions applied now (empty when up to date).
+
+        Idempotent, and safe when two processes run it at once: PostgreSQL serialises them on an advisory
+        lock, SQLite on its write lock.
+        """
+        from clickstream.store.migrations import apply_migrations
+
+        return apply_migrations(self)
+
+    # ------------------------------------------------------------------------------- ingestion
+
+    def register_session(self, session: models.SessionIn | Mapping[str, Any], *, check_window: bool = True
+                         ) -> models.RegisterResult:
+        """Register a session in the collecting batch (created if none) with the next session number.
+
+        Re-registering the same content is a no-op success (``already_registered``); other content for a
+        known ``session_id`` raises :class:`Conflict` and the stored session is kept.
+        """
+        body = validate(models.SessionIn, session)
+        now = self.clock()
+        if check_window:
+            self._check_window("created_at", body.created_at, now)
+        digest = content_hash(body)
+        params = {
+            "session_id": body.session_id,
+            "search_query": body.search_query,
+            "search_results": _dumps([r.model_dump() for r in body.search_results]),
+            "search_meta": _dumps(body.search_meta),
+            "payload_filter": _dumps(body.payload_filter),
+            "sort_by": _dumps(body.sort_by.model_dump() if body.sort_by else None),
+            "user_id": body.user_id,
+            "created_at": body.created_at,
+            "is_irrelevant": body.is_irrelevant,
+            "is_payload_search": body.is_payload_search,
+            "content_hash": digest,
+            "now": now,
+        }
+        with self._tx(write=True) as conn:
+            existing = self._run(conn, "session_registration", session_id=body.session_id).mappings().first()
+            if existing is None:
+                batch_id = self._collecting_batch(conn, now)
+                number = self._run(conn, "insert_session", batch_id=batch_id, **params).scalar()
+                if number is not None:
+                    attached = self._run(conn, "count_session_events", session_id=body.session_id).scalar()
+                    return models.RegisterResult(session_id=body.session_id, batch_id=batch_id,
+                                                 session_number=number, status="registered",
+                                                 events_attached=attached)
+                # A concurrent registration of the same id won the insert: compare with it.
+                existing = self._run(conn, "session_registration", session_id=body.session_id).mappings().one()
+        if existing["content_hash"] != digest:
+            raise Conflict(
+                f"session_id {body.session_id!r} is already registered with different content; "
+                "the stored session is kept"
+            )
+        return models.RegisterResult(session_id=body.session_id, batch_id=existing["batch_id"],
+                                     session_number=existing["session_number"], status="already_registered")
+
+    def _collecting_batch(self, conn: Connection, now: int) -> str:
+        """The collecting batch, locked against release until this transaction ends; created if none."""
+        for _ in range(5):
+            batch_id = self._run(conn, "find_collecting_batch").scalar()
+            if batch_id is not None:
+                return batch_id
+            created = self._run(conn, "insert_collecting_batch", batch_id=new_batch_id(now), now=now).scalar()
+            if created is not None:
+                return created
+            # another transaction created it concurrently; read it (and lock it) on the next turn
+        raise StoreUnavailable("could not obtain a collecting batch; the store is under heavy contention")
+
+    def push_events(self, session_id: str, events: Sequence[models.EventIn | Mapping[str, Any]], *,
+                    check_window: bool = True) -> models.PushEventsResult:
+        """Store events of a session (registered or not yet); duplicate ``event_id`` s are counted, not stored."""
+        body = validate(models.PushEventsIn, {"session_id": session_id, "events": list(events)})
+        now = self.clock()
+        unique: dict[str, dict[str, Any]] = {}
+        for i, event in enumerate(body.events):
+            if check_window:
+                self._check_window(f"events.{i}.created_at", event.created_at, now)
+            unique.setdefault(event.event_id, event.model_dump())
+        if not unique:
+            return models.PushEventsResult(session_id=body.session_id, stored=0, duplicates=0)
+        with self._tx(write=True) as conn:
+            stored = len(self._run(conn, "insert_events", session_id=body.session_id,
+                                   events=_dumps(list(unique.values())), now=now).all())
+        return models.PushEventsResult(session_id=body.session_id, stored=stored,
+                                       duplicates=len(body.events) - stored)
+
+    def mark_irrelevant(self, session_id: str) -> models.IrrelevantResult:
+        """Flag a session as irrelevant (explicit negative feedback). Idempotent; unknown id: NotFound."""
+        sid = validate(models.SessionIdIn, {"session_id": session_id}).session_id
+        with self._tx(write=True) as conn:
+            changed = self._run(conn, "mark_irrelevant", session_id=sid).rowcount == 1
+            if not changed and self._run(conn, "session_exists", session_id=sid).first() is None:
+                raise NotFound(f"session_id {sid!r} not found")
+        return models.IrrelevantResult(session_id=sid, changed=changed)
+
+    def get_session(self, session_id: str, events_limit: int | None = None) -> models.SessionOut:
+        """A session with its events, earliest first (all of them unless ``events_limit``)."""
+        sid = validate(models.SessionIdIn, {"session_id": session_id}).session_id
+        with self._tx(write=False) as conn:
+            row = self._run(conn, "get_session", session_id=sid).mappings().first()
+            if row is None:
+                raise NotFound(f"session_id {sid!r} not found")
+            events = self._run(conn, "get_session_events", session_id=sid,
+                               events_limit=_UNBOUNDED if events_limit is None else events_limit).mappings().all()
+        return models.SessionOut(
+            **{**_session_dict({**row, "events": []}),
+               "batch_id": row["batch_id"], "is_payload_search": bool(row["is_payload_search"]),
+               "events": [{**e, "meta": _loads(e["meta"])} for e in events]})
+
+    # ----------------------------------------------------------------------------- improvement
+
+    def use_for_improvement(self, session_id: str) -> models.UseForImprovementResult:
+        """Queue a session for model improvement if it is eligible; the answer says what happened.
+
+        Eligible: not payload-search based, and at least one event on an object among its search results
+        or marked irrelevant. Cost depends on the session's events only, never on its batch.
+        """
+        sid = validate(models.SessionIdIn, {"session_id": session_id}).session_id
+        with self._tx(write=True) as conn:
+            status = self._run(conn, "improvement_status", session_id=sid).mappings().first()
+            if status is None:
+                raise NotFound(f"session_id {sid!r} not found")
+            if status["marked"]:
+                return models.UseForImprovementResult(session_id=sid, status="already_marked")
+            if status["is_payload_search"]:
+                return models.UseForImprovementResult(session_id=sid, status="skipped", reason="payload_search")
+            if not (status["is_irrelevant"] or status["has_event_on_result"]):
+                return models.UseForImprovementResult(session_id=sid, status="skipped", reason="no_events")
+            inserted = self._run(conn, "insert_mark", session_id=sid, now=self.clock()).first()
+        return models.UseForImprovementResult(session_id=sid, status="marked" if inserted else "already_marked")
+
+    def mark_sessions_for_improvement(self, session_ids: Sequence[str]) -> tuple[models.MarkCounts, list]:
+        """:meth:`use_for_improvement` for each id; unknown ids are counted, not fatal.
+
+        :returns: the counts per outcome and the per-session answers (unknown ids as ``not_found``).
+        """
+        counts = models.MarkCounts()
+        outcomes: list[dict[str, Any]] = []
+        for sid in session_ids:
+            try:
+                result = self.use_for_improvement(sid)
+            except NotFound:
+                counts.not_found += 1
+                outcomes.append({"session_id": sid, "status": "not_found", "reason": None})
+                continue
+            outcomes.append(result.model_dump())
+            key = result.status if result.status != "skipped" else f"skipped_{result.reason}"
+            setattr(counts, key, getattr(counts, key) + 1)
+        return counts, outcomes
+
+    def mark_batch_for_improvement(self, batch_id: str) -> models.MarkCounts:
+        """Mark every eligible session of a batch in one set-based statement; counts per outcome."""
+        with self._tx(write=True) as conn:
+            self._require_batch(conn, batch_id)
+            classes = self._run(conn, "batch_mark_classes", batch_id=batch_id).mappings().one()
+            marked = self._run(conn, "mark_batch_eligible", batch_id=batch_id, now=self.clock()).rowcount
+        return models.MarkCounts(marked=marked, **classes)
+
+    def claim_improvement_marks(self, limit: int = 10) -> list[models.ImprovementMark]:
+        """Hand pending marks to a worker (``processing``, attempts + 1). Concurrent workers never get
+        the same mark; a mark stuck in ``processing`` past ``claim_stale_ms`` is handed out again."""
+        if not 1 <= limit <= self.config.max_page:
+            raise InvalidInput.field("limit", f"must be between 1 and {self.config.max_page}, got {limit}")
+        now = self.clock()
+        with self._tx(write=True) as conn:
+            rows = self._run(conn, "claim_marks", limit=limit, now=now,
+                             stale_before=now - self.config.claim_stale_ms).mappings().all()
+        return sorted((models.ImprovementMark(**r) for r in rows), key=lambda m: (m.created_at, m.session_id))
+
+    def complete_improvement_mark(self, session_id: str) -> models.ImprovementMark:
+        """A claimed mark is done."""
+        return self._finish_mark("complete_mark", session_id)
+
+    def fail_improvement_mark(self, session_id: str, error: str) -> models.ImprovementMark:
+        """A claimed mark failed: back to pending, or ``failed`` once ``max_attempts`` is reached."""
+        return self._finish_mark("fail_mark", session_id, error=error[:4000],
+                                 max_attempts=self.config.max_attempts)
+
+    def _finish_mark(self, query: str, session_id: str, **params: Any) -> models.ImprovementMark:
+        with self._tx(write=True) as conn:
+            row = self._run(conn, query, session_id=session_id, now=self.clock(), **params).mappings().first()
+            if row is None:
+                current = self._run(conn, "get_mark", session_id=session_id).mappings().first()
+                if current is None:
+                    raise NotFound(f"no improvement mark for session_id {session_id!r}")
+                raise Conflict(f"improvement mark of session_id {session_id!r} is {current['status']}, "
+                               "not processing: claim it first")
+        return models.ImprovementMark(**row)
+
+    def get_improvement_mark(self, session_id: str) -> models.ImprovementMark:
+        with self._tx(write=False) as conn:
+            row = self._run(conn, "get_mark", session_id=session_id).mappings().first()
+        if row is None:
+            raise NotFound(f"no improvement mark for session_id {session_id!r}")
+        return models.ImprovementMark(**row)
+
+    # --------------------------------------------------------------------------------- batches
+
+    def _require_batch(self, conn: Connection, batch_id: str) -> Mapping[str, Any]:
+        row = self._run(conn, "get_batch", batch_id=batch_id).mappings().first()
+        if row is None:
+            raise NotFound(f"batch_id {batch_id!r} not found")
+        return row
+
+    def get_batch_sessions(self, batch_id: str, after_number: int = 0, limit: int = 10,
+                           events_limit: int = 100) -> models.BatchSessionsPage:
+        """One keyset page of a batch: sessions numbered above ``after_number``, ascending."""
+        self._check_page_bounds(after_number, limit, events_limit)
+        with self._tx(write=False) as conn:
+            self._require_batch(conn, batch_id)
+            sessions = self._page(conn, batch_id, after_number, _UNBOUNDED, limit, events_limit)
+        return models.BatchSessionsPage(batch_id=batch_id,
+                                        last_number=sessions[-1]["session_number"] if sessions else None,
+                                        sessions=sessions)
+
+    def _check_page_bounds(self, after_number: int, limit: int, events_limit: int) -> None:
+        cfg = self.config
+        if after_number < 0:
+            raise InvalidInput.field("after_number", f"must be >= 0, got {after_number}")
+        if not 1 <= limit <= cfg.max_page:
+            raise InvalidInput.field("limit", f"must be between 1 and {cfg.max_page}, got {limit}")
+        if not 0 <= events_limit <= cfg.max_events:
+            raise InvalidInput.field("events_limit", f"must be between 0 and {cfg.max_events}, got {events_limit}")
+
+    def _page(self, conn: Connection, batch_id: str, after: int, until: int, limit: int,
+              events_limit: int) -> list[dict[str, Any]]:
+        rows = self._run(conn, "batch_page", batch_id=batch_id, after_number=after, until_number=until,
+                         limit=limit, events_limit=events_limit).mappings()
+        return [_session_dict(r) for r in rows]
+
+    def iter_batch_pages(self, batch_id: str, *, page_size: int = 1000, after_number: int = 0,
+                         until_number: int | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Every session of a batch with all its events, page by page, as plain dicts.
+
+        Memory is bounded by ``page_size``; each page is its own short read, so a long extraction holds no
+        transaction open. ``after_number`` / ``until_number`` select a shard ``(after, until]``.
+        """
+        if page_size < 1:
+            raise InvalidInput.field("page_size", f"must be >= 1, got {page_size}")
+        with self._tx(write=False) as conn:
+            self._require_batch(conn, batch_id)
+        until = _UNBOUNDED if until_number is None else until_number
+        after = after_number
+        while True:
+            with self._tx(write=False) as conn:
+                page = self._page(conn, batch_id, after, until, page_size, _UNBOUNDED)
+            if not page:
+                return
+            yield page
+            if len(page) < page_size:
+                return
+            after = page[-1]["session_number"]
+
+    def release_batch(self, release_id: str) -> models.ReleaseResult:
+        """Release the collecting batch under ``release_id`` (an idempotency key).
+
+        A ``release_id`` seen before answers its original result, even if another batch is collecting by
+        now. No collecting batch and an unknown ``release_id``: :class:`NotFound`. Cost does not depend on
+        the batch's size.
+        """
+        rid = validate(models.ReleaseIn, {"release_id": release_id}).release_id
+        for _ in range(3):
+            try:
+                with self._tx(write=True) as conn:
+                    row = self._run(conn, "find_release", release_id=rid).mappings().first()
+                    if row is None:
+                        row = self._run(conn, "release_collecting", release_id=rid, now=self.clock()
+                                        ).mappings().first()
+                    if row is None:
+                        raise NotFound(f"no collecting batch to release under release_id {rid!r}")
+                    return models.ReleaseResult(**row)
+            except exc.IntegrityError:
+                # A concurrent retry of the same release_id committed first (unique release_id): re-read it.
+                continue
+        raise Conflict(f"release_id {rid!r} is being released concurrently; retry")
+
+    def get_batch(self, batch_id: str) -> models.BatchInfo:
+        """A batch's status and the range of its session numbers."""
+        with self._tx(write=False) as conn:
+            row = self._require_batch(conn, batch_id)
+            stats = self._run(conn, "batch_number_stats", batch_id=batch_id).mappings().one()
+        return models.BatchInfo(**row, **stats)
+
+    def list_batches(self, status: str | None = None, limit: int = 100) -> list[models.BatchInfo]:
+        """Batches, newest first."""
+        if status not in (None, "collecting", "released"):
+            raise InvalidInput.field("status", f"must be collecting or released, got {status!r}")
+        with self._tx(write=False) as conn:
+            rows = self._run(conn, "list_batches", status=status, limit=limit).mappings().all()
+        return [models.BatchInfo(**r) for r in rows]
+
+    def batch_metrics(self, batch_id: str) -> models.BatchMetrics:
+        """Search-quality metrics of a batch (see :class:`clickstream.models.BatchMetrics`)."""
+        with self._tx(write=False) as conn:
+            self._require_batch(conn, batch_id)
+            s = self._run(conn, "batch_session_counts", batch_id=batch_id).mappings().one()
+            e = self._run(conn, "batch_event_counts", batch_id=batch_id).mappings().one()
+            rr_sum = float(self._run(conn, "batch_rr_sum", batch_id=batch_id).scalar() or 0)
+        n = s["sessions"]
+
+        def ratio(x: float) -> float | None:
+            return round(x / n, 6) if n else None
+
+        return models.BatchMetrics(
+            batch_id=batch_id, sessions=n, events=e["events"], clicks=e["clicks"],
+            sessions_with_click=e["sessions_with_click"],
+            click_through_rate=ratio(e["sessions_with_click"]), mean_reciprocal_rank=ratio(rr_sum),
+            no_click_rate=ratio(n - e["sessions_with_click"]), irrelevant_rate=ratio(s["irrelevant"]),
+            late_events=e["late_events"])
+
+    # ---------------------------------------------------------------------------------- erasure
+
+    def erase_user(self, user_id: str) -> models.EraseResult:
+        """Remove every session, event and improvement mark of ``user_id`` in one transaction."""
+        uid = validate(models.UserIdIn, {"user_id": user_id}).user_id
+        with self._tx(write=True) as conn:
+            batches = list(self._run(conn, "user_batches", user_id=uid).scalars())
+            events = self._run(conn, "erase_user_events", user_id=uid).rowcount
+            marks = self._run(conn, "erase_user_marks", user_id=uid).rowcount
+            sessions = self._run(conn, "erase_user_sessions", user_id=uid).rowcount
+        return models.EraseResult(user_id=uid, sessions=sessions, events=events, marks=marks, batches=batches)
+
+
+def _is_unavailable(err: exc.OperationalError) -> bool:
+    """Connection failures and lock time-outs are outages (503); other operational errors are bugs."""
+    if err.connection_invalidated:
+        return True
+    message = str(err.orig).lower()
+    return any(s in message for s in ("connection", "could not connect", "database is locked", "timeout",
+                                      "server closed", "terminating"))
+
+
+def _first_line(err: BaseException) -> str:
+    return str(getattr(err, "orig", err)).strip().splitlines()[0]
