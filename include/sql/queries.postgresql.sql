@@ -27,8 +27,9 @@ RETURNING session_number
 -- One statement for the whole request; arrival order follows the array order.
 INSERT INTO cs_event (session_id, event_id, object_id, event_type, created_at, meta, received_at)
 SELECT :session_id, x.event_id, x.object_id, x.event_type, x.created_at, x.meta, :now
-FROM jsonb_to_recordset(CAST(:events AS jsonb)) WITH ORDINALITY
-     AS x(event_id text, object_id text, event_type text, created_at bigint, meta jsonb, ord bigint)
+FROM ROWS FROM (jsonb_to_recordset(CAST(:events AS jsonb))
+               AS (event_id text, object_id text, event_type text, created_at bigint, meta jsonb))
+     WITH ORDINALITY AS x(event_id, object_id, event_type, created_at, meta, ord)
 ORDER BY x.ord
 ON CONFLICT (session_id, event_id) DO NOTHING
 RETURNING event_seq
