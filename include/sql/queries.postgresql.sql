@@ -8,20 +8,20 @@ s.search_results @> jsonb_build_array(jsonb_build_object('object_id', e.object_i
 -- Two processes migrating at once: the second waits here, then finds the work done.
 SELECT pg_advisory_xact_lock(4242057001)
 
--- name: find_collecting_batch
--- FOR SHARE: concurrent registrations do not block each other, but a release (UPDATE of this row) waits
--- for them to commit, and a registration that waited on a release re-checks status and finds no row.
-SELECT batch_id FROM cs_batch WHERE status = 'collecting' FOR SHARE
-
 -- name: insert_session
+-- One statement: takes the collecting batch FOR SHARE (concurrent registrations do not block each other;
+-- a release, which UPDATEs that row, waits for them to commit, and a registration that waited on a release
+-- re-checks the status, finds no row and inserts nothing: the caller then opens a new batch and retries).
 INSERT INTO cs_session (session_id, batch_id, search_query, search_results, search_meta, payload_filter,
                         sort_by, user_id, created_at, is_irrelevant, is_payload_search, content_hash,
                         registered_at)
-VALUES (:session_id, :batch_id, :search_query, CAST(:search_results AS jsonb), CAST(:search_meta AS jsonb),
-        CAST(:payload_filter AS jsonb), CAST(:sort_by AS jsonb), :user_id, :created_at, :is_irrelevant,
-        :is_payload_search, :content_hash, :now)
+SELECT :session_id, b.batch_id, :search_query, CAST(:search_results AS jsonb), CAST(:search_meta AS jsonb),
+       CAST(:payload_filter AS jsonb), CAST(:sort_by AS jsonb), :user_id, :created_at, :is_irrelevant,
+       :is_payload_search, :content_hash, :now
+FROM (SELECT batch_id FROM cs_batch WHERE status = 'collecting' FOR SHARE) b
 ON CONFLICT (session_id) DO NOTHING
-RETURNING session_number
+RETURNING session_number, batch_id,
+          (SELECT count(*) FROM cs_event e WHERE e.session_id = cs_session.session_id) AS events_attached
 
 -- name: insert_events
 -- One statement for the whole request; arrival order follows the array order.

@@ -15,9 +15,6 @@ SELECT version FROM cs_schema_migrations ORDER BY version
 -- name: record_migration
 INSERT INTO cs_schema_migrations (version, name, applied_at) VALUES (:version, :name, :now)
 
--- name: find_collecting_batch
-SELECT batch_id FROM cs_batch WHERE status = 'collecting'
-
 -- name: insert_collecting_batch
 -- The partial unique index cs_batch_one_collecting makes a concurrent second insert a no-op.
 INSERT INTO cs_batch (batch_id, status, created_at) VALUES (:batch_id, 'collecting', :now)
@@ -26,9 +23,6 @@ RETURNING batch_id
 
 -- name: session_registration
 SELECT session_number, batch_id, content_hash FROM cs_session WHERE session_id = :session_id
-
--- name: count_session_events
-SELECT count(*) FROM cs_event WHERE session_id = :session_id
 
 -- name: get_session
 SELECT session_number, session_id, batch_id, search_query, search_results, search_meta, payload_filter,

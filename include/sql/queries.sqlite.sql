@@ -8,10 +8,13 @@ EXISTS (SELECT 1 FROM json_each(s.search_results) r WHERE json_extract(r.value, 
 INSERT INTO cs_session (session_id, batch_id, search_query, search_results, search_meta, payload_filter,
                         sort_by, user_id, created_at, is_irrelevant, is_payload_search, content_hash,
                         registered_at)
-VALUES (:session_id, :batch_id, :search_query, :search_results, :search_meta, :payload_filter, :sort_by,
-        :user_id, :created_at, :is_irrelevant, :is_payload_search, :content_hash, :now)
+SELECT :session_id, b.batch_id, :search_query, :search_results, :search_meta, :payload_filter, :sort_by,
+       :user_id, :created_at, :is_irrelevant, :is_payload_search, :content_hash, :now
+FROM cs_batch b
+WHERE b.status = 'collecting'
 ON CONFLICT (session_id) DO NOTHING
-RETURNING session_number
+RETURNING session_number, batch_id,
+          (SELECT count(*) FROM cs_event e WHERE e.session_id = cs_session.session_id) AS events_attached
 
 -- name: insert_events
 INSERT INTO cs_event (session_id, event_id, object_id, event_type, created_at, meta, received_at)

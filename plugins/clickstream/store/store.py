@@ -212,17 +212,17 @@ class SessionStore:
             "now": now,
         }
         with self._tx(write=True) as conn:
-            existing = self._run(conn, "session_registration", session_id=body.session_id).mappings().first()
-            if existing is None:
-                batch_id = self._collecting_batch(conn, now)
-                number = self._run(conn, "insert_session", batch_id=batch_id, **params).scalar()
-                if number is not None:
-                    attached = self._run(conn, "count_session_events", session_id=body.session_id).scalar()
-                    return models.RegisterResult(session_id=body.session_id, batch_id=batch_id,
-                                                 session_number=number, status="registered",
-                                                 events_attached=attached)
-                # A concurrent registration of the same id won the insert: compare with it.
-                existing = self._run(conn, "session_registration", session_id=body.session_id).mappings().one()
+            for _ in range(5):
+                row = self._run(conn, "insert_session", **params).mappings().first()
+                if row is not None:
+                    return models.RegisterResult(session_id=body.session_id, status="registered", **row)
+                existing = self._run(conn, "session_registration", session_id=body.session_id).mappings().first()
+                if existing is not None:
+                    break
+                # No collecting batch (none yet, or released while we waited): open one and try again.
+                self._run(conn, "insert_collecting_batch", batch_id=new_batch_id(now), now=now)
+            else:
+                raise StoreUnavailable("could not obtain a collecting batch; the store is under heavy contention")
         if existing["content_hash"] != digest:
             raise Conflict(
                 f"session_id {body.session_id!r} is already registered with different content; "
@@ -230,18 +230,6 @@ class SessionStore:
             )
         return models.RegisterResult(session_id=body.session_id, batch_id=existing["batch_id"],
                                      session_number=existing["session_number"], status="already_registered")
-
-    def _collecting_batch(self, conn: Connection, now: int) -> str:
-        """The collecting batch, locked against release until this transaction ends; created if none."""
-        for _ in range(5):
-            batch_id = self._run(conn, "find_collecting_batch").scalar()
-            if batch_id is not None:
-                return batch_id
-            created = self._run(conn, "insert_collecting_batch", batch_id=new_batch_id(now), now=now).scalar()
-            if created is not None:
-                return created
-            # another transaction created it concurrently; read it (and lock it) on the next turn
-        raise StoreUnavailable("could not obtain a collecting batch; the store is under heavy contention")
 
     def push_events(self, session_id: str, events: Sequence[models.EventIn | Mapping[str, Any]], *,
                     check_window: bool = True) -> models.PushEventsResult:
