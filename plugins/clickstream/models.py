@@ -208,6 +208,15 @@ class BatchMetrics(BaseModel):
     late_events: int = Field(description="events that arrived after the batch was released")
 
 
+class ErrorDetail(BaseModel):
+    """Every error answer of the REST API: ``detail`` names the offending field or id."""
+
+    detail: str
+    errors: list[JsonObject] | None = Field(
+        None, description="one entry per offending field: loc (path to the field), msg, type"
+    )
+
+
 class EraseResult(BaseModel):
     user_id: str
     sessions: int
