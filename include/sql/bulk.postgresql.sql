@@ -1,0 +1,61 @@
+-- PostgreSQL parts of the bulk import (see bulk.sql). Staging tables live in pg_temp: private to the
+-- connection, unlogged, gone with it (and dropped explicitly, since pooled connections live on).
+
+-- name: bulk_drop_stage_sessions
+DROP TABLE IF EXISTS pg_temp.cs_stage_session
+
+-- name: bulk_drop_stage_events
+DROP TABLE IF EXISTS pg_temp.cs_stage_event
+
+-- name: bulk_create_stage_sessions
+CREATE TEMP TABLE cs_stage_session (
+    seq               BIGINT  PRIMARY KEY,
+    file_no           INTEGER NOT NULL,
+    line              BIGINT  NOT NULL,
+    session_id        TEXT    NOT NULL,
+    search_query      TEXT,
+    search_results    JSONB   NOT NULL,
+    search_meta       JSONB,
+    payload_filter    JSONB,
+    sort_by           JSONB,
+    user_id           TEXT,
+    created_at        BIGINT  NOT NULL,
+    is_irrelevant     BOOLEAN NOT NULL,
+    is_payload_search BOOLEAN NOT NULL,
+    content_hash      TEXT    NOT NULL,
+    conflict          BOOLEAN NOT NULL DEFAULT FALSE
+)
+
+-- name: bulk_index_stage_sessions
+CREATE INDEX cs_stage_session_id ON pg_temp.cs_stage_session (session_id, seq)
+
+-- name: bulk_create_stage_events
+CREATE TEMP TABLE cs_stage_event (
+    seq        BIGINT  NOT NULL,
+    pos        INTEGER NOT NULL,
+    session_id TEXT    NOT NULL,
+    event_id   TEXT    NOT NULL,
+    object_id  TEXT    NOT NULL,
+    event_type TEXT    NOT NULL,
+    created_at BIGINT  NOT NULL,
+    meta       JSONB
+)
+
+-- name: bulk_copy_sessions
+-- COPY (text format): JSON columns arrive as JSON text and are parsed by the jsonb input function.
+COPY cs_stage_session (seq, file_no, line, session_id, search_query, search_results, search_meta,
+                       payload_filter, sort_by, user_id, created_at, is_irrelevant, is_payload_search,
+                       content_hash) FROM STDIN
+
+-- name: bulk_copy_events
+COPY cs_stage_event (seq, pos, session_id, event_id, object_id, event_type, created_at, meta) FROM STDIN
+
+-- name: bulk_analyze_stage
+ANALYZE pg_temp.cs_stage_session, pg_temp.cs_stage_event
+
+-- name: bulk_collecting_batch
+-- The same lock as live registration (insert_session): FOR SHARE on the collecting batch row, held until
+-- the import commits, so a release (an UPDATE of that row) waits for the import and the imported sessions
+-- never land in a released batch. If a release committed while we waited, the re-checked row is no longer
+-- collecting: no row comes back, and the caller opens a new batch (insert_collecting_batch) and retries.
+SELECT batch_id FROM cs_batch WHERE status = 'collecting' FOR SHARE

@@ -1,0 +1,60 @@
+-- SQLite parts of the bulk import (see bulk.sql). Staging tables live in the connection's temp database,
+-- so staging takes no lock on the store file; only the final load runs under BEGIN IMMEDIATE.
+
+-- name: bulk_drop_stage_sessions
+DROP TABLE IF EXISTS temp.cs_stage_session
+
+-- name: bulk_drop_stage_events
+DROP TABLE IF EXISTS temp.cs_stage_event
+
+-- name: bulk_create_stage_sessions
+CREATE TEMP TABLE cs_stage_session (
+    seq               INTEGER PRIMARY KEY,
+    file_no           INTEGER NOT NULL,
+    line              INTEGER NOT NULL,
+    session_id        TEXT    NOT NULL,
+    search_query      TEXT,
+    search_results    TEXT    NOT NULL,
+    search_meta       TEXT,
+    payload_filter    TEXT,
+    sort_by           TEXT,
+    user_id           TEXT,
+    created_at        BIGINT  NOT NULL,
+    is_irrelevant     INTEGER NOT NULL,
+    is_payload_search INTEGER NOT NULL,
+    content_hash      TEXT    NOT NULL,
+    conflict          INTEGER NOT NULL DEFAULT FALSE
+)
+
+-- name: bulk_index_stage_sessions
+CREATE INDEX temp.cs_stage_session_id ON cs_stage_session (session_id, seq)
+
+-- name: bulk_create_stage_events
+CREATE TEMP TABLE cs_stage_event (
+    seq        INTEGER NOT NULL,
+    pos        INTEGER NOT NULL,
+    session_id TEXT    NOT NULL,
+    event_id   TEXT    NOT NULL,
+    object_id  TEXT    NOT NULL,
+    event_type TEXT    NOT NULL,
+    created_at BIGINT  NOT NULL,
+    meta       TEXT
+)
+
+-- name: bulk_stage_session
+INSERT INTO temp.cs_stage_session (seq, file_no, line, session_id, search_query, search_results, search_meta,
+                                   payload_filter, sort_by, user_id, created_at, is_irrelevant,
+                                   is_payload_search, content_hash)
+VALUES (:seq, :file_no, :line, :session_id, :search_query, :search_results, :search_meta, :payload_filter,
+        :sort_by, :user_id, :created_at, :is_irrelevant, :is_payload_search, :content_hash)
+
+-- name: bulk_stage_event
+INSERT INTO temp.cs_stage_event (seq, pos, session_id, event_id, object_id, event_type, created_at, meta)
+VALUES (:seq, :pos, :session_id, :event_id, :object_id, :event_type, :created_at, :meta)
+
+-- name: bulk_analyze_stage
+ANALYZE temp
+
+-- name: bulk_collecting_batch
+-- The final load runs under BEGIN IMMEDIATE (the store's write lock): no release can commit meanwhile.
+SELECT batch_id FROM cs_batch WHERE status = 'collecting'

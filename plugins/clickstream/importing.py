@@ -1,0 +1,312 @@
+"""Bulk import of clickstream history from JSON Lines or Parquet files. No Airflow here.
+
+Row shapes (the REST bodies; see ``docs/import-and-erasure.md``):
+
+* a **session row** is a ``POST /session`` registration body (:class:`clickstream.models.SessionIn`),
+  optionally with ``events``: a list of :class:`clickstream.models.EventIn` bodies of that session;
+* an **event row** is one :class:`clickstream.models.EventIn` body plus its ``session_id``.
+
+A row with an ``event_id`` key is an event row, any other row a session row, so one file may hold both.
+Rows are validated with the same models as live ingestion, milliseconds check included, but without the
+live time window (history is old by definition).
+
+Threshold, and how memory stays bounded: the files are read **once**, in chunks of ``chunk_rows`` rows;
+each chunk is validated and its valid rows are staged in temporary tables of the store's database
+(:class:`clickstream.store.bulk.BulkLoad`). Once every file is read, one transaction loads the staged rows,
+finds conflicts (a session whose content differs from the stored one) and commits only if
+``invalid / rows <= invalid_threshold``; otherwise it rolls back and nothing is loaded. So neither the file
+nor its valid rows are ever held in memory, and the decision covers the whole import exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timezone
+from typing import IO, TYPE_CHECKING, Any, ContextManager, Literal
+
+from pydantic import BaseModel, Field
+
+from clickstream import models
+from clickstream.store.bulk import BulkLoad, StagedEvent, StagedSession
+from clickstream.store.errors import InvalidInput
+from clickstream.store.store import validate
+
+if TYPE_CHECKING:
+    from clickstream.store.store import SessionStore
+
+log = logging.getLogger(__name__)
+
+Format = Literal["jsonl", "parquet"]
+#: File name endings picked from a folder, per format (``.gz`` JSON Lines are decompressed on the fly).
+FILE_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "jsonl": (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz"),
+    "parquet": (".parquet", ".pq"),
+}
+#: A source: a display name (path or URI) and a callable opening it as a binary file object.
+Source = tuple[str, Callable[[], ContextManager[IO[bytes]]]]
+
+DEFAULT_INVALID_THRESHOLD = 0.01
+DEFAULT_MAX_ERRORS = 100
+DEFAULT_CHUNK_ROWS = 5000
+
+#: Fields holding JSON objects/lists: in Parquet they may be nested columns or strings holding JSON.
+_JSON_FIELDS = ("search_results", "search_meta", "payload_filter", "sort_by", "events", "meta")
+
+
+class _SessionRow(models.SessionIn):
+    """A session row: the registration body, plus the session's events if the file carries them there."""
+
+    events: list[models.EventIn] = Field(default_factory=list)
+
+
+class _EventRow(models.EventIn):
+    """An event row: the event body plus the session it belongs to."""
+
+    session_id: models.SessionId
+
+
+class RowError(BaseModel):
+    """An invalid row: where it is and why it was refused."""
+
+    file: str
+    line: int = Field(description="line (JSON Lines) or row number (Parquet), 1-based")
+    reason: str
+
+
+class ImportReport(BaseModel):
+    """What an import did. When ``loaded`` is false nothing was written and the load counts are 0."""
+
+    files: list[str]
+    rows: int = Field(description="rows read (blank lines excluded)")
+    session_rows: int = 0
+    event_rows: int = 0
+    loaded_sessions: int = Field(0, description="sessions registered by this import")
+    loaded_events: int = Field(0, description="events stored by this import (embedded ones included)")
+    duplicates: int = Field(0, description="duplicate_sessions + duplicate_events")
+    duplicate_sessions: int = Field(0, description="session rows already registered with the same content")
+    duplicate_events: int = Field(0, description="events whose (session_id, event_id) was already stored")
+    invalid: int = Field(0, description="invalid rows: unreadable, failing validation, or in conflict")
+    invalid_share: float = 0.0
+    invalid_threshold: float
+    errors: list[RowError] = Field(default_factory=list, description="the first max_errors invalid rows")
+    errors_truncated: bool = False
+    loaded: bool
+    batch_id: str | None = Field(None, description="collecting batch the new sessions went to")
+
+
+def check_options(fmt: str, invalid_threshold: float, max_errors: int, chunk_rows: int) -> None:
+    """Raise :class:`InvalidInput` naming the first bad option."""
+    if fmt not in FILE_SUFFIXES:
+        raise InvalidInput.field("format", f"must be one of {', '.join(FILE_SUFFIXES)}, got {fmt!r}")
+    if not isinstance(invalid_threshold, (int, float)) or not 0 <= invalid_threshold <= 1:
+        raise InvalidInput.field("invalid_threshold", f"must be a share between 0 and 1, got {invalid_threshold!r}")
+    if not isinstance(max_errors, int) or max_errors < 0:
+        raise InvalidInput.field("max_errors", f"must be an integer >= 0, got {max_errors!r}")
+    if not isinstance(chunk_rows, int) or chunk_rows < 1:
+        raise InvalidInput.field("chunk_rows", f"must be an integer >= 1, got {chunk_rows!r}")
+
+
+def local_sources(*paths: str) -> list[Source]:
+    """Sources for local files (tests, scripts); the Airflow hook builds them from ``ObjectStoragePath``."""
+    return [(str(p), (lambda p=p: open(p, "rb"))) for p in paths]
+
+
+def import_history(
+    store: SessionStore,
+    sources: Sequence[Source],
+    fmt: str = "jsonl",
+    *,
+    invalid_threshold: float = DEFAULT_INVALID_THRESHOLD,
+    max_errors: int = DEFAULT_MAX_ERRORS,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    logger: logging.Logger | Any | None = None,
+) -> ImportReport:
+    """Import session and event rows from ``sources`` into ``store``, all or nothing.
+
+    Re-running the same files changes nothing: sessions already registered with the same content and
+    events already stored count as duplicates. A session row whose ``session_id`` is stored (or appears
+    earlier in the import) with other content is an invalid row (conflict); the stored session is kept.
+    New sessions go to the collecting batch, like live registrations.
+
+    :param store: the session store.
+    :param sources: ``(name, opener)`` pairs; ``opener()`` returns a binary file object (context manager).
+    :param fmt: ``"jsonl"`` (JSON Lines, ``.gz`` decompressed by name) or ``"parquet"``.
+    :param invalid_threshold: largest share of invalid rows (0..1) that still loads the valid rows;
+        0 means every row must be valid.
+    :param max_errors: at most this many invalid rows are listed in the report (all are counted).
+    :param chunk_rows: rows read, validated and staged at a time (bounds memory).
+    :param logger: where progress goes (e.g. an Airflow task's ``self.log``); this module's logger if None.
+    :raises InvalidInput: a bad option, or no source at all.
+    """
+    check_options(fmt, invalid_threshold, max_errors, chunk_rows)
+    if not sources:
+        raise InvalidInput.field("path", "no file to import")
+    out = logger or log
+    names = [name for name, _ in sources]
+    errors: list[RowError] = []
+    counts = {"rows": 0, "invalid": 0, "session_rows": 0, "event_rows": 0}
+    started = last_log = time.monotonic()
+
+    def refuse(name: str, line: int, reason: str) -> None:
+        counts["invalid"] += 1
+        if len(errors) < max_errors:
+            errors.append(RowError(file=name, line=line, reason=reason))
+
+    with BulkLoad(store) as load:
+        for file_no, (name, opener) in enumerate(sources):
+            out.info("import: reading %s (%s)", name, fmt)
+            with opener() as raw, _decompressed(raw, name, fmt) as fileobj:
+                for chunk in _read_chunks(fileobj, fmt, chunk_rows):
+                    sessions: list[StagedSession] = []
+                    events: list[StagedEvent] = []
+                    for line, row in chunk:
+                        counts["rows"] += 1
+                        seq = counts["rows"]
+                        if isinstance(row, str):
+                            refuse(name, line, row)
+                            continue
+                        try:
+                            if "event_id" in row:
+                                event = validate(_EventRow, row)
+                                counts["event_rows"] += 1
+                                events.append(StagedEvent(seq, 0, event.session_id,
+                                                          models.EventIn(**event.model_dump(exclude={"session_id"}))))
+                            else:
+                                counts["session_rows"] += 1
+                                body = validate(_SessionRow, row)
+                                session = models.SessionIn(**body.model_dump(exclude={"events"}))
+                                sessions.append(StagedSession(seq, file_no, line, session))
+                                events.extend(StagedEvent(seq, pos, session.session_id, e)
+                                              for pos, e in enumerate(body.events))
+                        except InvalidInput as err:
+                            refuse(name, line, err.detail)
+                    load.stage(sessions, events)
+                    now = time.monotonic()
+                    if now - last_log >= 5 or len(chunk) < chunk_rows:
+                        last_log = now
+                        out.info("import: %d rows read (%d invalid) from %d/%d file(s), %.0f rows/s; at %s line %d",
+                                 counts["rows"], counts["invalid"], file_no + 1, len(sources),
+                                 counts["rows"] / max(now - started, 1e-6), name, chunk[-1][0] if chunk else 0)
+
+        rows = counts["rows"]
+        share_of = (lambda invalid: invalid / rows if rows else 0.0)
+        out.info("import: %d rows read in %.1f s; loading %d staged sessions and %d staged events",
+                 rows, time.monotonic() - started, load.staged_sessions, load.staged_events)
+        outcome = load.finish(accept=lambda conflicts: share_of(counts["invalid"] + conflicts) <= invalid_threshold,
+                              error_limit=max_errors - len(errors))
+
+    for c in outcome.conflict_rows:
+        errors.append(RowError(file=names[c.file_no], line=c.line, reason=(
+            f"session_id {c.session_id!r} is already registered (or appears earlier in the import) with "
+            "different content; the stored session is kept")))
+    invalid = counts["invalid"] + outcome.conflicts
+    report = ImportReport(
+        files=names, **{k: counts[k] for k in ("rows", "session_rows", "event_rows")},
+        loaded_sessions=outcome.loaded_sessions, loaded_events=outcome.loaded_events,
+        duplicate_sessions=outcome.duplicate_sessions, duplicate_events=outcome.duplicate_events,
+        duplicates=outcome.duplicate_sessions + outcome.duplicate_events,
+        invalid=invalid, invalid_share=round(share_of(invalid), 6), invalid_threshold=invalid_threshold,
+        errors=sorted(errors, key=lambda e: (names.index(e.file), e.line)), errors_truncated=invalid > len(errors),
+        loaded=outcome.committed, batch_id=outcome.batch_id)
+    elapsed = time.monotonic() - started
+    if report.loaded:
+        out.info("import: done in %.1f s (%.0f rows/s): %d rows, %d new sessions, %d new events, %d duplicates, "
+                 "%d invalid (%.2f%% <= threshold %.2f%%)", elapsed, rows / max(elapsed, 1e-6), rows,
+                 report.loaded_sessions, report.loaded_events, report.duplicates, invalid,
+                 100 * report.invalid_share, 100 * invalid_threshold)
+    else:
+        out.warning("import: NOTHING LOADED: %d of %d rows invalid (%.2f%% > threshold %.2f%%)", invalid, rows,
+                    100 * report.invalid_share, 100 * invalid_threshold)
+    return report
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+
+@contextlib.contextmanager
+def _decompressed(raw: IO[bytes], name: str, fmt: str) -> Iterator[IO[bytes]]:
+    if fmt == "jsonl" and name.endswith(".gz"):
+        with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
+            yield unzipped
+    else:
+        yield raw
+
+
+def _read_chunks(fileobj: IO[bytes], fmt: str, chunk_rows: int) -> Iterator[list[tuple[int, dict | str]]]:
+    """Rows of a file in chunks: ``(line, row)``, where ``row`` is a dict or, if unreadable, the reason."""
+    reader = _jsonl_rows(fileobj) if fmt == "jsonl" else _parquet_rows(fileobj, chunk_rows)
+    chunk: list[tuple[int, dict | str]] = []
+    for item in reader:
+        chunk.append(item)
+        if len(chunk) >= chunk_rows:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _jsonl_rows(fileobj: IO[bytes]) -> Iterator[tuple[int, dict | str]]:
+    """One JSON object per line; blank lines are skipped (and not counted), line numbers are physical."""
+    for line, raw in enumerate(fileobj, start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except UnicodeDecodeError as err:
+            yield line, f"not UTF-8 text: {err.reason} at byte {err.start}"
+            continue
+        except json.JSONDecodeError as err:
+            yield line, f"invalid JSON: {err.msg} (column {err.colno})"
+            continue
+        yield line, row if isinstance(row, dict) else f"a row must be a JSON object, got {type(row).__name__}"
+
+
+def _parquet_rows(fileobj: IO[bytes], chunk_rows: int) -> Iterator[tuple[int, dict | str]]:
+    """Parquet rows, one record batch at a time; ``line`` is the 1-based row number.
+
+    Null values count as absent (so one file may mix session and event rows); object fields may be nested
+    columns or strings holding JSON; timestamp columns become milliseconds since epoch.
+    """
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(fileobj)
+    except Exception as err:  # pyarrow raises several types for a non-Parquet file
+        raise InvalidInput.field("path", f"not a readable Parquet file: {err}") from None
+    number = 0
+    for batch in parquet.iter_batches(batch_size=chunk_rows):
+        for record in batch.to_pylist():
+            number += 1
+            yield number, _parquet_row(record)
+
+
+def _parquet_row(record: dict[str, Any]) -> dict | str:
+    row = {}
+    for key, value in record.items():
+        if value is None:
+            continue
+        if key in _JSON_FIELDS and isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as err:
+                return f"{key}: invalid JSON in string column: {err.msg} (column {err.colno})"
+        elif isinstance(value, datetime):
+            value = _millis(value)
+        if key == "events" and isinstance(value, list):
+            value = [_parquet_row(e) if isinstance(e, dict) else e for e in value]
+            bad = next((e for e in value if isinstance(e, str)), None)
+            if bad is not None:
+                return f"events: {bad}"
+        row[key] = value
+    return row
+
+
+def _millis(value: datetime) -> int:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return int(value.timestamp() * 1000)

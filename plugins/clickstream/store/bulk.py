@@ -1,0 +1,301 @@
+"""Bulk load of history into the session store: stage rows, then load them all or nothing.
+
+No Airflow here, and no file reading (see :mod:`clickstream.importing`): this module receives validated
+models and owns the SQL side. The queries are in ``include/sql/bulk*.sql``.
+
+How a load goes:
+
+1. :class:`BulkLoad` opens one connection and creates two private temp tables on it (PostgreSQL ``pg_temp``,
+   SQLite's ``temp`` database).
+2. :meth:`BulkLoad.stage` appends a chunk of rows to them, each chunk in its own short transaction that
+   touches no shared table: ``COPY ... FROM STDIN`` through the psycopg 3 connection under the SQLAlchemy
+   engine on PostgreSQL, ``executemany`` on SQLite. Memory is bounded by the chunk, whatever the file size.
+3. :meth:`BulkLoad.finish` runs ONE write transaction: it locks the collecting batch exactly as live
+   registration does (``FOR SHARE`` on PostgreSQL; SQLite's write lock), inserts the first row of every new
+   ``session_id`` into it (``session_number`` from the same identity), marks staged rows whose content
+   differs from the stored session as conflicts, inserts the events (duplicates skipped), and asks the
+   caller's ``accept`` callback, with the number of conflicts, whether to commit. If not, it rolls back
+   and nothing at all was loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import exc, text
+
+from clickstream import models
+from clickstream.store.engine import WRITE_OPTION
+from clickstream.store.errors import StoreUnavailable
+from clickstream.store.store import _dumps, _first_line, _is_unavailable, content_hash, new_batch_id
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from clickstream.store.store import SessionStore
+
+log = logging.getLogger(__name__)
+
+_SESSION_COLUMNS = ("seq", "file_no", "line", "session_id", "search_query", "search_results", "search_meta",
+                    "payload_filter", "sort_by", "user_id", "created_at", "is_irrelevant", "is_payload_search",
+                    "content_hash")
+_EVENT_COLUMNS = ("seq", "pos", "session_id", "event_id", "object_id", "event_type", "created_at", "meta")
+
+
+@dataclass(frozen=True)
+class StagedSession:
+    """A valid session row of the import.
+
+    :param seq: position of the row in the whole import (all files, in order), unique.
+    :param file_no: index of its file in the import's file list.
+    :param line: its line (JSON Lines) or row number (Parquet) in that file, 1-based.
+    :param session: the registration body.
+    """
+
+    seq: int
+    file_no: int
+    line: int
+    session: models.SessionIn
+
+
+@dataclass(frozen=True)
+class StagedEvent:
+    """A valid event of the import.
+
+    :param seq: ``seq`` of the row that carried it (an event row, or the session row that embeds it).
+    :param pos: position within that row (0 for an event row).
+    :param session_id: the session it belongs to (registered or not).
+    :param event: the event body.
+    """
+
+    seq: int
+    pos: int
+    session_id: str
+    event: models.EventIn
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A staged session row whose content differs from the stored session of the same id."""
+
+    file_no: int
+    line: int
+    session_id: str
+
+
+@dataclass
+class BulkOutcome:
+    """What :meth:`BulkLoad.finish` did. Counts of loaded and duplicate rows are 0 when not committed.
+
+    :param committed: whether the load was committed (``accept`` said yes).
+    :param batch_id: the collecting batch the new sessions went to (None when no session was new).
+    :param conflicts: number of conflicting session rows.
+    :param conflict_rows: the first of them, at most the ``error_limit`` given to ``finish``.
+    """
+
+    committed: bool
+    batch_id: str | None
+    conflicts: int
+    conflict_rows: list[Conflict]
+    loaded_sessions: int = 0
+    duplicate_sessions: int = 0
+    loaded_events: int = 0
+    duplicate_events: int = 0
+
+
+def session_columns(session: models.SessionIn) -> dict[str, Any]:
+    """The stored columns of a registration body, exactly as :meth:`SessionStore.register_session` writes
+    them (same JSON serialisation, same content hash), so a live re-registration of an imported session is
+    recognised as ``already_registered``."""
+    return {
+        "session_id": session.session_id,
+        "search_query": session.search_query,
+        "search_results": _dumps([r.model_dump() for r in session.search_results]),
+        "search_meta": _dumps(session.search_meta),
+        "payload_filter": _dumps(session.payload_filter),
+        "sort_by": _dumps(session.sort_by.model_dump() if session.sort_by else None),
+        "user_id": session.user_id,
+        "created_at": session.created_at,
+        "is_irrelevant": session.is_irrelevant,
+        "is_payload_search": session.is_payload_search,
+        "content_hash": content_hash(session),
+    }
+
+
+def _event_columns(item: StagedEvent) -> dict[str, Any]:
+    e = item.event
+    return {"seq": item.seq, "pos": item.pos, "session_id": item.session_id, "event_id": e.event_id,
+            "object_id": e.object_id, "event_type": e.event_type, "created_at": e.created_at,
+            "meta": _dumps(e.meta)}
+
+
+class BulkLoad:
+    """One bulk load into ``store``: use as a context manager, :meth:`stage` chunks, then :meth:`finish`.
+
+    The staging tables belong to this object's connection and are dropped on exit. A ``BulkLoad`` is not
+    thread-safe and loads once.
+
+    :param store: the session store to load into.
+    """
+
+    def __init__(self, store: SessionStore):
+        self.store = store
+        self._conn: Connection | None = None
+        self._finished = False
+        self.staged_sessions = 0
+        self.staged_events = 0
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> BulkLoad:
+        try:
+            self._conn = self.store.engine.connect()
+            with self._conn.begin():
+                for query in ("bulk_drop_stage_sessions", "bulk_drop_stage_events", "bulk_create_stage_sessions",
+                              "bulk_index_stage_sessions", "bulk_create_stage_events"):
+                    self._run(query)
+        except BaseException as err:
+            self._close()
+            _raise_unavailable(err)
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            if self._conn is not None and not self._conn.closed:
+                if self._conn.in_transaction():
+                    self._conn.rollback()
+                self._conn.execution_options(**{WRITE_OPTION: False})
+                with self._conn.begin():
+                    self._run("bulk_drop_stage_sessions")
+                    self._run("bulk_drop_stage_events")
+        except exc.SQLAlchemyError:  # the connection is gone: its temp tables went with it
+            log.debug("could not drop the bulk staging tables", exc_info=True)
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _run(self, query: str, /, params: Any = None):
+        assert self._conn is not None, "use BulkLoad as a context manager"
+        return self._conn.execute(text(self.store._q[query]), params if params is not None else {})
+
+    # -------------------------------------------------------------------------------- staging
+
+    def stage(self, sessions: Sequence[StagedSession], events: Sequence[StagedEvent]) -> None:
+        """Append valid rows to the staging tables (one short transaction; nothing shared is touched)."""
+        if self._finished:
+            raise RuntimeError("this bulk load is finished")
+        if not sessions and not events:
+            return
+        session_rows = [{"seq": s.seq, "file_no": s.file_no, "line": s.line, **session_columns(s.session)}
+                        for s in sessions]
+        event_rows = [_event_columns(e) for e in events]
+        try:
+            with self._conn.begin():
+                if self.store.dialect == "postgresql":
+                    self._copy("bulk_copy_sessions", _SESSION_COLUMNS, session_rows)
+                    self._copy("bulk_copy_events", _EVENT_COLUMNS, event_rows)
+                else:
+                    if session_rows:
+                        self._run("bulk_stage_session", session_rows)
+                    if event_rows:
+                        self._run("bulk_stage_event", event_rows)
+        except exc.OperationalError as err:
+            _raise_unavailable(err)
+            raise
+        self.staged_sessions += len(session_rows)
+        self.staged_events += len(event_rows)
+
+    def _copy(self, query: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
+        """``COPY ... FROM STDIN`` through the psycopg 3 connection under this SQLAlchemy connection (same
+        transaction)."""
+        if not rows:
+            return
+        driver = self._conn.connection.driver_connection
+        with driver.cursor() as cursor, cursor.copy(self.store._q[query]) as copy:
+            for row in rows:
+                copy.write_row([row[c] for c in columns])
+
+    # -------------------------------------------------------------------------------- loading
+
+    def finish(self, accept: Callable[[int], bool], error_limit: int) -> BulkOutcome:
+        """Load the staged rows in one transaction; commit only if ``accept(conflicts)`` is true.
+
+        :param accept: called with the number of conflicting session rows once the load is done but not
+            committed; returning False rolls everything back.
+        :param error_limit: how many conflicting rows to return in :attr:`BulkOutcome.conflict_rows`.
+        """
+        if self._finished:
+            raise RuntimeError("this bulk load is finished")
+        self._finished = True
+        conn = self._conn
+        now = self.store.clock()
+        started = time.monotonic()
+        try:
+            if self.store.dialect == "postgresql":  # planner statistics for the joins below
+                with conn.begin():
+                    self._run("bulk_analyze_stage")
+            conn.execution_options(**{WRITE_OPTION: True})
+            tx = conn.begin()
+            try:
+                batch_id, loaded_sessions = None, 0
+                if self.staged_sessions:
+                    if self._run("bulk_any_new_session").scalar_one():
+                        batch_id = self._lock_collecting_batch(now)
+                        loaded_sessions = self._run("bulk_insert_sessions",
+                                                    {"batch_id": batch_id, "now": now}).rowcount
+                    self._run("bulk_mark_conflicts")
+                    conflicts = self._run("bulk_conflict_count").scalar_one()
+                    conflict_rows = [Conflict(**r) for r in self._run(
+                        "bulk_conflict_rows", {"limit": max(error_limit, 0)}).mappings()]
+                else:
+                    conflicts, conflict_rows = 0, []
+                valid = self._run("bulk_staged_counts").mappings().one()
+                loaded_events = self._run("bulk_insert_events", {"now": now}).rowcount
+                outcome = BulkOutcome(
+                    committed=False, batch_id=batch_id if loaded_sessions else None, conflicts=conflicts,
+                    conflict_rows=conflict_rows, loaded_sessions=loaded_sessions,
+                    duplicate_sessions=valid["sessions"] - loaded_sessions, loaded_events=loaded_events,
+                    duplicate_events=valid["events"] - loaded_events)
+                if accept(conflicts):
+                    tx.commit()
+                    outcome.committed = True
+                    log.info("bulk load committed: %d new sessions (batch %s), %d new events, %d duplicate "
+                             "sessions, %d duplicate events, %d conflicts, in %.1f s", loaded_sessions,
+                             outcome.batch_id, loaded_events, outcome.duplicate_sessions,
+                             outcome.duplicate_events, conflicts, time.monotonic() - started)
+                else:
+                    tx.rollback()
+                    log.info("bulk load rolled back: nothing loaded (%d conflicts)", conflicts)
+                    outcome = BulkOutcome(committed=False, batch_id=None, conflicts=conflicts,
+                                          conflict_rows=conflict_rows)
+                return outcome
+            finally:
+                if tx.is_active:
+                    tx.rollback()
+        except exc.OperationalError as err:
+            _raise_unavailable(err)
+            raise
+
+    def _lock_collecting_batch(self, now: int) -> str:
+        """The collecting batch, locked against release until the load ends; opened if there is none."""
+        for _ in range(5):
+            batch_id = self._run("bulk_collecting_batch").scalar()
+            if batch_id is not None:
+                return batch_id
+            self._run("insert_collecting_batch", {"batch_id": new_batch_id(now), "now": now})
+        raise StoreUnavailable("could not obtain a collecting batch; the store is under heavy contention")
+
+
+def _raise_unavailable(err: BaseException) -> None:
+    """Connection failures and lock time-outs become :class:`StoreUnavailable`, as in the store."""
+    if isinstance(err, exc.OperationalError) and _is_unavailable(err):
+        raise StoreUnavailable(f"session store unavailable: {_first_line(err)}") from err
