@@ -133,6 +133,40 @@ class ClickstreamHook(BaseHook):
             return False, str(err)
         return True, f"connected to {self.store.dialect} store; {len(batches)} batch(es) visible"
 
+    def import_history(self, path: str, format: str = "jsonl", invalid_threshold: float = 0.01,
+                       max_errors: int = 100, chunk_rows: int = 5000, *, logger: Any = None) -> Any:
+        """Import history files read through :class:`~airflow.sdk.ObjectStoragePath` (see
+        :func:`clickstream.importing.import_history`, which does the work and returns its report).
+
+        :param path: a file, or a folder whose files ending in the format's suffixes are imported in name
+            order (``/local/path``, ``file:///...``, ``s3://conn_id@bucket/prefix/``, ...).
+        :param format: ``jsonl`` or ``parquet``.
+        :param invalid_threshold: largest share of invalid rows (0..1) that still loads the valid rows.
+        :param max_errors: at most this many invalid rows are listed in the report.
+        :param chunk_rows: rows read and staged at a time.
+        :param logger: where progress goes (an operator passes its ``self.log``).
+        :returns: a :class:`clickstream.importing.ImportReport`.
+        """
+        from airflow.sdk import ObjectStoragePath
+
+        from clickstream import importing
+        from clickstream.store import InvalidInput
+
+        importing.check_options(format, invalid_threshold, max_errors, chunk_rows)
+        root = ObjectStoragePath(path)
+        if root.is_dir():
+            files = sorted((p for p in root.iterdir()
+                            if p.is_file() and p.name.endswith(importing.FILE_SUFFIXES[format])), key=str)
+            if not files:
+                raise InvalidInput.field("path", f"no {'/'.join(importing.FILE_SUFFIXES[format])} file in {path}")
+        elif root.is_file():
+            files = [root]
+        else:
+            raise InvalidInput.field("path", f"{path} does not exist")
+        sources = [(str(p), (lambda p=p: p.open("rb"))) for p in files]
+        return importing.import_history(self.get_conn(), sources, format, invalid_threshold=invalid_threshold,
+                                        max_errors=max_errors, chunk_rows=chunk_rows, logger=logger)
+
 
 def _delegate(name: str):
     target = getattr(SessionStore, name)
