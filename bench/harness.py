@@ -1,0 +1,397 @@
+"""Common pieces of the clickstream benchmarks: a throwaway PostgreSQL, synthetic data seeded fast,
+repetitions with medians, peak memory of a child process, and the tables the scripts print.
+
+Nothing here is a test: the scripts print numbers, they assert nothing. See ``bench/README.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # pgcluster: the throwaway PostgreSQL shared with the tests
+sys.path.insert(0, str(ROOT))  # `import bench.xxx` from a child process
+
+from pgcluster import ThrowawayPostgres  # noqa: E402
+
+#: PostgreSQL settings on top of the test cluster's (fsync off etc.): a little more cache, as a real
+#: store would have. Both a measured operation and its baseline run on the same server.
+BENCH_PG_SETTINGS = {
+    "shared_buffers": "'512MB'",
+    "work_mem": "'32MB'",
+    "maintenance_work_mem": "'256MB'",
+    "autovacuum": "off",  # the harness runs VACUUM ANALYZE itself after seeding, so runs are repeatable
+    "max_connections": "200",
+}
+
+DEFAULT_SESSIONS = 200_000
+
+
+# ----------------------------------------------------------------------------------------- logging
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------ timing
+
+
+def median(xs: Sequence[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def percentile(xs: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (``p`` in 0..100)."""
+    if not xs:
+        return float("nan")
+    s = sorted(xs)
+    k = max(0, min(len(s) - 1, int(round(p / 100 * len(s) + 0.5)) - 1))
+    return s[k]
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+# ------------------------------------------------------------------------------------------ tables
+
+
+@dataclass
+class Table:
+    """A printed result table: a title, column names, rows, and notes under it."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, *row: Any) -> None:
+        self.rows.append(list(row))
+
+    def render(self) -> str:
+        cells = [[_fmt(c) for c in r] for r in self.rows]
+        widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(self.columns)]
+        line = "| " + " | ".join(h.ljust(w) for h, w in zip(self.columns, widths)) + " |"
+        sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+        body = ["| " + " | ".join(c.rjust(w) if _numeric(c) else c.ljust(w) for c, w in zip(r, widths)) + " |"
+                for r in cells]
+        out = [f"### {self.title}", "", line, sep, *body]
+        if self.notes:
+            out += ["", *[f"- {n}" for n in self.notes]]
+        return "\n".join(out) + "\n"
+
+
+def _numeric(s: str) -> bool:
+    return bool(s) and (s[0].isdigit() or s[0] in "-.") and not s.startswith("--")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if v != v:
+            return "n/a"
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        if abs(v) >= 10:
+            return f"{v:.1f}"
+        return f"{v:.3g}" if abs(v) < 1 else f"{v:.2f}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return str(v)
+
+
+def ratio_cell(value: float, target: str) -> str:
+    """``0.83x (target >= 0.5x: met)``-style cell. ``target`` is like ``">=0.5"`` or ``"<=1.3"``."""
+    op, bound = target[:2], float(target[2:])
+    ok = value >= bound if op == ">=" else value <= bound
+    return f"{value:.2f}x ({op}{bound:g}: {'met' if ok else 'MISSED'})"
+
+
+def mib(n_bytes: float) -> float:
+    return n_bytes / 2**20
+
+
+def machine() -> str:
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = "?"
+    with contextlib.suppress(OSError):
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{kb / 2**20:.0f} GiB"
+    pg = ThrowawayPostgres  # noqa: F841 - version comes from the server itself, see Bench.pg_version
+    return f"{os.cpu_count()} cores ({cpu}), {mem} RAM, Python {sys.version.split()[0]}"
+
+
+# ------------------------------------------------------------------------------ child processes
+
+
+def run_child(func: str, /, timeout: float = 1200, env: dict[str, str] | None = None, **kwargs: Any
+              ) -> tuple[Any, dict[str, float]]:
+    """Run ``module:function(**kwargs)`` in a fresh interpreter and return its JSON result and memory.
+
+    The child is a new ``python`` (not a fork), so its memory is its own: ``peak_rss`` is the kernel's
+    ``ru_maxrss`` of that child (os.wait4), ``start_rss`` its resident size right before the function ran
+    (after imports), ``wall`` the function's own wall time.
+    """
+    code = (
+        "import json, sys, time, importlib\n"
+        "sys.path.insert(0, %r)\n"
+        "mod, fn = %r.split(':')\n"
+        "f = getattr(importlib.import_module(mod), fn)\n"
+        "kw = json.loads(sys.stdin.read())\n"
+        "from bench.harness import rss_now\n"
+        "start = rss_now()\n"
+        "t0 = time.perf_counter(); out = f(**kw); wall = time.perf_counter() - t0\n"
+        "sys.stdout.write('\\n@@RESULT@@' + json.dumps({'out': out, 'wall': wall, 'start_rss': start}))\n"
+    ) % (str(ROOT), func)
+    child_env = {**os.environ, **(env or {})}
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            env=child_env, cwd=ROOT)
+    assert proc.stdin and proc.stdout
+    proc.stdin.write(json.dumps(kwargs).encode())
+    proc.stdin.close()
+    deadline = time.monotonic() + timeout
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if time.monotonic() > deadline:
+        log(f"warning: child {func} ran past its {timeout:.0f} s budget")
+    if proc.returncode != 0 or b"@@RESULT@@" not in out:
+        raise RuntimeError(f"benchmark child {func} failed (exit {proc.returncode}):\n{out.decode()[-3000:]}")
+    res = json.loads(out.rsplit(b"@@RESULT@@", 1)[1])
+    return res["out"], {"peak_rss": usage.ru_maxrss * 1024, "start_rss": res["start_rss"], "wall": res["wall"]}
+
+
+def rss_now() -> int:
+    """Resident set size of this process, bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- data
+
+
+#: Mean events per session of the benchmark data (the issue's scale: 200k sessions, about 1M events).
+EVENTS_PER_SESSION = 5.0
+
+
+def synthetic_sessions(n: int, seed: int = 42, start_ms: int | None = None, *,
+                       events_per_session: float = EVENTS_PER_SESSION, id_prefix: str | None = None
+                       ) -> Iterator[tuple[dict, list[dict]]]:
+    """``n`` (session, events) pairs from the package's synthetic clickstream generator.
+
+    The generator makes about 1.3 events per session (its clicks, downloads, likes, late clicks). The
+    issue's scale is about 5 per session, so each session also gets ``view`` events (a result scrolled
+    into view and looked at: ranks top-down, interleaved in time with the clicks) until the mean reaches
+    ``events_per_session``. Deterministic for ``seed``.
+
+    :param start_ms: time of the first session (default: two hours before now, inside live ingestion's
+        24 h window).
+    """
+    import random
+
+    from clickstream import synthetic
+
+    if start_ms is None:
+        start_ms = int(time.time() * 1000) - 2 * 3600 * 1000
+    rng = random.Random(seed + 1)
+    prefix = id_prefix or f"s{seed}"
+    for s in synthetic.generate(n, seed=seed, start_ms=start_ms, id_prefix=prefix):
+        events = s.events + s.late_events
+        missing = events_per_session - len(events)
+        if missing > 0:
+            n_views = int(missing) + (rng.random() < missing - int(missing))
+            shown = s.session["search_results"]
+            t0 = s.session["created_at"]
+            for k in range(min(n_views, len(shown))):
+                events.append({"event_id": f"view-{k:03d}", "object_id": shown[k]["object_id"],
+                               "event_type": "view", "created_at": t0 + 500 + 700 * k,
+                               "meta": {"rank": k + 1}})
+        yield s.session, events
+
+
+@dataclass
+class SeededBatch:
+    batch_id: str
+    sessions: int
+    events: int
+    min_number: int
+    max_number: int
+    release_id: str | None = None
+
+
+def _session_row(store_mod, models, session: dict, now: int) -> tuple:
+    """The cs_session row the store's register_session would write for ``session`` (same JSON, same hash)."""
+    body = models.SessionIn.model_validate(session)
+    d = store_mod._dumps
+    return (
+        body.session_id, body.search_query, d([r.model_dump() for r in body.search_results]), d(body.search_meta),
+        d(body.payload_filter), d(body.sort_by.model_dump() if body.sort_by else None), body.user_id,
+        body.created_at, body.is_irrelevant, body.is_payload_search, store_mod.content_hash(body), now,
+    )
+
+
+_SESSION_COLS = ("session_id, search_query, search_results, search_meta, payload_filter, sort_by, user_id, "
+                 "created_at, is_irrelevant, is_payload_search, content_hash, registered_at")
+_EVENT_COLS = "session_id, event_id, object_id, event_type, created_at, meta, received_at"
+
+
+def seed_batch(url: str, pairs: Iterable[tuple[dict, list[dict]]], *, release_id: str | None = None,
+               label: str = "batch") -> SeededBatch:
+    """Load sessions and events into a new collecting batch with COPY, then optionally release it.
+
+    The rows are those the store writes: the batch row comes from the store's own query
+    (``insert_collecting_batch``), session numbers from the table's identity in input order, the JSON
+    and the content hash as :meth:`SessionStore.register_session` makes them, events deduplicated per
+    session and numbered in arrival order, with the validated defaults (``event_type``). Only the timing
+    differs: one COPY instead of one transaction per session. The release, when asked, is the store's.
+    """
+    import psycopg
+
+    from clickstream import models
+    from clickstream.store import SessionStore
+    from clickstream.store import store as store_mod
+
+    store = SessionStore.from_url(url)
+    store.migrate()
+    now = store.clock()
+    with store.engine.begin() as conn:
+        from sqlalchemy import text
+
+        batch_id = conn.execute(text(store._q["insert_collecting_batch"]),
+                                {"batch_id": store_mod.new_batch_id(now), "now": now}).scalar()
+    if batch_id is None:
+        raise RuntimeError("seed_batch: another batch is collecting; release it first")
+    n_sessions = n_events = 0
+    t0 = time.perf_counter()
+    libpq = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(libpq) as conn, conn.cursor() as cur:
+        ev_rows: list[tuple] = []
+        with cur.copy(f"COPY cs_session ({_SESSION_COLS.replace('session_id, ', 'session_id, batch_id, ', 1)}) "
+                      "FROM STDIN") as copy:
+            for session, events in pairs:
+                row = _session_row(store_mod, models, session, now)
+                copy.write_row((row[0], batch_id, *row[1:]))
+                n_sessions += 1
+                seen: set[str] = set()
+                for e in events:
+                    ev = models.EventIn.model_validate(e)
+                    if ev.event_id in seen:
+                        continue
+                    seen.add(ev.event_id)
+                    ev_rows.append((body_sid := row[0], ev.event_id, ev.object_id, ev.event_type, ev.created_at,
+                                    store_mod._dumps(ev.meta), now))
+                if n_sessions % 100_000 == 0:
+                    log(f"  seed {label}: {n_sessions:,} sessions ({n_sessions / (time.perf_counter() - t0):,.0f}/s)")
+        del body_sid
+        with cur.copy(f"COPY cs_event ({_EVENT_COLS}) FROM STDIN") as copy:
+            for r in ev_rows:
+                copy.write_row(r)
+        n_events = len(ev_rows)
+        del ev_rows
+        lo, hi = cur.execute("SELECT min(session_number), max(session_number) FROM cs_session WHERE batch_id = %s",
+                             (batch_id,)).fetchone()
+        conn.commit()
+    log(f"  seeded {label}: {n_sessions:,} sessions, {n_events:,} events in {time.perf_counter() - t0:.1f} s")
+    if release_id is not None:
+        store.release_batch(release_id)
+    store.dispose()
+    return SeededBatch(batch_id, n_sessions, n_events, lo, hi, release_id)
+
+
+def vacuum_analyze(url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+
+
+def pg_version(url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        return conn.execute("SHOW server_version").fetchone()[0]
+
+
+def libpq_url(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+@contextlib.contextmanager
+def postgres() -> Iterator[ThrowawayPostgres]:
+    """A throwaway PostgreSQL server with :data:`BENCH_PG_SETTINGS`, stopped on exit."""
+    from pgcluster import TEST_SETTINGS
+
+    with ThrowawayPostgres(settings={**TEST_SETTINGS, **BENCH_PG_SETTINGS}) as pg:
+        log(f"PostgreSQL {pg_version(pg.url)} at {pg.url} (started in {pg.startup_seconds:.1f} s)")
+        yield pg
+
+
+def import_attr(path: str) -> Any:
+    mod, _, name = path.partition(":")
+    return getattr(importlib.import_module(mod), name)
+
+
+# ------------------------------------------------------------------------------------------ context
+
+
+@dataclass
+class Context:
+    """What every benchmark gets: the server, the scale, the repetitions, and the seeded batches.
+
+    Batches are seeded on first use and shared: ``small`` (1,000 sessions), ``mid`` (a fifth of the
+    scale) and ``big`` (the scale), each released after seeding, in one database (``url``).
+    """
+
+    pg: ThrowawayPostgres
+    sessions: int
+    repeat: int
+    workdir: Path
+    batches: dict[str, SeededBatch] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return self.pg.url
+
+    def sizes(self) -> dict[str, int]:
+        return {"small": 1000, "mid": max(1000, self.sessions // 5), "big": self.sessions}
+
+    def batch(self, name: str) -> SeededBatch:
+        if name not in self.batches:
+            n = self.sizes()[name]
+            seed = {"small": 1, "mid": 2, "big": 3}[name]
+            log(f"seeding batch {name!r}: {n:,} sessions")
+            self.batches[name] = seed_batch(self.url, synthetic_sessions(n, seed=seed, id_prefix=f"{name}{seed}"),
+                                            release_id=f"seed-{name}", label=name)
+            vacuum_analyze(self.url)
+        return self.batches[name]
+
+    def airflow_env(self, url: str | None = None) -> dict[str, str]:
+        """Environment for a process that uses the hook (and the postgres provider's hook) on ``url``."""
+        libpq = libpq_url(url or self.url)
+        return {
+            "AIRFLOW_HOME": str(self.workdir / "airflow"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW_CONN_CLICKSTREAM_DEFAULT": libpq,
+            "AIRFLOW_CONN_BENCH_PG": libpq,
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        }

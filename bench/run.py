@@ -1,0 +1,84 @@
+"""Run the clickstream benchmarks and print their tables (Markdown).
+
+    .venv/bin/python bench/run.py                          # every benchmark, 200k sessions
+    .venv/bin/python bench/run.py --sessions 20000 --only pages,release --repeat 3
+
+Each benchmark is measured against its baseline in the same run, on one throwaway PostgreSQL server.
+Progress goes to stderr, the tables to stdout (and to ``--out`` when given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness  # noqa: E402
+
+BENCHMARKS = {
+    "pages": "bench_pages",
+    "extract": "bench_extract",
+    "ingest": "bench_ingest",
+    "release": "bench_release",
+    "rest": "bench_rest",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sessions", type=int, default=harness.DEFAULT_SESSIONS,
+                        help=f"sessions in the largest batch (default {harness.DEFAULT_SESSIONS:,}; "
+                             f"about {harness.EVENTS_PER_SESSION:g} events each)")
+    parser.add_argument("--only", default=",".join(BENCHMARKS),
+                        help=f"comma-separated subset of {','.join(BENCHMARKS)} (default: all, in that order)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="repetitions of each timed measurement; medians are reported (default 3)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the tables to this file")
+    args = parser.parse_args(argv)
+    only = [b.strip() for b in args.only.split(",") if b.strip()]
+    unknown = [b for b in only if b not in BENCHMARKS]
+    if unknown:
+        parser.error(f"--only: unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    if args.sessions < 1000:
+        parser.error("--sessions must be >= 1000")
+    if args.repeat < 1:
+        parser.error("--repeat must be >= 1")
+
+    started = time.monotonic()
+    out: list[str] = []
+
+    def emit(text: str) -> None:
+        print(text, flush=True)
+        out.append(text)
+
+    with tempfile.TemporaryDirectory(prefix="clickstream-bench-") as tmp, harness.postgres() as pg:
+        ctx = harness.Context(pg=pg, sessions=args.sessions, repeat=args.repeat, workdir=Path(tmp))
+        os.environ.update(ctx.airflow_env())  # before anything imports airflow
+        load = os.getloadavg()
+        emit(f"## clickstream benchmarks, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n\n"
+             f"- machine: {harness.machine()}\n"
+             f"- PostgreSQL {harness.pg_version(pg.url)} (throwaway cluster, fsync off, shared_buffers 512MB)\n"
+             f"- scale: {args.sessions:,} sessions in the largest batch, about {harness.EVENTS_PER_SESSION:g} "
+             f"events per session; repeat {args.repeat}\n"
+             f"- load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")
+        for name in only:
+            harness.log(f"== {name}")
+            t0 = time.monotonic()
+            module = __import__(BENCHMARKS[name])
+            for table in module.run(ctx):
+                emit(table.render())
+            harness.log(f"== {name} done in {time.monotonic() - t0:.0f} s")
+    emit(f"_total {time.monotonic() - started:.0f} s; load average at end: "
+         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}_\n")
+    if args.out:
+        args.out.write_text("\n".join(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
