@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One-shot initialisation, run by the `airflow-init` service before the other Airflow services start
+# (they wait for it with `condition: service_completed_successfully`). Safe to run again: every step is
+# idempotent.
+#   1. Airflow's metadata database: `airflow db migrate` (creates or upgrades it).
+#   2. The admin user: SimpleAuthManager reads users from [core] simple_auth_manager_users and their
+#      passwords from [core] simple_auth_manager_passwords_file; we write AIRFLOW_ADMIN_PASSWORD there.
+#   3. The session store: the package's own migrations, on the `clickstream_default` Connection
+#      (AIRFLOW_CONN_CLICKSTREAM_DEFAULT).
+set -euo pipefail
+
+echo "[init] migrating Airflow's metadata database"
+airflow db migrate
+
+echo "[init] admin user '${AIRFLOW_ADMIN_USER:?}' (SimpleAuthManager)"
+python - <<'PY'
+import json
+import os
+from pathlib import Path
+
+path = Path(os.environ["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
+passwords = json.loads(path.read_text() or "{}") if path.exists() else {}
+passwords[os.environ["AIRFLOW_ADMIN_USER"]] = os.environ["AIRFLOW_ADMIN_PASSWORD"]
+path.parent.mkdir(parents=True, exist_ok=True)
+path.write_text(json.dumps(passwords) + "\n")
+path.chmod(0o600)
+PY
+
+echo "[init] applying session-store migrations (connection clickstream_default)"
+python - <<'PY'
+from clickstream.hooks import ClickstreamHook
+
+with ClickstreamHook() as hook:
+    applied = hook.migrate()
+    print(f"[init] session store on {hook.store.dialect}: applied {applied or 'nothing (up to date)'}")
+PY
+echo "[init] done"
