@@ -287,6 +287,18 @@ class TestEnvironment:
             assert None not in values.values(), f"{key} missing in {[n for n, v in values.items() if v is None]}"
             assert len(set(values.values())) == 1, f"{key} differs between services: {values}"
 
+    def test_clickstream_config_keys_are_ones_the_package_reads(self, services):
+        from clickstream.store import StoreConfig
+
+        source = "\n".join(p.read_text() for p in (ROOT / "plugins" / "clickstream").rglob("*.py"))
+        read = set(re.findall(r"""conf\.get\w*\(\s*["']clickstream["']\s*,\s*["'](\w+)["']""", source))
+        read |= set(StoreConfig.__dataclass_fields__)  # read by clickstream.hooks.store_config_from_airflow
+        for name, svc in services.items():
+            for key in _environment(svc):
+                if key.startswith("AIRFLOW__CLICKSTREAM__"):
+                    option = key.removeprefix("AIRFLOW__CLICKSTREAM__").lower()
+                    assert option in read, f"{name} sets [clickstream] {option}, which the package never reads"
+
     def test_execution_api_points_at_the_api_server(self, services):
         url = _environment(services["airflow-apiserver"])["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]
         m = re.fullmatch(r"http://([\w-]+):(\d+)/execution/", url)
