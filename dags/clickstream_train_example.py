@@ -1,0 +1,97 @@
+"""clickstream_train_example: an example consumer, scheduled on the released-dataset Asset.
+
+Each time ``clickstream_release`` completes a dataset it updates the Asset ``clickstream://released-batches``
+with ``{batch_id, path, manifest, sessions, events}`` in the event's extra; this DAG then runs, reads the
+dataset with pandas and logs a summary a training job would start from (sessions, events, click-through
+rate, clicks per rank, the most frequent queries). Triggered by hand it reads the batch given as
+``batch_id``, or the newest complete dataset under ``base_path``.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+
+from clickstream.operators.extract import RELEASED_DATASET_URI, default_base_path
+
+RELEASED_DATASETS = Asset(RELEASED_DATASET_URI)
+log = logging.getLogger(__name__)
+
+
+@dag(
+    dag_id="clickstream_train_example",
+    schedule=[RELEASED_DATASETS],
+    start_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    tags=["clickstream", "example"],
+    doc_md=__doc__,
+    params={
+        "base_path": Param(default_base_path(), type="string", title="Dataset base path",
+                           description="Used when the run was not triggered by the Asset."),
+        "batch_id": Param(None, type=["null", "string"], title="Batch id",
+                          description="Batch to read when triggered by hand; empty: the newest dataset."),
+    },
+)
+def clickstream_train_example() -> None:
+    @task
+    def summarize_dataset() -> dict[str, Any]:
+        """Read the released dataset with pandas and log what a training job would see."""
+        from airflow.sdk import ObjectStoragePath
+
+        from clickstream import dataset
+        from clickstream.operators.extract import dataset_root, normalize_base_path
+
+        context = get_current_context()
+        params = context["params"]
+        extras = [e.extra for events in context["triggering_asset_events"].values() for e in events if e.extra]
+        if extras:
+            root = ObjectStoragePath(extras[-1]["path"])
+        elif params.get("batch_id"):
+            root = dataset_root(params["base_path"], params["batch_id"])
+        else:
+            root = _newest_dataset(ObjectStoragePath(normalize_base_path(params["base_path"])))
+        manifest = dataset.read_manifest(root)
+        sessions = dataset.read_table(root, "sessions", manifest)
+        events = dataset.read_table(root, "events", manifest)
+
+        clicks = events[events["event_type"] == "click"]
+        clicked = clicks["session_id"].nunique()
+        ranks = clicks["meta"].dropna().str.extract(r'"clicked_rank":(\d+)')[0].dropna().astype(int)
+        summary = {
+            "batch_id": manifest["batch_id"],
+            "path": str(root),
+            "sessions": len(sessions),
+            "events": len(events),
+            "clicks": len(clicks),
+            "click_through_rate": round(clicked / len(sessions), 4) if len(sessions) else None,
+            "clicks_by_rank": {int(k): int(v) for k, v in ranks.value_counts().sort_index().head(10).items()},
+            "top_queries": {str(k): int(v) for k, v in sessions["search_query"].dropna().value_counts().head(5).items()},
+        }
+        log.info("dataset %s: %d sessions, %d events, %d clicks, CTR %s", root, summary["sessions"],
+                 summary["events"], summary["clicks"], summary["click_through_rate"])
+        log.info("clicks by rank: %s", summary["clicks_by_rank"])
+        log.info("top queries: %s", summary["top_queries"])
+        return summary
+
+    summarize_dataset()
+
+
+def _newest_dataset(base: Any) -> Any:
+    """The newest complete dataset under a base path (by release time in its manifest)."""
+    from clickstream import dataset
+
+    newest, newest_at = None, -1
+    for root in base.iterdir() if base.exists() else ():
+        if (root / dataset.MANIFEST).exists():
+            released_at = dataset.read_manifest(root).get("released_at") or 0
+            if released_at > newest_at:
+                newest, newest_at = root, released_at
+    if newest is None:
+        raise FileNotFoundError(f"no complete dataset under {base}; run clickstream_release first")
+    return newest
+
+
+clickstream_train_example()

@@ -1,0 +1,222 @@
+"""ExtractBatchOperator: write a released batch as a Parquet dataset, shard by shard, retry-safe.
+
+Also the two helpers a sharded extraction needs around the mapped operator: :func:`plan_shards` (split a
+batch's ``session_number`` range into shards) and :func:`write_dataset_manifest` (combine the shards'
+results into the manifest, written last). The dataset layout is described in :mod:`clickstream.dataset`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context, ObjectStoragePath
+
+    from clickstream.dataset import ShardWriter
+    from clickstream.hooks import ClickstreamHook
+
+#: URI of the Airflow Asset updated each time a released batch's dataset is complete.
+RELEASED_DATASET_URI = "clickstream://released-batches"
+
+
+def default_base_path() -> str:
+    """``[clickstream] dataset_base_path`` (env ``AIRFLOW__CLICKSTREAM__DATASET_BASE_PATH``), else
+    ``file://$AIRFLOW_HOME/clickstream/datasets``."""
+    from airflow.sdk import conf
+
+    configured = conf.get("clickstream", "dataset_base_path", fallback="") or ""
+    if configured.strip():
+        return configured.strip()
+    home = os.path.expanduser(os.environ.get("AIRFLOW_HOME") or "~/airflow")
+    return f"file://{os.path.abspath(home)}/clickstream/datasets"
+
+
+def normalize_base_path(base_path: str | None) -> str:
+    """A base path as a URI: empty means :func:`default_base_path`; a plain path becomes ``file://``."""
+    base = (base_path or "").strip() or default_base_path()
+    if "://" not in base:
+        base = f"file://{os.path.abspath(os.path.expanduser(base))}"
+    return base.rstrip("/")
+
+
+def dataset_root(base_path: str | None, batch_id: str) -> ObjectStoragePath:
+    """``<base_path>/<batch_id>`` as an :class:`~airflow.sdk.ObjectStoragePath`.
+
+    :raises ValueError: naming ``batch_id`` when it is empty or could escape the base path.
+    """
+    from airflow.sdk import ObjectStoragePath
+
+    if not isinstance(batch_id, str) or not batch_id.strip() or "/" in batch_id or batch_id in (".", ".."):
+        raise ValueError(f"batch_id: expected a batch id (no '/'), got {batch_id!r}")
+    return ObjectStoragePath(normalize_base_path(base_path)) / batch_id
+
+
+def _require_released(hook: ClickstreamHook, batch_id: str):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from clickstream.store import NotFound
+
+    try:
+        info = hook.get_batch(batch_id)
+    except NotFound as err:
+        raise AirflowFailException(err.detail) from None
+    if info.status != "released":
+        raise AirflowFailException(f"batch_id {batch_id!r} is still collecting: release it before extracting it")
+    return info
+
+
+def plan_shards(batch_id: str, shards: int, *, clickstream_conn_id: str = "clickstream_default",
+                base_path: str | None = None) -> list[dict[str, Any]]:
+    """Split a released batch into at most ``shards`` ranges of ``session_number`` for mapped extraction.
+
+    The ranges ``(after_number, until_number]`` are contiguous and cover every number (the first starts at
+    0, the last has no upper bound), so every part file of an earlier run is owned by one shard and
+    replaced. Empty ranges are dropped. The batch's old manifest, if any, is removed first: the dataset is
+    incomplete until :func:`write_dataset_manifest` runs.
+
+    :param batch_id: a released batch.
+    :param shards: how many shards at most (>= 1).
+    :returns: ``[{"batch_id", "after_number", "until_number"}, ...]``, ready for ``expand_kwargs``.
+    """
+    from clickstream.dataset import remove_manifest
+    from clickstream.hooks import ClickstreamHook
+
+    if not isinstance(shards, int) or isinstance(shards, bool) or shards < 1:
+        raise ValueError(f"shards: expected an integer >= 1, got {shards!r}")
+    with ClickstreamHook(clickstream_conn_id) as hook:
+        info = _require_released(hook, batch_id)
+    remove_manifest(dataset_root(base_path, batch_id))
+    if not info.sessions or info.min_number is None or info.max_number is None:
+        return [{"batch_id": batch_id, "after_number": 0, "until_number": None}]
+    low, high = info.min_number - 1, info.max_number
+    step = max(1, math.ceil((high - low) / shards))
+    cuts = sorted({min(low + step * k, high) for k in range(1, shards)} - {high})
+    bounds = [0, *cuts, None]
+    return [{"batch_id": batch_id, "after_number": a, "until_number": u} for a, u in zip(bounds, bounds[1:])]
+
+
+def write_dataset_manifest(batch_id: str, shard_results: Sequence[dict[str, Any]], *,
+                           clickstream_conn_id: str = "clickstream_default", base_path: str | None = None,
+                           logger: Any = None) -> dict[str, Any]:
+    """Write the manifest of a sharded extraction (last step); returns the small summary for XCom.
+
+    When the shards cover the whole batch, checks that their session counts add up to the batch's; removes
+    part files no shard wrote; records the release and ``complete`` (whole batch or not) in the manifest.
+    """
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from clickstream.dataset import manifest_summary, write_manifest
+    from clickstream.hooks import ClickstreamHook
+
+    with ClickstreamHook(clickstream_conn_id) as hook:
+        info = _require_released(hook, batch_id)
+    results = sorted(shard_results, key=lambda r: r["after_number"])
+    sessions = sum(r["sessions"] for r in results)
+    whole = bool(results) and results[0]["after_number"] == 0 and results[-1]["until_number"] is None and all(
+        a["until_number"] == b["after_number"] for a, b in zip(results, results[1:]))
+    if whole and info.sessions is not None and sessions != info.sessions:
+        raise AirflowFailException(f"batch_id {batch_id!r}: the shards wrote {sessions} sessions but the batch "
+                                   f"has {info.sessions}; clear the extraction to rewrite it")
+    manifest = write_manifest(dataset_root(base_path, batch_id), batch_id, results, logger=logger,
+                              extra={"release_id": info.release_id, "released_at": info.released_at,
+                                     "complete": whole})
+    return {**manifest_summary(manifest), "release_id": info.release_id, "released_at": info.released_at}
+
+
+class ExtractBatchOperator(BaseOperator):
+    """Write a released batch (or one shard of it) as Parquet under ``<base_path>/<batch_id>/``.
+
+    Pages through the batch with ``iter_batch_pages`` (``page_size`` sessions with all their events at a
+    time) and writes each page as a row group, ``pages_per_part`` pages per part file, so memory is bounded
+    by one page whatever the batch's size. Part files are named after their first ``session_number``; a
+    run first deletes the parts its range owns, so a retry after a failure half-way ends with exactly the
+    batch's rows, none twice, none missing. Logs pages, rows and rate.
+
+    With ``write_manifest=True`` (default) this task is the whole extraction: it removes an old manifest,
+    writes its range, then writes ``_manifest.json`` last and returns a summary
+    ``{batch_id, sessions, events, parts, shards, paths, release_id, released_at}``. For a sharded
+    extraction, map it over :func:`plan_shards` with ``write_manifest=False`` (each shard returns its
+    range, counts and part list) and finish with :func:`write_dataset_manifest`.
+
+    :param batch_id: a released batch (templated).
+    :param base_path: where datasets go (templated): any ``ObjectStoragePath`` URI (``file://``,
+        ``s3://conn_id@bucket/prefix`` ...) or a local path; default ``[clickstream] dataset_base_path``,
+        else ``file://$AIRFLOW_HOME/clickstream/datasets``.
+    :param after_number: shard lower bound, exclusive (templated); default 0.
+    :param until_number: shard upper bound, inclusive (templated); default None (no bound).
+    :param page_size: sessions per page read from the store (templated; default 1000).
+    :param pages_per_part: pages per part file (templated; default 10).
+    :param write_manifest: write the manifest at the end (default True; False for mapped shards).
+    :param clickstream_conn_id: Airflow Connection of the session store (templated).
+    """
+
+    template_fields: Sequence[str] = ("batch_id", "base_path", "after_number", "until_number", "page_size",
+                                      "pages_per_part", "clickstream_conn_id")
+    ui_color = "#eae4f7"
+
+    def __init__(self, *, batch_id: str, base_path: str | None = None, after_number: int | str = 0,
+                 until_number: int | str | None = None, page_size: int | str = 1000,
+                 pages_per_part: int | str = 10,
+                 write_manifest: bool = True, clickstream_conn_id: str = "clickstream_default",
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.batch_id = batch_id
+        self.base_path = base_path
+        self.after_number = after_number
+        self.until_number = until_number
+        self.page_size = page_size
+        self.pages_per_part = pages_per_part
+        self.write_manifest = write_manifest
+        self.clickstream_conn_id = clickstream_conn_id
+
+    def make_writer(self, root: ObjectStoragePath, after: int, until: int | None) -> ShardWriter:
+        """The writer of this run (override to observe pages, e.g. to simulate a crash in tests)."""
+        from clickstream.dataset import ShardWriter
+
+        return ShardWriter(root, self.batch_id, after_number=after, until_number=until,
+                           pages_per_part=_as_int("pages_per_part", self.pages_per_part, default=10, minimum=1),
+                           logger=self.log)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from clickstream.dataset import remove_manifest
+        from clickstream.hooks import ClickstreamHook
+
+        after = _as_int("after_number", self.after_number, default=0)
+        until = _as_int("until_number", self.until_number, default=None)
+        page_size = _as_int("page_size", self.page_size, default=1000, minimum=1)
+        if after < 0 or (until is not None and until < after):
+            raise ValueError(f"after_number/until_number: need 0 <= after_number <= until_number, "
+                             f"got ({after}, {until}]")
+        root = dataset_root(self.base_path, self.batch_id)
+        with ClickstreamHook(self.clickstream_conn_id) as hook:
+            _require_released(hook, self.batch_id)
+            if self.write_manifest:
+                remove_manifest(root)
+            self.log.info("Extracting batch %s, sessions (%s, %s], to %s (page size %d)",
+                          self.batch_id, after, until, root, page_size)
+            pages = hook.iter_batch_pages(self.batch_id, page_size=page_size, after_number=after,
+                                          until_number=until)
+            result = self.make_writer(root, after, until).write(pages)
+        result = {"batch_id": self.batch_id, **result}
+        if not self.write_manifest:
+            return result
+        return write_dataset_manifest(self.batch_id, [result], clickstream_conn_id=self.clickstream_conn_id,
+                                      base_path=self.base_path, logger=self.log)
+
+
+def _as_int(field: str, value: Any, *, default: int | None, minimum: int | None = None) -> int | None:
+    """Templated numbers arrive as strings; '' and 'None' mean the default."""
+    if value is None or (isinstance(value, str) and value.strip() in ("", "None")):
+        return default
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{field}: expected an integer, got {value!r}") from None
+    if minimum is not None and number < minimum:
+        raise ValueError(f"{field}: must be >= {minimum}, got {number}")
+    return number

@@ -1,0 +1,55 @@
+"""ReleaseBatchOperator: close the collecting batch under an idempotent ``release_id``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+#: Default ``release_id``: one release per DAG run, so a retry or a cleared rerun answers the same release.
+DEFAULT_RELEASE_ID = "{{ dag.dag_id }}/{{ run_id }}"
+
+
+class ReleaseBatchOperator(BaseOperator):
+    """Release the collecting batch of the session store and return ``{release_id, batch_id, released_at}``.
+
+    ``release_id`` is the store's idempotency key: the same id always answers the same release, so Airflow
+    retries and cleared reruns of a DAG run never release a second batch. When there is nothing to release
+    (no collecting batch, and the id was never used) the task is *skipped*, and so is everything downstream
+    with the default trigger rule.
+
+    The result is pushed as ``return_value`` and, by default (``multiple_outputs=True``), also key by key, so
+    ``release.output["batch_id"]`` can feed other tasks.
+
+    :param release_id: the release's id (templated); default ``{{ dag.dag_id }}/{{ run_id }}``.
+    :param clickstream_conn_id: Airflow Connection of the session store (templated).
+    """
+
+    template_fields: Sequence[str] = ("release_id", "clickstream_conn_id")
+    ui_color = "#e8f4ea"
+
+    def __init__(self, *, release_id: str = DEFAULT_RELEASE_ID, clickstream_conn_id: str = "clickstream_default",
+                 multiple_outputs: bool = True, **kwargs: Any) -> None:
+        super().__init__(multiple_outputs=multiple_outputs, **kwargs)
+        self.release_id = release_id
+        self.clickstream_conn_id = clickstream_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from clickstream.hooks import ClickstreamHook
+        from clickstream.store import NotFound
+
+        with ClickstreamHook(self.clickstream_conn_id) as hook:
+            try:
+                result = hook.release_batch(self.release_id)
+            except NotFound as err:
+                self.log.info("Nothing to release (%s): skipping this task and its downstream tasks.", err.detail)
+                raise AirflowSkipException(f"nothing to release: {err.detail}") from None
+        self.log.info("Release %r: batch %s released at %d (ms since epoch).",
+                      result.release_id, result.batch_id, result.released_at)
+        return result.model_dump()
