@@ -432,6 +432,11 @@ class SessionStore:
                         row = self._run(conn, "release_collecting", release_id=rid, now=self.clock()
                                         ).mappings().first()
                     if row is None:
+                        # A concurrent retry of this release_id may have released the batch we waited on
+                        # (PostgreSQL re-checks the UPDATE after its commit and finds nothing collecting):
+                        # a fresh statement sees that commit, so answer its result.
+                        row = self._run(conn, "find_release", release_id=rid).mappings().first()
+                    if row is None:
                         raise NotFound(f"no collecting batch to release under release_id {rid!r}")
                     return models.ReleaseResult(**row)
             except exc.IntegrityError:
