@@ -335,3 +335,33 @@ class TestImportDag:
             run_conf={"path": str(EXAMPLES), "format": "jsonl", "invalid_threshold": 0, "max_errors": 10})
         assert run.state == DagRunState.SUCCESS
         assert len(clickstream_conn.get_session("hist-0002").events) == 2
+
+
+class TestImportDuringRelease:
+    def test_release_committing_during_the_load_sends_the_sessions_to_a_new_batch(self, pg_url: str) -> None:
+        # PostgreSQL: a release holds the collecting batch row when the import's load starts; the import
+        # waits for it (FOR SHARE), then finds the batch released, opens a new one and loads there.
+        import threading
+
+        from sqlalchemy import text
+
+        store = SessionStore.from_url(pg_url)
+        store.migrate()
+        try:
+            live = store.register_session(_session("live1", created_at=now_ms()))
+            results: list[ImportReport] = []
+            with store.engine.connect() as conn:
+                tx = conn.begin()
+                conn.execute(text(store._q["release_collecting"]), {"release_id": "r1", "now": now_ms()})
+                worker = threading.Thread(target=lambda: results.append(_run(store, EXAMPLES / "sessions.jsonl")))
+                worker.start()
+                worker.join(timeout=1.0)
+                assert worker.is_alive(), "the import must wait for the release in progress"
+                tx.commit()
+            worker.join(timeout=60)
+            report = results[0]
+            assert report.loaded and report.batch_id != live.batch_id
+            assert store.get_batch(live.batch_id).sessions == 1
+            assert store.get_batch(report.batch_id).status == "collecting"
+        finally:
+            store.dispose()
