@@ -58,7 +58,8 @@ def connection_url(conn: Connection) -> URL:
     """
     from sqlalchemy.engine import URL
 
-    conn_type = (conn.conn_type or "").replace("postgresql", "postgres")
+    # "postgresql+psycopg" (a SQLAlchemy URL pasted as the connection URI) names the same backend.
+    conn_type = (conn.conn_type or "").split("+", 1)[0].replace("postgresql", "postgres")
     if conn_type == "postgres":
         extra = {k: str(v) for k, v in conn.extra_dejson.items() if isinstance(v, (str, int, float))}
         return URL.create("postgresql+psycopg", username=conn.login or None, password=conn.password or None,
