@@ -351,6 +351,18 @@ class TestGetSession:
         page = store.get_batch_sessions(store.get_session("s1").batch_id)
         assert [e.event_id for e in page.sessions[0].events] == expected
 
+    def test_events_limit_keeps_the_earliest(self, store: SessionStore) -> None:
+        store.register_session(_session("s1"))
+        store.push_events("s1", [_event(f"e{i}", created_at=T0 + 10 - i) for i in range(5)])
+        assert [e.event_id for e in store.get_session("s1", events_limit=2).events] == ["e4", "e3"]
+        assert store.get_session("s1", events_limit=0).events == []
+
+    @pytest.mark.parametrize("events_limit", [-1, 1001])
+    def test_events_limit_out_of_bounds_is_rejected(self, store: SessionStore, events_limit: int) -> None:
+        store.register_session(_session("s1"))
+        with pytest.raises(InvalidInput, match=r"^events_limit: must be between 0 and 1000"):
+            store.get_session("s1", events_limit=events_limit)
+
     def test_answer_carries_batch_and_number(self, store: SessionStore) -> None:
         registered = store.register_session(_session("s1", is_payload_search=True))
         got = store.get_session("s1")
@@ -837,6 +849,11 @@ class TestBatches:
         assert [b.batch_id for b in store.list_batches(status="released")] == [old]
         assert [b.batch_id for b in store.list_batches(status="collecting")] == [new]
         assert [b.batch_id for b in store.list_batches(limit=1)] == [new]
+
+    @pytest.mark.parametrize("limit", [0, -1])
+    def test_list_batches_limit_must_be_positive(self, store: SessionStore, limit: int) -> None:
+        with pytest.raises(InvalidInput, match=r"^limit: must be >= 1"):
+            store.list_batches(limit=limit)
 
     def test_list_batches_rejects_an_unknown_status(self, store: SessionStore) -> None:
         with pytest.raises(InvalidInput, match="status"):

@@ -261,6 +261,9 @@ class SessionStore:
     def get_session(self, session_id: str, events_limit: int | None = None) -> models.SessionOut:
         """A session with its events, earliest first (all of them unless ``events_limit``)."""
         sid = validate(models.SessionIdIn, {"session_id": session_id}).session_id
+        if events_limit is not None and not 0 <= events_limit <= self.config.max_events:
+            raise InvalidInput.field("events_limit",
+                                     f"must be between 0 and {self.config.max_events}, got {events_limit}")
         with self._tx(write=False) as conn:
             row = self._run(conn, "get_session", session_id=sid).mappings().first()
             if row is None:
@@ -455,6 +458,8 @@ class SessionStore:
         """Batches, newest first."""
         if status not in (None, "collecting", "released"):
             raise InvalidInput.field("status", f"must be collecting or released, got {status!r}")
+        if limit < 1:
+            raise InvalidInput.field("limit", f"must be >= 1, got {limit}")
         with self._tx(write=False) as conn:
             rows = self._run(conn, "list_batches", status=status, limit=limit).mappings().all()
         return [models.BatchInfo(**r) for r in rows]
