@@ -27,6 +27,6 @@ def admin_router() -> APIRouter:
         extracted from released batches are outside the store and must be handled separately. A user with
         no data answers zero counts.
         """
-        return store.erase_user(body.user_id)
+        return store.get().erase_user(body.user_id)
 
     return router

@@ -28,8 +28,8 @@ def batches_router(config: StoreConfig) -> APIRouter:
         batch_id: str = Query(min_length=1, max_length=128, description="the batch to read"),
         after_number: int = Query(0, ge=0, le=_MAX_NUMBER, description="sessions numbered above this; pass "
                                                                         "the previous page's last_number"),
-        limit: int = Query(10, ge=1, le=config.max_page, description="at most this many sessions"),
-        events_limit: int = Query(100, ge=0, le=config.max_events, description="at most this many events "
+        limit: int = Query(min(10, config.max_page), ge=1, le=config.max_page, description="at most this many sessions"),
+        events_limit: int = Query(min(100, config.max_events), ge=0, le=config.max_events, description="at most this many events "
                                                                                 "per session, earliest first; "
                                                                                 "0 for none"),
     ) -> models.BatchSessionsPage:
@@ -38,7 +38,7 @@ def batches_router(config: StoreConfig) -> APIRouter:
         ``last_number`` is the number of the page's last session (null when the page is empty): pass it
         as ``after_number`` to get the next page. An unknown ``batch_id`` is a 404.
         """
-        return store.get_batch_sessions(batch_id, after_number=after_number, limit=limit,
+        return store.get().get_batch_sessions(batch_id, after_number=after_number, limit=limit,
                                         events_limit=events_limit)
 
     @router.post(
@@ -54,6 +54,6 @@ def batches_router(config: StoreConfig) -> APIRouter:
         ``release_id`` is an idempotency key: a retry answers the original result, even if another batch
         is collecting by now. No collecting batch and an unknown ``release_id``: 404.
         """
-        return store.release_batch(body.release_id)
+        return store.get().release_batch(body.release_id)
 
     return router

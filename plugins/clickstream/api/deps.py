@@ -21,7 +21,8 @@ from fastapi import Depends, HTTPException, Request, status
 
 from airflow.api_fastapi.core_api.security import GetUserDep, get_user
 
-from clickstream.store import SessionStore
+from clickstream.api.holder import StoreHolder
+
 
 if TYPE_CHECKING:
     from airflow.api_fastapi.auth.managers.base_auth_manager import BaseAuthManager
@@ -63,9 +64,10 @@ def require_admin(user: GetUserDep) -> None:
                             "Forbidden: erasing a user's data needs an administrator")
 
 
-def get_store(request: Request) -> SessionStore:
-    """The process's session store (opened on first use if the lifespan could not open it)."""
-    return request.app.state.clickstream.get()
+def get_store(request: Request) -> StoreHolder:
+    """The process's :class:`~clickstream.api.holder.StoreHolder`; handlers call its ``get()`` only once the
+    request is valid, so invalid input answers 422 even while the store is down."""
+    return request.app.state.clickstream
 
 
-StoreDep = Annotated[SessionStore, Depends(get_store)]
+StoreDep = Annotated[StoreHolder, Depends(get_store)]

@@ -34,7 +34,7 @@ def sessions_router(config: StoreConfig) -> APIRouter:
         content under a known ``session_id`` is a 409 and the stored session is kept. ``created_at`` is in
         milliseconds and must lie in the live-ingestion window (default 24 h back, 5 min ahead).
         """
-        return store.register_session(body)
+        return store.get().register_session(body)
 
     @router.get(
         "",
@@ -50,7 +50,7 @@ def sessions_router(config: StoreConfig) -> APIRouter:
                                                           "when omitted"),
     ) -> models.SessionOut:
         """A session by id with its events (earliest first), its batch and its session number."""
-        return store.get_session(session_id, events_limit=events_limit)
+        return store.get().get_session(session_id, events_limit=events_limit)
 
     @router.post(
         "/events",
@@ -64,7 +64,7 @@ def sessions_router(config: StoreConfig) -> APIRouter:
 
         An ``event_id`` already stored for the session is counted in ``duplicates`` and not stored again.
         """
-        return store.push_events(body.session_id, body.events)
+        return store.get().push_events(body.session_id, body.events)
 
     @router.post(
         "/irrelevant",
@@ -76,7 +76,7 @@ def sessions_router(config: StoreConfig) -> APIRouter:
     def mark_irrelevant(body: models.SessionIdIn, store: StoreDep) -> models.IrrelevantResult:
         """Flag a session as irrelevant (explicit negative feedback). Idempotent: ``changed`` says whether
         this call changed it."""
-        return store.mark_irrelevant(body.session_id)
+        return store.get().mark_irrelevant(body.session_id)
 
     @router.post(
         "/use-for-improvement",
@@ -91,6 +91,6 @@ def sessions_router(config: StoreConfig) -> APIRouter:
         ``status`` is ``marked``, ``already_marked`` or ``skipped`` (``reason``: ``payload_search`` or
         ``no_events``: no event on one of its results and not marked irrelevant).
         """
-        return store.use_for_improvement(body.session_id)
+        return store.get().use_for_improvement(body.session_id)
 
     return router
