@@ -584,3 +584,81 @@ class TestEraseUser:
         answer = api.post("/user/erase", {"user": "user-123"})
         assert answer.status_code == 422
         assert "body.user_id: Field required" in answer.json()["detail"]
+
+
+# ---------------------------------------------------------------------------------------------- outages
+
+
+@pytest.fixture
+def client_without_store(airflow_app: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
+    """The API while ``clickstream_default`` is not defined (set it with monkeypatch to bring it up)."""
+    from fastapi.testclient import TestClient
+
+    monkeypatch.delenv("AIRFLOW_CONN_CLICKSTREAM_DEFAULT", raising=False)
+    with TestClient(airflow_app) as client:
+        yield Api(client, None, {role: mint_token(airflow_app, role) for role in ROLES})
+
+
+class TestStoreUnavailable:
+    def test_unreachable_database_answers_503_with_retry_after(
+        self, client_without_store: Api, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("AIRFLOW_CONN_CLICKSTREAM_DEFAULT", f"postgresql://postgres@127.0.0.1:{free_port()}/db")
+        answer = client_without_store.get("/session?session_id=sess-1")
+        assert answer.status_code == 503
+        assert answer.headers["Retry-After"] == "5"
+        assert answer.json()["detail"].startswith("session store unavailable")
+
+    def test_undefined_connection_answers_503_naming_it(self, client_without_store: Api) -> None:
+        answer = client_without_store.post("/batch/release", {"release_id": "r1"})
+        assert answer.status_code == 503
+        assert "'clickstream_default'" in answer.json()["detail"]
+
+    def test_invalid_input_is_422_even_while_the_store_is_down(self, client_without_store: Api) -> None:
+        answer = client_without_store.get("/batch/sessions?batch_id=b&limit=0")
+        assert answer.status_code == 422
+
+    def test_store_opens_once_the_connection_is_defined(
+        self, client_without_store: Api, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        assert client_without_store.get("/session?session_id=x").status_code == 503
+        monkeypatch.setenv("AIRFLOW_CONN_CLICKSTREAM_DEFAULT", airflow_conn_uri(sqlite_url))
+        answer = client_without_store.get("/session?session_id=x")
+        assert answer.status_code == 404  # the store is up (and migrated): the session is just unknown
+
+    def test_database_lost_while_serving_answers_503(self, airflow_app: Any, pg_server: Any,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+        from fastapi.testclient import TestClient
+
+        name = f"t_api_lost_{free_port()}"
+        url = pg_server.create_database(name)
+        monkeypatch.setenv("AIRFLOW_CONN_CLICKSTREAM_DEFAULT", airflow_conn_uri(url))
+        with TestClient(airflow_app) as client:
+            api = Api(client, None, {"admin": mint_token(airflow_app, "admin")})
+            assert api.post("/session", session_body("sess-1")).status_code == 200
+            pg_server.drop_database(name)  # WITH (FORCE): kills the pooled connections too
+            answer = api.get("/session?session_id=sess-1")
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["detail"].startswith("session store unavailable")
+
+
+class TestConnectionResolution:
+    def test_connection_stored_in_the_metadata_db_is_used_in_the_api_server(
+        self, airflow_db: None, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from airflow.models.connection import Connection
+        from airflow.utils.session import create_session
+
+        from clickstream.api.holder import StoreHolder
+
+        monkeypatch.setenv("_AIRFLOW_PROCESS_CONTEXT", "server")  # what `airflow api-server` sets
+        path = sqlite_url.removeprefix("sqlite:///")
+        with create_session() as session:
+            session.query(Connection).filter(Connection.conn_id == "clickstream_in_db").delete()
+            session.add(Connection(conn_id="clickstream_in_db", conn_type="sqlite", host=path))
+        holder = StoreHolder("clickstream_in_db")
+        try:
+            store = holder.get()
+            assert store.dialect == "sqlite" and store.list_batches() == []
+        finally:
+            holder.close()
