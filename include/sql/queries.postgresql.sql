@@ -79,3 +79,50 @@ CROSS JOIN LATERAL (SELECT min(o.pos) AS pos
                     FROM jsonb_array_elements(s.search_results) WITH ORDINALITY AS o(v, pos)
                     WHERE o.v ->> 'object_id' = fc.object_id) r
 WHERE r.pos IS NOT NULL
+
+-- name: extract_page
+-- One page of a batch in the dataset's flat layout (clickstream.dataset: a sessions table and an events
+-- table, free-form JSON objects as JSON text), as two texts of one JSON object per line, built here so the
+-- extraction never parses and re-serialises JSON in Python (pyarrow reads the lines straight into Arrow).
+-- One statement, so sessions, their n_events and their events come from one snapshot. Events are read per
+-- session through cs_event_session_order (LATERAL), so a page's cost never depends on the batch's size.
+WITH s AS (
+    SELECT session_number, session_id, search_query, search_results, search_meta, payload_filter, sort_by,
+           user_id, created_at, is_irrelevant
+    FROM cs_session
+    WHERE batch_id = :batch_id AND session_number > :after_number AND session_number <= :until_number
+    ORDER BY session_number
+    LIMIT :limit),
+e AS (
+    SELECT s.session_number, s.session_id, ev.event_id, ev.object_id, ev.event_type, ev.created_at, ev.meta,
+           ev.event_index
+    FROM s CROSS JOIN LATERAL (
+        SELECT x.event_id, x.object_id, x.event_type, x.created_at, x.meta,
+               row_number() OVER (ORDER BY x.created_at, x.event_seq) - 1 AS event_index
+        FROM cs_event x WHERE x.session_id = s.session_id) ev),
+n AS (SELECT session_number, count(*) AS n_events FROM e GROUP BY session_number)
+SELECT (SELECT count(*) FROM s) AS sessions,
+       (SELECT min(session_number) FROM s) AS first_number,
+       (SELECT max(session_number) FROM s) AS last_number,
+       (SELECT count(*) FROM e) AS events,
+       (SELECT string_agg(CAST(json_build_object(
+            'batch_id', CAST(:batch_id AS text), 'session_number', s.session_number, 'session_id', s.session_id,
+            'search_query', s.search_query,
+            'search_results', (SELECT coalesce(json_agg(json_build_object(
+                                   'object_id', r.v ->> 'object_id', 'rank', r.v -> 'rank',
+                                   'meta', CAST(nullif(r.v -> 'meta', CAST('null' AS jsonb)) AS text)) ORDER BY r.o),
+                                   CAST('[]' AS json))
+                               FROM jsonb_array_elements(s.search_results) WITH ORDINALITY AS r(v, o)),
+            'search_meta', CAST(nullif(s.search_meta, CAST('null' AS jsonb)) AS text),
+            'payload_filter', CAST(nullif(s.payload_filter, CAST('null' AS jsonb)) AS text),
+            'sort_by', s.sort_by, 'user_id', s.user_id, 'created_at', s.created_at,
+            'is_irrelevant', s.is_irrelevant, 'n_events', coalesce(n.n_events, 0)) AS text),
+            chr(10) ORDER BY s.session_number)
+        FROM s LEFT JOIN n ON n.session_number = s.session_number) AS sessions_json,
+       (SELECT string_agg(CAST(json_build_object(
+            'batch_id', CAST(:batch_id AS text), 'session_number', e.session_number, 'session_id', e.session_id,
+            'event_index', e.event_index, 'event_id', e.event_id, 'object_id', e.object_id,
+            'event_type', e.event_type, 'created_at', e.created_at,
+            'meta', CAST(nullif(e.meta, CAST('null' AS jsonb)) AS text)) AS text),
+            chr(10) ORDER BY e.session_number, e.event_index)
+        FROM e) AS events_json

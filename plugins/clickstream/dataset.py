@@ -26,6 +26,7 @@ is written last; a reader that finds ``_manifest.json`` finds a complete dataset
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 if TYPE_CHECKING:
@@ -134,6 +136,30 @@ def page_tables(page: Sequence[dict[str, Any]], batch_id: str) -> tuple[pa.Table
             pa.Table.from_pydict(events, schema=EVENTS_SCHEMA))
 
 
+def extract_page_tables(page: Any) -> tuple[pa.Table, pa.Table]:
+    """A store's ``ExtractPage`` (this layout as JSON lines) as a sessions table and an events table.
+
+    Arrow's JSON reader parses the lines straight into columns: no Python object per value.
+    """
+    return _read_lines(page.sessions_json, SESSIONS_SCHEMA), _read_lines(page.events_json, EVENTS_SCHEMA)
+
+
+def _read_lines(data: bytes, schema: pa.Schema) -> pa.Table:
+    if not data:
+        return schema.empty_table()
+    table = pa_json.read_json(
+        io.BytesIO(data),
+        read_options=pa_json.ReadOptions(use_threads=False, block_size=max(1 << 20, len(data) + 1)),
+        parse_options=pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error"))
+    return table.select(schema.names).cast(schema)
+
+
+def _page_bounds(page: Any) -> tuple[int, int]:
+    if isinstance(page, list):
+        return page[0]["session_number"], page[-1]["session_number"]
+    return page.first_number, page.last_number
+
+
 @dataclass
 class PartInfo:
     """One part: a file in ``sessions/`` and its namesake in ``events/``."""
@@ -228,13 +254,16 @@ class ShardWriter:
             for page in pages:
                 if not page:
                     continue
-                s_table, e_table = page_tables(page, self.batch_id)
+                # API-shaped pages (iter_batch_pages) or the store's JSON-lines pages (iter_extract_pages)
+                s_table, e_table = page_tables(page, self.batch_id) if isinstance(page, list) \
+                    else extract_page_tables(page)
+                first_number, last_number = _page_bounds(page)
                 if writers is None:
-                    current = PartInfo(part_name(page[0]["session_number"]), page[0]["session_number"], 0, 0, 0)
+                    current = PartInfo(part_name(first_number), first_number, 0, 0, 0)
                     writers = self._open(current.name)
                 writers[1].write_table(s_table)
                 writers[3].write_table(e_table)
-                current.last_number = page[-1]["session_number"]
+                current.last_number = last_number
                 current.sessions += s_table.num_rows
                 current.events += e_table.num_rows
                 pages_done += 1

@@ -65,6 +65,8 @@ def demo_environment(home: Path, dags_folder: Path) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        # LocalExecutor starts one worker process per parallelism slot: a few are plenty on a laptop.
+        "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
         # The session store: a Connection given by URI; sqlite:////abs/path.db (four slashes).
         "AIRFLOW_CONN_CLICKSTREAM_DEFAULT": f"sqlite:///{home}/clickstream.db",

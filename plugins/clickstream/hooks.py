@@ -30,6 +30,7 @@ STORE_OPERATIONS = (
     "get_improvement_mark",
     "get_batch_sessions",
     "iter_batch_pages",
+    "iter_extract_pages",
     "release_batch",
     "get_batch",
     "list_batches",

@@ -199,8 +199,8 @@ class ExtractBatchOperator(BaseOperator):
                 remove_manifest(root)
             self.log.info("Extracting batch %s, sessions (%s, %s], to %s (page size %d)",
                           self.batch_id, after, until, root, page_size)
-            pages = hook.iter_batch_pages(self.batch_id, page_size=page_size, after_number=after,
-                                          until_number=until)
+            pages = hook.iter_extract_pages(self.batch_id, page_size=page_size, after_number=after,
+                                            until_number=until)
             result = self.make_writer(root, after, until).write(pages)
         result = {"batch_id": self.batch_id, **result}
         if not self.write_manifest:

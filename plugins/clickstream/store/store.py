@@ -114,6 +114,54 @@ def _session_dict(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class ExtractPage:
+    """One page of a batch in the extraction layout of :mod:`clickstream.dataset`, as JSON lines.
+
+    ``sessions_json`` holds one JSON object per session (``SESSIONS_SCHEMA``: free-form objects as JSON
+    text, ``search_results[].meta`` too, ``n_events``), ``events_json`` one per event (``EVENTS_SCHEMA``,
+    with ``event_index``, earliest first), both in session order. A reader turns them into Arrow without
+    building Python objects per value. ``len(page)`` is its number of sessions.
+    """
+
+    first_number: int
+    last_number: int
+    sessions: int
+    events: int
+    sessions_json: bytes
+    events_json: bytes
+
+    def __len__(self) -> int:
+        return self.sessions
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+def _extract_page_py(batch_id: str, page: list[dict[str, Any]]) -> ExtractPage:
+    """:class:`ExtractPage` from API-shaped sessions (the backends without an ``extract_page`` query)."""
+    s_lines, e_lines = [], []
+    for s in page:
+        events = s["events"]
+        s_lines.append(json.dumps({
+            "batch_id": batch_id, "session_number": s["session_number"], "session_id": s["session_id"],
+            "search_query": s["search_query"],
+            "search_results": [{"object_id": r["object_id"], "rank": r.get("rank"), "meta": _json_text(r.get("meta"))}
+                               for r in s["search_results"]],
+            "search_meta": _json_text(s["search_meta"]), "payload_filter": _json_text(s["payload_filter"]),
+            "sort_by": s["sort_by"], "user_id": s["user_id"], "created_at": s["created_at"],
+            "is_irrelevant": s["is_irrelevant"], "n_events": len(events)}, ensure_ascii=False))
+        for i, e in enumerate(events):
+            e_lines.append(json.dumps({
+                "batch_id": batch_id, "session_number": s["session_number"], "session_id": s["session_id"],
+                "event_index": i, "event_id": e["event_id"], "object_id": e["object_id"],
+                "event_type": e["event_type"], "created_at": e["created_at"], "meta": _json_text(e["meta"])},
+                ensure_ascii=False))
+    return ExtractPage(page[0]["session_number"], page[-1]["session_number"], len(s_lines), len(e_lines),
+                       "\n".join(s_lines).encode(), "\n".join(e_lines).encode())
+
+
 class SessionStore:
     """The clickstream session store on PostgreSQL or SQLite.
 
@@ -418,6 +466,36 @@ class SessionStore:
             if len(page) < page_size:
                 return
             after = page[-1]["session_number"]
+
+    def iter_extract_pages(self, batch_id: str, *, page_size: int = 1000, after_number: int = 0,
+                           until_number: int | None = None) -> Iterator[ExtractPage]:
+        """Like :meth:`iter_batch_pages`, but each page comes in the dataset's flat layout as JSON lines.
+
+        On PostgreSQL the lines are built by the database in one statement per page (``extract_page``);
+        elsewhere from :meth:`iter_batch_pages`' sessions. Memory is bounded by ``page_size``.
+        """
+        if "extract_page" not in self._q:
+            for page in self.iter_batch_pages(batch_id, page_size=page_size, after_number=after_number,
+                                              until_number=until_number):
+                yield _extract_page_py(batch_id, page)
+            return
+        if page_size < 1:
+            raise InvalidInput.field("page_size", f"must be >= 1, got {page_size}")
+        with self._tx(write=False) as conn:
+            self._require_batch(conn, batch_id)
+        until = _UNBOUNDED if until_number is None else until_number
+        after = after_number
+        while True:
+            with self._tx(write=False) as conn:
+                row = self._run(conn, "extract_page", batch_id=batch_id, after_number=after, until_number=until,
+                                limit=page_size).mappings().one()
+            if not row["sessions"]:
+                return
+            yield ExtractPage(row["first_number"], row["last_number"], row["sessions"], row["events"],
+                              row["sessions_json"].encode(), (row["events_json"] or "").encode())
+            if row["sessions"] < page_size:
+                return
+            after = row["last_number"]
 
     def release_batch(self, release_id: str) -> models.ReleaseResult:
         """Release the collecting batch under ``release_id`` (an idempotency key).
