@@ -8,6 +8,12 @@ s.search_results @> jsonb_build_array(jsonb_build_object('object_id', e.object_i
 -- Two processes migrating at once: the second waits here, then finds the work done.
 SELECT pg_advisory_xact_lock(4242057001)
 
+-- name: lock_collecting_for_release
+-- FOR NO KEY UPDATE: waits until every registration holding the batch FOR SHARE has committed, and only
+-- then does release_batch read its clock, so released_at is never earlier than a member's registered_at.
+-- (Sessions' foreign-key checks take FOR KEY SHARE, which this lock does not block.)
+SELECT batch_id FROM cs_batch WHERE status = 'collecting' FOR NO KEY UPDATE
+
 -- name: insert_session
 -- One statement: takes the collecting batch FOR SHARE (concurrent registrations do not block each other;
 -- a release, which UPDATEs that row, waits for them to commit, and a registration that waited on a release

@@ -510,6 +510,8 @@ class SessionStore:
                 with self._tx(write=True) as conn:
                     row = self._run(conn, "find_release", release_id=rid).mappings().first()
                     if row is None:
+                        if "lock_collecting_for_release" in self._q:  # PostgreSQL; SQLite holds its write lock
+                            self._run(conn, "lock_collecting_for_release")
                         row = self._run(conn, "release_collecting", release_id=rid, now=self.clock()
                                         ).mappings().first()
                     if row is None:
