@@ -3,7 +3,7 @@
 Runs on ``[clickstream] release_schedule`` (default ``@daily``). Tasks:
 
 ``release`` -> ``plan_shards`` -> ``extract`` (mapped, one task per shard) -> ``write_manifest`` (updates
-the Asset ``clickstream://released-batches``) -> ``mark_for_improvement`` -> ``metrics``.
+the Asset ``clickstream://datasets/released-batches``) -> ``mark_for_improvement`` -> ``metrics``.
 
 When nothing was collected since the last release, ``release`` is skipped and so is the rest of the run.
 Every task is safe to retry or clear: the release id is ``<dag_id>/<run_id>`` (so a rerun answers the same

@@ -1,6 +1,6 @@
 """clickstream_train_example: an example consumer, scheduled on the released-dataset Asset.
 
-Each time ``clickstream_release`` completes a dataset it updates the Asset ``clickstream://released-batches``
+Each time ``clickstream_release`` completes a dataset it updates the Asset ``clickstream://datasets/released-batches``
 with ``{batch_id, path, manifest, sessions, events}`` in the event's extra; this DAG then runs, reads the
 dataset with pandas and logs a summary a training job would start from (sessions, events, click-through
 rate, clicks per rank, the most frequent queries). Triggered by hand it reads the batch given as

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from clickstream.hooks import ClickstreamHook
 
 #: URI of the Airflow Asset updated each time a released batch's dataset is complete.
-RELEASED_DATASET_URI = "clickstream://released-batches"
+RELEASED_DATASET_URI = "clickstream://datasets/released-batches"
 
 
 def default_base_path() -> str:
