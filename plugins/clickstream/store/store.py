@@ -199,6 +199,10 @@ class SessionStore:
                     conn.execution_options(**{WRITE_OPTION: True})
                 with conn.begin():
                     yield conn
+        except exc.DataError as err:
+            # A value the database cannot store (PostgreSQL: a NUL character in text or JSON, a number out
+            # of BIGINT range): bad input, not a server fault; the transaction rolled back.
+            raise InvalidInput(f"invalid value for the {self.dialect} store: {_first_line(err)}") from err
         except exc.OperationalError as err:
             if _is_unavailable(err):
                 raise StoreUnavailable(f"session store unavailable: {_first_line(err)}") from err
