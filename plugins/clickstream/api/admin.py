@@ -17,7 +17,7 @@ def admin_router() -> APIRouter:
         "/erase",
         response_model=models.EraseResult,
         dependencies=[Depends(require_admin)],
-        responses=error_responses(401, 403, 422, 503),
+        responses=error_responses(400, 401, 403, 422, 503),
         summary="Erase a user's data",
     )
     def erase_user(body: models.UserIdIn, store: StoreDep) -> models.EraseResult:

@@ -28,10 +28,10 @@ def batches_router(config: StoreConfig) -> APIRouter:
         batch_id: str = Query(min_length=1, max_length=128, description="the batch to read"),
         after_number: int = Query(0, ge=0, le=_MAX_NUMBER, description="sessions numbered above this; pass "
                                                                         "the previous page's last_number"),
-        limit: int = Query(min(10, config.max_page), ge=1, le=config.max_page, description="at most this many sessions"),
-        events_limit: int = Query(min(100, config.max_events), ge=0, le=config.max_events, description="at most this many events "
-                                                                                "per session, earliest first; "
-                                                                                "0 for none"),
+        limit: int = Query(min(10, config.max_page), ge=1, le=config.max_page,
+                           description="at most this many sessions"),
+        events_limit: int = Query(min(100, config.max_events), ge=0, le=config.max_events,
+                                  description="at most this many events per session, earliest first; 0 for none"),
     ) -> models.BatchSessionsPage:
         """Sessions of the batch numbered above ``after_number``, ascending, with their events.
 
@@ -45,7 +45,7 @@ def batches_router(config: StoreConfig) -> APIRouter:
         "/release",
         response_model=models.ReleaseResult,
         dependencies=[Depends(require_write)],
-        responses=error_responses(401, 403, 404, 409, 422, 503),
+        responses=error_responses(400, 401, 403, 404, 409, 422, 503),
         summary="Release the collecting batch",
     )
     def release_batch(body: models.ReleaseIn, store: StoreDep) -> models.ReleaseResult:

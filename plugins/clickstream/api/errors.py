@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 RETRY_AFTER_S = 5
 
 _DESCRIPTIONS = {
+    400: "The body could not be parsed (e.g. not UTF-8).",
     401: "Not authenticated: no token, or the token expired.",
     403: "Forbidden: invalid token, or the user's role lacks the permission this route needs.",
     404: "Unknown id (session, batch or release).",

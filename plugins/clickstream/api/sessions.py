@@ -24,7 +24,7 @@ def sessions_router(config: StoreConfig) -> APIRouter:
         "",
         response_model=models.RegisterResult,
         dependencies=_WRITE,
-        responses=error_responses(401, 403, 409, 422, 503),
+        responses=error_responses(400, 401, 403, 409, 422, 503),
         summary="Register a session",
     )
     def register_session(body: models.SessionIn, store: StoreDep) -> models.RegisterResult:
@@ -56,7 +56,7 @@ def sessions_router(config: StoreConfig) -> APIRouter:
         "/events",
         response_model=models.PushEventsResult,
         dependencies=_WRITE,
-        responses=error_responses(401, 403, 422, 503),
+        responses=error_responses(400, 401, 403, 422, 503),
         summary="Push events of a session",
     )
     def push_events(body: models.PushEventsIn, store: StoreDep) -> models.PushEventsResult:
@@ -70,7 +70,7 @@ def sessions_router(config: StoreConfig) -> APIRouter:
         "/irrelevant",
         response_model=models.IrrelevantResult,
         dependencies=_WRITE,
-        responses=error_responses(401, 403, 404, 422, 503),
+        responses=error_responses(400, 401, 403, 404, 422, 503),
         summary="Mark a session irrelevant",
     )
     def mark_irrelevant(body: models.SessionIdIn, store: StoreDep) -> models.IrrelevantResult:
@@ -82,7 +82,7 @@ def sessions_router(config: StoreConfig) -> APIRouter:
         "/use-for-improvement",
         response_model=models.UseForImprovementResult,
         dependencies=_WRITE,
-        responses=error_responses(401, 403, 404, 422, 503),
+        responses=error_responses(400, 401, 403, 404, 422, 503),
         summary="Queue a session for model improvement",
     )
     def use_for_improvement(body: models.SessionIdIn, store: StoreDep) -> models.UseForImprovementResult:
