@@ -8,6 +8,11 @@ s.search_results @> jsonb_build_array(jsonb_build_object('object_id', e.object_i
 -- Two processes migrating at once: the second waits here, then finds the work done.
 SELECT pg_advisory_xact_lock(4242057001)
 
+-- name: lock_batch_creation
+-- Transactions opening a collecting batch take turns, so each reads the latest created_at only after the
+-- previous opener committed: batch ids (creation time first) then sort by creation.
+SELECT pg_advisory_xact_lock(4242057002)
+
 -- name: lock_collecting_for_release
 -- FOR NO KEY UPDATE: waits until every registration holding the batch FOR SHARE has committed, and only
 -- then does release_batch read its clock, so released_at is never earlier than a member's registered_at.

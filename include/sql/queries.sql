@@ -15,6 +15,9 @@ SELECT version FROM cs_schema_migrations ORDER BY version
 -- name: record_migration
 INSERT INTO cs_schema_migrations (version, name, applied_at) VALUES (:version, :name, :now)
 
+-- name: latest_batch_created_at
+SELECT max(created_at) FROM cs_batch
+
 -- name: insert_collecting_batch
 -- The partial unique index cs_batch_one_collecting makes a concurrent second insert a no-op.
 INSERT INTO cs_batch (batch_id, status, created_at) VALUES (:batch_id, 'collecting', :now)
