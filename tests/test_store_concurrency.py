@@ -110,7 +110,7 @@ class TestReleaseWhileRegistering:
         else:
             releases.append((final, _batch_listing(store, final.batch_id)))
 
-        assert len(releases) >= 5, "the releaser should have interleaved with the registrations"
+        assert len(releases) >= 3, "the releaser should have interleaved with the registrations"
         all_ids = set(registered)
         assert len(all_ids) == self.REGISTRARS * self.SESSIONS_EACH
 
@@ -121,6 +121,9 @@ class TestReleaseWhileRegistering:
             if now_listed != listing:
                 violations.append((result.batch_id, sorted(set(now_listed) - set(listing))))
         assert violations == [], f"sessions added to batches after their release: {violations}"
+
+        # Batch ids sort by creation: each release closed the one batch collecting, created after the last release.
+        assert sorted(r.batch_id for r, _ in releases) == [r.batch_id for r, _ in releases]
 
         # Invariant 1: every session in exactly one batch, the one its registration answered.
         owner: dict[str, str] = {}
