@@ -855,6 +855,14 @@ class TestBatches:
         with pytest.raises(InvalidInput, match=r"^limit: must be >= 1"):
             store.list_batches(limit=limit)
 
+    def test_batch_ids_sort_by_creation_even_within_one_millisecond(self, store: SessionStore) -> None:
+        created = []
+        for i in range(6):  # the clock never moves
+            created.append(store.register_session(_session(f"s{i}")).batch_id)
+            store.release_batch(f"r{i}")
+        assert sorted(created) == created
+        assert [b.batch_id for b in store.list_batches()] == created[::-1]
+
     def test_list_batches_rejects_an_unknown_status(self, store: SessionStore) -> None:
         with pytest.raises(InvalidInput, match="status"):
             store.list_batches(status="open")
