@@ -9,7 +9,6 @@ release. SQLite needs no such tests: its writers are serialised by ``BEGIN IMMED
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
