@@ -5,16 +5,24 @@ There is no Docker engine where the suite runs, so nothing here starts a contain
 values of ``.env.example``) and check what would otherwise only fail at ``docker compose up``: a missing
 file or path, a renamed variable, a connection id the hook does not look up, a database the init script
 never creates, a service without a health check, a ``depends_on`` on a service that does not exist.
+The two init scripts are run for real: PostgreSQL's with ``psql`` against the test server, and the
+``airflow-init`` job's against a temporary Airflow home and a fresh store database.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shlex
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 import yaml
 from sqlalchemy.engine import make_url
 
@@ -414,3 +422,83 @@ class TestInterpolation:
     def test_required_variable_raises(self):
         with pytest.raises(KeyError, match="A is required"):
             interpolate("${A:?set A}", {})
+
+
+class TestInitScripts:
+    """The two init scripts, run for real: PostgreSQL's (with psql) and the airflow-init job's."""
+
+    SCRIPTS = (ROOT / "docker" / "postgres" / "init-clickstream-db.sh", ROOT / "docker" / "airflow-init.sh")
+
+    @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+    def test_script_is_valid_bash(self, script):
+        proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+
+    def test_postgres_init_creates_a_store_the_hook_can_migrate_as_its_own_role(self, pg_server, monkeypatch):
+        from pgcluster import find_pg_bin
+
+        from clickstream.hooks import ClickstreamHook
+
+        admin = make_url(pg_server.admin_url)
+        suffix = uuid.uuid4().hex[:8]
+        db, user, password = f"cs_store_{suffix}", f"cs_role_{suffix}", f"pw-{suffix}"
+        env = {
+            **os.environ,
+            "PATH": f"{find_pg_bin()}:{os.environ['PATH']}",
+            "PGHOST": admin.host, "PGPORT": str(admin.port), "PGPASSWORD": admin.password or "",
+            "POSTGRES_USER": admin.username, "POSTGRES_DB": admin.database,
+            "CLICKSTREAM_DB_NAME": db, "CLICKSTREAM_DB_USER": user, "CLICKSTREAM_DB_PASSWORD": password,
+        }
+        try:
+            proc = subprocess.run(["bash", str(self.SCRIPTS[0])], env=env, capture_output=True, text=True,
+                                  timeout=60)
+            assert proc.returncode == 0, proc.stderr
+            store_url = admin.set(username=user, password=password, database=db)
+            monkeypatch.setenv("AIRFLOW_CONN_CLICKSTREAM_DEFAULT",
+                               store_url.set(drivername="postgresql").render_as_string(hide_password=False))
+            with ClickstreamHook() as hook:
+                assert hook.migrate() == [1]
+                with hook.store.engine.connect() as conn:
+                    owner, me = conn.execute(sa.text(
+                        "SELECT pg_get_userbyid(datdba), current_user FROM pg_database WHERE datname = :db"),
+                        {"db": db}).one()
+            assert owner == me == user
+        finally:
+            pg_server.drop_database(db)
+            engine = sa.create_engine(pg_server.admin_url)
+            with engine.begin() as conn:
+                conn.execute(sa.text(f'DROP ROLE IF EXISTS "{user}"'))
+            engine.dispose()
+
+    @pytest.mark.slow
+    def test_airflow_init_job_migrates_both_databases_and_sets_the_admin_password(self, pg_url, tmp_path):
+        home = tmp_path / "airflow"
+        passwords = tmp_path / "auth" / "passwords.json"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+        env.update({
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",  # `airflow` and `python` of this venv
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+            "AIRFLOW_CONN_CLICKSTREAM_DEFAULT": make_url(pg_url).set(drivername="postgresql")
+            .render_as_string(hide_password=False),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW_ADMIN_USER": "admin",
+            "AIRFLOW_ADMIN_PASSWORD": "s3cret",
+        })
+        for attempt in (1, 2):  # the second run finds everything done and still succeeds
+            proc = subprocess.run(["bash", str(self.SCRIPTS[1])], env=env, capture_output=True, text=True,
+                                  timeout=240, stdin=subprocess.DEVNULL)
+            assert proc.returncode == 0, f"run {attempt}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        assert "applied [1]" in proc.stdout or "up to date" in proc.stdout
+        assert json.loads(passwords.read_text()) == {"admin": "s3cret"}
+        assert passwords.stat().st_mode & 0o077 == 0, "the passwords file must be private"
+        meta = sa.create_engine(f"sqlite:///{home}/airflow.db")
+        store = sa.create_engine(pg_url)
+        try:
+            assert {"dag", "dag_run", "alembic_version"} <= set(sa.inspect(meta).get_table_names())
+            with store.connect() as conn:
+                assert conn.execute(sa.text("SELECT version FROM cs_schema_migrations")).scalars().all() == [1]
+        finally:
+            meta.dispose()
+            store.dispose()
