@@ -283,6 +283,14 @@ class TestPushEvents:
         metrics = store.batch_metrics(released.batch_id)
         assert (metrics.events, metrics.late_events) == (2, 1)
 
+    def test_an_event_arriving_in_the_release_millisecond_but_after_it_is_late(self, store: SessionStore) -> None:
+        # The clock does not move: arrival order, not the millisecond, decides lateness.
+        store.register_session(_session("s1"))
+        store.push_events("s1", [_event("before")])
+        released = store.release_batch("r1")
+        store.push_events("s1", [_event("after")])
+        assert store.batch_metrics(released.batch_id).late_events == 1
+
     @pytest.mark.parametrize(
         ("created_at", "words"),
         [(T0 // 1000, "seconds"), (T0 - 24 * HOUR - 1, "in the past"), (T0 + 5 * 60 * 1000 + 1, "in the future")],

@@ -72,7 +72,8 @@ SELECT release_id, batch_id, released_at FROM cs_batch WHERE release_id = :relea
 
 -- name: release_collecting
 -- Waits for registrations holding the batch row (FOR SHARE on PostgreSQL); re-checked after they commit.
-UPDATE cs_batch SET status = 'released', release_id = :release_id, released_at = :now
+UPDATE cs_batch SET status = 'released', release_id = :release_id, released_at = :now,
+                    released_event_seq = (SELECT coalesce(max(event_seq), 0) FROM cs_event)
 WHERE status = 'collecting'
 RETURNING release_id, batch_id, released_at
 
@@ -98,7 +99,7 @@ FROM cs_session WHERE batch_id = :batch_id
 SELECT count(e.event_seq) AS events,
        count(e.event_seq) FILTER (WHERE e.event_type = 'click') AS clicks,
        count(DISTINCT e.session_id) FILTER (WHERE e.event_type = 'click') AS sessions_with_click,
-       count(e.event_seq) FILTER (WHERE b.released_at IS NOT NULL AND e.received_at > b.released_at) AS late_events
+       count(e.event_seq) FILTER (WHERE e.event_seq > b.released_event_seq) AS late_events
 FROM cs_session s
 JOIN cs_batch b ON b.batch_id = s.batch_id
 JOIN cs_event e ON e.session_id = s.session_id

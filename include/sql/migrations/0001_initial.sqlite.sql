@@ -7,6 +7,8 @@ CREATE TABLE cs_batch (
     created_at   BIGINT NOT NULL,
     release_id   TEXT UNIQUE,
     released_at  BIGINT,
+    -- The highest event_seq when the release committed: events above it arrived late (exact, unlike ms).
+    released_event_seq BIGINT,
     CHECK ((status = 'released') = (release_id IS NOT NULL AND released_at IS NOT NULL))
 );
 -- At most one batch is collecting at any time.
