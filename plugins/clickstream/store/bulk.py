@@ -31,7 +31,7 @@ from sqlalchemy import exc, text
 from clickstream import models
 from clickstream.store.engine import WRITE_OPTION
 from clickstream.store.errors import StoreUnavailable
-from clickstream.store.store import _dumps, _first_line, _is_unavailable, content_hash, new_batch_id
+from clickstream.store.store import _dumps, _first_line, _is_unavailable, content_hash
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -291,7 +291,7 @@ class BulkLoad:
             batch_id = self._run("bulk_collecting_batch").scalar()
             if batch_id is not None:
                 return batch_id
-            self._run("insert_collecting_batch", {"batch_id": new_batch_id(now), "now": now})
+            self.store._open_batch(self._conn)  # the same way live registration opens one
         raise StoreUnavailable("could not obtain a collecting batch; the store is under heavy contention")
 
 
