@@ -9,6 +9,17 @@
 #      (AIRFLOW_CONN_CLICKSTREAM_DEFAULT).
 set -euo pipefail
 
+# .env.example's placeholders must not reach production: refuse to initialise with any of them.
+placeholders=()
+for var in AIRFLOW__DATABASE__SQL_ALCHEMY_CONN AIRFLOW_CONN_CLICKSTREAM_DEFAULT AIRFLOW_ADMIN_PASSWORD \
+           AIRFLOW__API_AUTH__JWT_SECRET AIRFLOW__API__SECRET_KEY AIRFLOW__CORE__FERNET_KEY; do
+  [[ ${!var:-} == *change-me* ]] && placeholders+=("$var")
+done
+if (( ${#placeholders[@]} )); then
+  echo "[init] error: still the .env.example placeholder (change-me...): ${placeholders[*]}; set real secrets in .env" >&2
+  exit 1
+fi
+
 echo "[init] migrating Airflow's metadata database"
 airflow db migrate
 

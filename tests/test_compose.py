@@ -470,6 +470,16 @@ class TestInitScripts:
                 conn.execute(sa.text(f'DROP ROLE IF EXISTS "{user}"'))
             engine.dispose()
 
+    def test_airflow_init_job_refuses_the_placeholder_secrets_of_env_example(self, services, tmp_path):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+        env.update(_environment(services[INIT_SERVICE]))  # interpolated with .env.example's values
+        env["AIRFLOW_HOME"] = str(tmp_path)
+        proc = subprocess.run(["bash", str(self.SCRIPTS[1])], env=env, capture_output=True, text=True,
+                              timeout=60, stdin=subprocess.DEVNULL)
+        assert proc.returncode == 1
+        assert "placeholder" in proc.stderr and "AIRFLOW__CORE__FERNET_KEY" in proc.stderr
+        assert "migrating" not in proc.stdout, "it must stop before touching any database"
+
     @pytest.mark.slow
     def test_airflow_init_job_migrates_both_databases_and_sets_the_admin_password(self, pg_url, tmp_path):
         home = tmp_path / "airflow"
