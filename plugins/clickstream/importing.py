@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
-from typing import IO, TYPE_CHECKING, Any, ContextManager, Literal
+from typing import IO, TYPE_CHECKING, Any, ContextManager, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from clickstream.store.store import SessionStore
 
 log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
 
 Format = Literal["jsonl", "parquet"]
 #: File name endings picked from a folder, per format (``.gz`` JSON Lines are decompressed on the fly).
@@ -175,11 +177,11 @@ def import_history(
                                 event = validate(_EventRow, row)
                                 counts["event_rows"] += 1
                                 events.append(StagedEvent(seq, 0, event.session_id,
-                                                          models.EventIn(**event.model_dump(exclude={"session_id"}))))
+                                                          _validated(models.EventIn, event)))
                             else:
                                 counts["session_rows"] += 1
                                 body = validate(_SessionRow, row)
-                                session = models.SessionIn(**body.model_dump(exclude={"events"}))
+                                session = _validated(models.SessionIn, body)
                                 sessions.append(StagedSession(seq, file_no, line, session))
                                 events.extend(StagedEvent(seq, pos, session.session_id, e)
                                               for pos, e in enumerate(body.events))
@@ -235,6 +237,11 @@ def _decompressed(raw: IO[bytes], name: str, fmt: str) -> Iterator[IO[bytes]]:
             yield unzipped
     else:
         yield raw
+
+
+def _validated(model: type[M], row: BaseModel) -> M:
+    """``row`` (a validated subclass-shaped row) as ``model`` without validating it a second time."""
+    return model.model_construct(**{name: getattr(row, name) for name in model.model_fields})
 
 
 def _read_chunks(fileobj: IO[bytes], fmt: str, chunk_rows: int) -> Iterator[list[tuple[int, dict | str]]]:
