@@ -29,9 +29,11 @@ from __future__ import annotations
 import io
 import json
 import logging
+import queue
 import re
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -154,6 +156,52 @@ def _read_lines(data: bytes, schema: pa.Schema) -> pa.Table:
     return table.select(schema.names).cast(schema)
 
 
+_END = object()
+
+
+def _prefetched(pages: Iterable[Any]) -> Iterator[Any]:
+    """Yield ``pages`` while a background thread already reads the next one (at most one ahead).
+
+    Reading a page waits on the database, writing it uses this process's CPU: overlapped, an extraction
+    takes about the longer of the two instead of their sum. Memory: one more page. An error while reading
+    is raised here; when the consumer stops early (an error while writing), the reader stops too.
+    """
+    ahead: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def hand_over(item: tuple[Any, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for page in pages:
+                if not hand_over((page, None)):
+                    return
+            hand_over((_END, None))
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, raised there
+            hand_over((_END, err))
+
+    reader = threading.Thread(target=read, name="clickstream-extract-prefetch", daemon=True)
+    reader.start()
+    try:
+        while True:
+            page, err = ahead.get()
+            if page is _END:
+                if err is not None:
+                    raise err
+                return
+            yield page
+    finally:
+        stop.set()
+        reader.join()
+
+
 def _page_bounds(page: Any) -> tuple[int, int]:
     if isinstance(page, list):
         return page[0]["session_number"], page[-1]["session_number"]
@@ -251,7 +299,7 @@ class ShardWriter:
         writers: tuple[Any, ...] | None = None
         current: PartInfo | None = None
         try:
-            for page in pages:
+            for page in _prefetched(pages):  # the next page is read while this one is written
                 if not page:
                     continue
                 # API-shaped pages (iter_batch_pages) or the store's JSON-lines pages (iter_extract_pages)
