@@ -149,7 +149,7 @@ def run(ctx: Context) -> list[Table]:
         f"{big.sessions / mid.sessions:.0f}x the data); get_df: {mib(small_peaks['get_df']):.0f} -> "
         f"{mib(median(peaks['get_df'])):.0f} MiB",
         f"each variant in a fresh interpreter, modules preloaded before the clock starts; medians of "
-        f"{ctx.repeat}; peak RSS = ru_maxrss of the child (includes the interpreter and its imports: "
+        f"{ctx.repeat}; peak RSS = the child's VmHWM (includes the interpreter and its imports: "
         f"'RSS before')",
     ]
     return [t]

@@ -146,9 +146,10 @@ def run_child(func: str, /, timeout: float = 1200, env: dict[str, str] | None = 
               preload: Sequence[str] = (), **kwargs: Any) -> tuple[Any, dict[str, float]]:
     """Run ``module:function(**kwargs)`` in a fresh interpreter and return its JSON result and memory.
 
-    The child is a new ``python`` (not a fork), so its memory is its own: ``peak_rss`` is the kernel's
-    ``ru_maxrss`` of that child (os.wait4), ``start_rss`` its resident size right before the function ran
-    (after imports), ``wall`` the function's own wall time. ``preload`` modules are imported before the
+    The child is a new ``python``: ``peak_rss`` is its ``VmHWM`` (the kernel's high-water mark of its
+    resident memory, read from /proc at its end), ``start_rss`` its resident size right before the function
+    ran (after imports), ``wall`` the function's own wall time. (``ru_maxrss`` from os.wait4 is kept for
+    reference but not used: Linux carries the forking parent's resident size into it across exec.) ``preload`` modules are imported before the
     clock starts, so a variant is not charged for importing Airflow or pandas.
     """
     code = (
@@ -161,7 +162,9 @@ def run_child(func: str, /, timeout: float = 1200, env: dict[str, str] | None = 
         "from harness import rss_now\n"
         "start = rss_now()\n"
         "t0 = time.perf_counter(); out = f(**kw); wall = time.perf_counter() - t0\n"
-        "sys.stdout.write('\\n@@RESULT@@' + json.dumps({'out': out, 'wall': wall, 'start_rss': start}))\n"
+        "from harness import peak_rss\n"
+        "sys.stdout.write('\\n@@RESULT@@' + json.dumps({'out': out, 'wall': wall, 'start_rss': start, "
+        "'peak_rss': peak_rss()}))\n"
     ) % (str(ROOT / "bench"), str(ROOT), func, list(preload))
     child_env = {**os.environ, **(env or {})}
     proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -178,7 +181,16 @@ def run_child(func: str, /, timeout: float = 1200, env: dict[str, str] | None = 
     if proc.returncode != 0 or b"@@RESULT@@" not in out:
         raise RuntimeError(f"benchmark child {func} failed (exit {proc.returncode}):\n{out.decode()[-3000:]}")
     res = json.loads(out.rsplit(b"@@RESULT@@", 1)[1])
-    return res["out"], {"peak_rss": usage.ru_maxrss * 1024, "start_rss": res["start_rss"], "wall": res["wall"]}
+    return res["out"], {"peak_rss": res["peak_rss"], "start_rss": res["start_rss"], "wall": res["wall"],
+                        "ru_maxrss": usage.ru_maxrss * 1024}
+
+
+def peak_rss() -> int:
+    """Peak resident set size (VmHWM) of this process, bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def rss_now() -> int:
