@@ -180,6 +180,7 @@ class SessionStore:
         self.clock = clock
         self.dialect = engine.dialect.name
         self._q = sql.queries(self.dialect)
+        self._texts: dict[str, Any] = {}  # compiled once per query: text() re-parses the SQL every call
 
     @classmethod
     def from_url(cls, url: str, config: StoreConfig | None = None, **engine_kwargs: Any) -> SessionStore:
@@ -213,7 +214,10 @@ class SessionStore:
             raise
 
     def _run(self, conn: Connection, query: str, /, **params: Any):
-        return conn.execute(text(self._q[query]), params)
+        clause = self._texts.get(query)
+        if clause is None:
+            clause = self._texts[query] = text(self._q[query])
+        return conn.execute(clause, params)
 
     def _check_window(self, field: str, value: int, now: int) -> None:
         if value < now - self.config.window_back_ms:
