@@ -8,10 +8,11 @@ transactions with a plain ``BEGIN`` (readers never wait for writers under WAL).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import URL, make_url
 
 #: Execution option that marks a connection's next transaction as a write.
@@ -44,8 +45,10 @@ def create_store_engine(
     backend = parsed.get_backend_name()
     if backend == "postgresql":
         connect_args = {"connect_timeout": connect_timeout_s, **engine_kwargs.pop("connect_args", {})}
-        engine_kwargs.setdefault("pool_pre_ping", True)
-        return create_engine(parsed, connect_args=connect_args, **engine_kwargs)
+        engine = create_engine(parsed, connect_args=connect_args, **engine_kwargs)
+        if not engine_kwargs.get("pool_pre_ping"):
+            _ping_when_idle(engine, PING_AFTER_IDLE_S)
+        return engine
     if backend == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -55,6 +58,31 @@ def create_store_engine(
         _configure_sqlite(engine, sqlite_busy_timeout_s)
         return engine
     raise ValueError(f"unsupported session store URL {parsed.render_as_string()!r}: use postgresql:// or sqlite:///")
+
+
+#: A pooled PostgreSQL connection idle longer than this is pinged before it is used again. One used more
+#: recently is trusted: a ping on every checkout was a round trip per operation, half of ingestion's.
+#: Should the server have gone away meanwhile, that one call fails as StoreUnavailable (503) and SQLAlchemy
+#: drops the pool's connections.
+PING_AFTER_IDLE_S = 1.0
+
+
+def _ping_when_idle(engine: Engine, idle_s: float) -> None:
+    """``pool_pre_ping``, but only for connections idle longer than ``idle_s`` seconds."""
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection, record):
+        record.info["clickstream_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection, record, _proxy):
+        since = record.info.get("clickstream_idle_since")
+        if since is None or time.monotonic() - since < idle_s:
+            return  # brand new, or in use a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as err:  # a dead connection: the pool replaces it and retries the checkout
+            raise exc.DisconnectionError(f"pooled connection is gone: {err}") from err
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_s: float) -> None:
