@@ -98,9 +98,28 @@ def _variant(ctx: Context, name: str, batch_id: str, tag: str) -> tuple[dict[str
         shutil.rmtree(out_dir, ignore_errors=True)  # never keep generated data
 
 
+def _mem_available() -> int:
+    for line in open("/proc/meminfo"):
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def run(ctx: Context) -> list[Table]:
     big, mid = ctx.batch("big"), ctx.batch("mid")
-    variants = ("copy", "get_df", "operator")
+    small_peaks: dict[str, float] = {}
+    small_walls: dict[str, float] = {}
+    for v in ("get_df", "operator"):  # the smaller batch first: it tells whether get_df fits in memory
+        _, mem = _variant(ctx, v, mid.batch_id, "mid")
+        small_peaks[v], small_walls[v] = mem["peak_rss"], mem["wall"]
+        log(f"extract {v} on mid batch: {mem['wall']:.1f} s, peak {mib(mem['peak_rss']):.0f} MiB")
+    per_session = (small_peaks["get_df"] - 250 * 2**20) / mid.sessions
+    get_df_needs = 250 * 2**20 + per_session * big.sessions
+    variants: tuple[str, ...] = ("copy", "get_df", "operator")
+    skipped_get_df = get_df_needs > 0.6 * _mem_available()
+    if skipped_get_df:
+        variants = ("copy", "operator")
+        log(f"extract: get_df would need about {get_df_needs / 2**30:.1f} GiB here; not run on the big batch")
     walls: dict[str, list[float]] = {v: [] for v in variants}
     peaks: dict[str, list[float]] = {v: [] for v in variants}
     starts: dict[str, list[float]] = {v: [] for v in variants}
@@ -113,11 +132,6 @@ def run(ctx: Context) -> list[Table]:
             starts[v].append(mem["start_rss"])
             outs[v] = out
             log(f"extract {v} #{i + 1}: {mem['wall']:.1f} s, peak {mib(mem['peak_rss']):.0f} MiB")
-    small_peaks: dict[str, float] = {}
-    for v in ("get_df", "operator"):
-        _, mem = _variant(ctx, v, mid.batch_id, "mid")
-        small_peaks[v] = mem["peak_rss"]
-        log(f"extract {v} on mid batch: {mem['wall']:.1f} s, peak {mib(mem['peak_rss']):.0f} MiB")
 
     op = outs["operator"]
     assert op["sessions"] == big.sessions and op["events"] == big.events, (op, big)
@@ -129,7 +143,15 @@ def run(ctx: Context) -> list[Table]:
     labels = {"copy": "(a) COPY (joining query) TO STDOUT, discarded",
               "get_df": "(b) PostgresHook.get_df + to_parquet",
               "operator": "ExtractBatchOperator (Parquet, two tables)"}
-    for v in variants:
+    op_rate = big.sessions / op_wall
+    for v in ("copy", "get_df", "operator"):
+        if v == "get_df" and skipped_get_df:
+            rate = mid.sessions / small_walls["get_df"]  # its best case: the smaller batch's rate
+            t.add(labels[v] + f" (not run: needs ~{get_df_needs / 2**30:.0f} GiB; rate and peak of the "
+                  f"{mid.sessions:,}-session run)", "-", rate, "-", f">= {get_df_needs / 2**20:,.0f} (est.)", "-",
+                  mib(small_peaks[v]), ratio_cell(op_rate / rate, ">=1"),
+                  ratio_cell(op_peak / get_df_needs, "<=0.2"))
+            continue
         w, p = median(walls[v]), median(peaks[v])
         if v == "copy":
             vs_tp, vs_mem = ratio_cell(w / op_wall, ">=0.5"), "-"
@@ -140,14 +162,17 @@ def run(ctx: Context) -> list[Table]:
         t.add(labels[v], w, big.sessions / w, big.events / w, mib(p), mib(median(starts[v])),
               mib(small_peaks[v]) if v in small_peaks else "-", vs_tp, vs_mem)
     growth = op_peak / small_peaks["operator"]
+    get_df_big = get_df_needs if skipped_get_df else median(peaks["get_df"])
     t.notes += [
         f"rows: COPY {outs['copy']['rows']:,} joined rows ({outs['copy']['bytes'] / 2**20:.0f} MiB of text); "
-        f"get_df {outs['get_df']['rows']:,} rows, {outs['get_df']['bytes'] / 2**20:.0f} MiB Parquet; operator "
-        f"{op['sessions']:,} session rows + {op['events']:,} event rows, {op['bytes'] / 2**20:.0f} MiB Parquet",
+        + (f"get_df {outs['get_df']['rows']:,} rows, {outs['get_df']['bytes'] / 2**20:.0f} MiB Parquet; "
+           if not skipped_get_df else "")
+        + f"operator {op['sessions']:,} session rows + {op['events']:,} event rows, "
+          f"{op['bytes'] / 2**20:.0f} MiB Parquet",
         f"operator peak memory, {mid.sessions:,} -> {big.sessions:,} sessions: "
         f"{mib(small_peaks['operator']):.0f} -> {mib(op_peak):.0f} MiB ({growth:.2f}x for "
         f"{big.sessions / mid.sessions:.0f}x the data); get_df: {mib(small_peaks['get_df']):.0f} -> "
-        f"{mib(median(peaks['get_df'])):.0f} MiB",
+        f"{mib(get_df_big):,.0f} MiB{' (estimated)' if skipped_get_df else ''}",
         f"each variant in a fresh interpreter, modules preloaded before the clock starts; medians of "
         f"{ctx.repeat}; peak RSS = the child's VmHWM (includes the interpreter and its imports: "
         f"'RSS before')",
