@@ -81,9 +81,13 @@ class TestMigrationFiles:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The project's wheel, built from this checkout (hatchling from the venv, no network)."""
+    """The project's wheel, built from this checkout (hatchling from the venv, no network; a fresh
+    `./dev setup` venv has no hatchling, then pip builds in isolation and fetches it from the index)."""
+    import importlib.util
+
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+    isolation = [] if importlib.util.find_spec("hatchling") is None else ["--no-build-isolation"]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-q",
                     "-w", str(out), str(REPO_ROOT)], check=True, capture_output=True, timeout=120)
     [built] = out.glob("clickstream-*.whl")
     return built
