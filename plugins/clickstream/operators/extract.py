@@ -131,8 +131,8 @@ def write_dataset_manifest(batch_id: str, shard_results: Sequence[dict[str, Any]
 class ExtractBatchOperator(BaseOperator):
     """Write a released batch (or one shard of it) as Parquet under ``<base_path>/<batch_id>/``.
 
-    Pages through the batch with ``iter_batch_pages`` (``page_size`` sessions with all their events at a
-    time) and writes each page as a row group, ``pages_per_part`` pages per part file, so memory is bounded
+    Pages through the batch with ``iter_extract_pages`` (``page_size`` sessions with all their events at a
+    time, as JSON lines in the dataset's layout that Arrow parses directly) and writes each page as a row group, ``pages_per_part`` pages per part file, so memory is bounded
     by one page whatever the batch's size. Part files are named after their first ``session_number``; a
     run first deletes the parts its range owns, so a retry after a failure half-way ends with exactly the
     batch's rows, none twice, none missing. Logs pages, rows and rate.
