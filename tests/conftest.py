@@ -38,6 +38,8 @@ os.environ.update(
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
         "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME}/airflow.db",
+        # A key long enough for HS512, so token minting in API tests does not warn on every request.
+        "AIRFLOW__API_AUTH__JWT_SECRET": "clickstream-tests-" + "k" * 64,
     }
 )
 # ---------------------------------------------------------------------------------------------------------
