@@ -228,6 +228,25 @@ class TestRegisterSession:
         with pytest.raises(NotFound):
             store.get_session("s1")
 
+    @pytest.mark.parametrize(
+        ("field", "value"),
+        [("search_results", [{"object_id": "a", "rank": float("inf")}]),
+         ("search_meta", {"score": float("nan")}),
+         ("payload_filter", {"task": "a\x00b"}),
+         ("search_meta", {"k": "\ud800"}),
+         ("search_query", "nul\x00byte"),
+         ("created_at", 2**63 + 5)],
+        ids=["infinite-rank", "nan-in-json", "nul-in-json", "lone-surrogate", "nul-in-text", "beyond-bigint"],
+    )
+    def test_a_value_no_backend_can_store_is_rejected_naming_the_field(
+        self, store: SessionStore, field: str, value: Any
+    ) -> None:
+        # The same answer on both backends: SQLite would store NaN/NUL and break every JSON query later.
+        with pytest.raises(InvalidInput) as err:
+            store.register_session(_session("s1", **{field: value}), check_window=False)
+        assert err.value.detail.startswith(field)
+        assert _count(store, "cs_session") == 0
+
 
 # --------------------------------------------------------------------------------------------- push events
 
@@ -738,7 +757,7 @@ class TestReleaseBatch:
         assert store.get_batch(old).sessions == 1
         assert [b.batch_id for b in store.list_batches()] == [new.batch_id, old]
 
-    @pytest.mark.parametrize("release_id", ["", "r" * 129], ids=["empty", "129-chars"])
+    @pytest.mark.parametrize("release_id", ["", "r" * 513], ids=["empty", "513-chars"])
     def test_release_id_length_is_bounded(self, store: SessionStore, release_id: str) -> None:
         store.register_session(_session("s1"))
         with pytest.raises(InvalidInput) as err:
@@ -746,9 +765,10 @@ class TestReleaseBatch:
         assert err.value.detail.startswith("release_id:")
         assert store.list_batches()[0].status == "collecting"
 
-    def test_release_id_of_128_chars_is_accepted(self, store: SessionStore) -> None:
+    def test_release_id_of_512_chars_is_accepted(self, store: SessionStore) -> None:
+        # Room for the operator's default "<dag_id>/<run_id>" (Airflow allows run ids of 250 chars).
         store.register_session(_session("s1"))
-        assert store.release_batch("r" * 128).release_id == "r" * 128
+        assert store.release_batch("r" * 512).release_id == "r" * 512
 
 
 # ---------------------------------------------------------------------------------------------------- metrics

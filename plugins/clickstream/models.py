@@ -7,18 +7,49 @@ the store (windows relative to *now*, eligibility, conflicts) lives in :mod:`cli
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 #: Timestamps below this are taken to be in seconds, not milliseconds (10^11 ms is March 1973).
 MIN_MILLIS = 10**11
+#: The largest value a BIGINT column holds.
+MAX_BIGINT = 2**63 - 1
+
+
+def _check_storable(value: Any, path: str = "") -> None:
+    """Reject what JSON or the database cannot store: NaN/Infinity, NUL characters, lone surrogates."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{path or 'value'}: {value} is not a JSON number (no NaN or Infinity)")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{path or 'value'}: must not contain the NUL character (\\u0000)")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{path or 'value'}: not valid Unicode text (lone surrogate)") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_storable(key, f"{path}.{key}".lstrip("."))
+            _check_storable(item, f"{path}.{key}".lstrip("."))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_storable(item, f"{path}[{i}]")
+
+
+def _storable(value: Any) -> Any:
+    _check_storable(value)
+    return value
+
 
 SessionId = Annotated[str, Field(min_length=1, max_length=128)]
-ReleaseId = Annotated[str, Field(min_length=1, max_length=128)]
+ReleaseId = Annotated[str, Field(min_length=1, max_length=512)]
 UserId = Annotated[str, Field(min_length=1, max_length=256)]
 ShortId = Annotated[str, Field(min_length=1, max_length=256)]
-JsonObject = dict[str, Any]
+#: A free-form JSON object, stored as is; it must be storable on every backend.
+JsonObject = Annotated[dict[str, Any], AfterValidator(_storable)]
+Millis = Annotated[int, Field(le=MAX_BIGINT, description="milliseconds since epoch")]
 
 
 def _check_millis(value: int) -> int:
@@ -31,14 +62,22 @@ def _check_millis(value: int) -> int:
 
 
 class _Strict(BaseModel):
-    """Request bodies reject unknown fields, so a typo in a field name is an error, not silence."""
+    """Request bodies reject unknown fields, so a typo in a field name is an error, not silence, and
+    text the database cannot store (NUL, lone surrogates), so the error names the field."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            _check_storable(value)
+        return value
 
 
 class SearchResult(_Strict):
     object_id: ShortId
-    rank: float | None = None
+    rank: float | None = Field(None, allow_inf_nan=False)
     meta: JsonObject | None = None
 
 
@@ -57,7 +96,7 @@ class SessionIn(_Strict):
     payload_filter: JsonObject | None = None
     sort_by: SortBy | None = None
     user_id: UserId | None = None
-    created_at: int = Field(description="milliseconds since epoch")
+    created_at: Millis
     is_irrelevant: bool = False
     is_payload_search: bool = False
 
@@ -68,7 +107,7 @@ class EventIn(_Strict):
     event_id: ShortId
     object_id: ShortId
     event_type: str = Field(default="click", min_length=1, max_length=64)
-    created_at: int = Field(description="milliseconds since epoch")
+    created_at: Millis
     meta: JsonObject | None = None
 
     _millis = field_validator("created_at")(_check_millis)
