@@ -112,6 +112,14 @@ class TestReleaseBatchOperator:
         with pytest.raises(AirflowSkipException, match="no collecting batch"):
             ReleaseBatchOperator(task_id="release", release_id="r").execute({})
 
+    def test_an_invalid_release_id_fails_at_once_instead_of_retrying(self, store: SessionStore):
+        from airflow.sdk.exceptions import AirflowFailException
+
+        seed_store(store, 3, seed=1)
+        with pytest.raises(AirflowFailException, match="release_id"):
+            ReleaseBatchOperator(task_id="release", release_id="r" * 513).execute({})
+        assert store.list_batches()[0].status == "collecting"
+
     def test_default_release_id_is_derived_from_the_dag_run(self):
         op = ReleaseBatchOperator(task_id="release")
         assert op.release_id == "{{ dag.dag_id }}/{{ run_id }}"
@@ -327,6 +335,12 @@ class TestBatchMetricsOperator:
         assert 0 < written["click_through_rate"] < 1
         assert written["no_click_rate"] == pytest.approx(1 - written["click_through_rate"], abs=1e-6)
         assert written["irrelevant_rate"] == pytest.approx(seeded.irrelevant_sessions / 150, abs=1e-6)
+
+    def test_an_unknown_batch_fails_at_once_naming_it(self, store: SessionStore, tmp_path: Path):
+        from airflow.sdk.exceptions import AirflowFailException
+
+        with pytest.raises(AirflowFailException, match="batch_id 'nope' not found"):
+            BatchMetricsOperator(task_id="metrics", batch_id="nope", base_path=str(tmp_path)).execute({})
 
     def test_write_file_false_only_returns_the_metrics(self, store: SessionStore, tmp_path: Path):
         batch_id = seed_store(store, 10, seed=9, release_id="r-9").release["batch_id"]

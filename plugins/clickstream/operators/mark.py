@@ -72,13 +72,14 @@ class MarkForImprovementOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from clickstream.hooks import ClickstreamHook
+        from clickstream.operators._errors import fail_without_retry
 
         ids = parse_session_ids(self.session_ids)
         batch_id = (self.batch_id or "").strip() or None
         if bool(ids) == bool(batch_id):
             raise ValueError("give exactly one of session_ids (a non-empty list) and batch_id; "
                              f"got session_ids={self.session_ids!r}, batch_id={self.batch_id!r}")
-        with ClickstreamHook(self.clickstream_conn_id) as hook:
+        with ClickstreamHook(self.clickstream_conn_id) as hook, fail_without_retry():
             if batch_id:
                 counts = hook.mark_batch_for_improvement(batch_id).model_dump()
                 self.log.info("Batch %s marked for improvement: %s", batch_id, _fmt(counts))

@@ -42,8 +42,9 @@ class BatchMetricsOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from clickstream.hooks import ClickstreamHook
+        from clickstream.operators._errors import fail_without_retry
 
-        with ClickstreamHook(self.clickstream_conn_id) as hook:
+        with ClickstreamHook(self.clickstream_conn_id) as hook, fail_without_retry():
             metrics = hook.batch_metrics(self.batch_id).model_dump()
         path = None
         if self.write_file:

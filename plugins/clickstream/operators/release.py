@@ -42,9 +42,10 @@ class ReleaseBatchOperator(BaseOperator):
         from airflow.sdk.exceptions import AirflowSkipException
 
         from clickstream.hooks import ClickstreamHook
+        from clickstream.operators._errors import fail_without_retry
         from clickstream.store import NotFound
 
-        with ClickstreamHook(self.clickstream_conn_id) as hook:
+        with ClickstreamHook(self.clickstream_conn_id) as hook, fail_without_retry():
             try:
                 result = hook.release_batch(self.release_id)
             except NotFound as err:
