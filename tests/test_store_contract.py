@@ -570,6 +570,20 @@ class TestImprovementQueue:
         assert (reclaimed.session_id, reclaimed.status, reclaimed.attempts) == ("s1", "processing", 2)
         assert store.complete_improvement_mark("s1").status == "done"
 
+    def test_a_mark_whose_workers_keep_dying_ends_failed_after_max_attempts(
+        self, make_store: Callable[..., SessionStore], clock: _Clock
+    ) -> None:
+        store = make_store(claim_stale_ms=60_000, max_attempts=3)
+        self._marked(store, clock, "s1")
+        for attempt in (1, 2, 3):
+            [claimed] = store.claim_improvement_marks()
+            assert claimed.attempts == attempt
+            clock.now += 60_001  # the worker died: the claim goes stale
+        assert store.claim_improvement_marks() == []
+        mark = store.get_improvement_mark("s1")
+        assert (mark.status, mark.attempts) == ("failed", 3)
+        assert "abandoned" in mark.last_error
+
     @pytest.mark.parametrize("limit", [0, 1001])
     def test_claim_limit_is_bounded(self, store: SessionStore, limit: int) -> None:
         with pytest.raises(InvalidInput, match="limit"):

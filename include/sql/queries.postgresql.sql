@@ -72,7 +72,8 @@ UPDATE cs_improvement_mark m
 SET status = 'processing', attempts = m.attempts + 1, updated_at = :now
 WHERE m.session_id IN (
     SELECT session_id FROM cs_improvement_mark
-    WHERE status = 'pending' OR (status = 'processing' AND updated_at < :stale_before)
+    WHERE status = 'pending'
+       OR (status = 'processing' AND updated_at < :stale_before AND attempts < :max_attempts)
     ORDER BY created_at, session_id
     LIMIT :limit
     FOR UPDATE SKIP LOCKED)

@@ -67,6 +67,13 @@ SET status = CASE WHEN attempts >= :max_attempts THEN 'failed' ELSE 'pending' EN
 WHERE session_id = :session_id AND status = 'processing'
 RETURNING session_id, status, attempts, created_at, updated_at, last_error
 
+-- name: fail_abandoned_marks
+-- A mark whose workers kept dying (stale in processing, attempts used up) ends as failed, not reclaimed forever.
+UPDATE cs_improvement_mark
+SET status = 'failed', updated_at = :now,
+    last_error = 'abandoned: no worker finished it within the claim timeout, ' || attempts || ' attempt(s)'
+WHERE status = 'processing' AND updated_at < :stale_before AND attempts >= :max_attempts
+
 -- name: find_release
 SELECT release_id, batch_id, released_at FROM cs_batch WHERE release_id = :release_id
 

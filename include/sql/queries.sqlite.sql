@@ -46,7 +46,8 @@ UPDATE cs_improvement_mark
 SET status = 'processing', attempts = attempts + 1, updated_at = :now
 WHERE session_id IN (
     SELECT session_id FROM cs_improvement_mark
-    WHERE status = 'pending' OR (status = 'processing' AND updated_at < :stale_before)
+    WHERE status = 'pending'
+       OR (status = 'processing' AND updated_at < :stale_before AND attempts < :max_attempts)
     ORDER BY created_at, session_id
     LIMIT :limit)
 RETURNING session_id, status, attempts, created_at, updated_at, last_error

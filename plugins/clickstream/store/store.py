@@ -409,8 +409,10 @@ class SessionStore:
             raise InvalidInput.field("limit", f"must be between 1 and {self.config.max_page}, got {limit}")
         now = self.clock()
         with self._tx(write=True) as conn:
-            rows = self._run(conn, "claim_marks", limit=limit, now=now,
-                             stale_before=now - self.config.claim_stale_ms).mappings().all()
+            stale = {"now": now, "stale_before": now - self.config.claim_stale_ms,
+                     "max_attempts": self.config.max_attempts}
+            self._run(conn, "fail_abandoned_marks", **stale)
+            rows = self._run(conn, "claim_marks", limit=limit, **stale).mappings().all()
         return sorted((models.ImprovementMark(**r) for r in rows), key=lambda m: (m.created_at, m.session_id))
 
     def complete_improvement_mark(self, session_id: str) -> models.ImprovementMark:
