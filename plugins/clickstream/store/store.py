@@ -135,33 +135,6 @@ class ExtractPage:
         return self.sessions
 
 
-def _json_text(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
-
-
-def _extract_page_py(batch_id: str, page: list[dict[str, Any]]) -> ExtractPage:
-    """:class:`ExtractPage` from API-shaped sessions (the backends without an ``extract_page`` query)."""
-    s_lines, e_lines = [], []
-    for s in page:
-        events = s["events"]
-        s_lines.append(json.dumps({
-            "batch_id": batch_id, "session_number": s["session_number"], "session_id": s["session_id"],
-            "search_query": s["search_query"],
-            "search_results": [{"object_id": r["object_id"], "rank": r.get("rank"), "meta": _json_text(r.get("meta"))}
-                               for r in s["search_results"]],
-            "search_meta": _json_text(s["search_meta"]), "payload_filter": _json_text(s["payload_filter"]),
-            "sort_by": s["sort_by"], "user_id": s["user_id"], "created_at": s["created_at"],
-            "is_irrelevant": s["is_irrelevant"], "n_events": len(events)}, ensure_ascii=False))
-        for i, e in enumerate(events):
-            e_lines.append(json.dumps({
-                "batch_id": batch_id, "session_number": s["session_number"], "session_id": s["session_id"],
-                "event_index": i, "event_id": e["event_id"], "object_id": e["object_id"],
-                "event_type": e["event_type"], "created_at": e["created_at"], "meta": _json_text(e["meta"])},
-                ensure_ascii=False))
-    return ExtractPage(page[0]["session_number"], page[-1]["session_number"], len(s_lines), len(e_lines),
-                       "\n".join(s_lines).encode(), "\n".join(e_lines).encode())
-
-
 class SessionStore:
     """The clickstream session store on PostgreSQL or SQLite.
 
@@ -483,6 +456,33 @@ class SessionStore:
         Memory is bounded by ``page_size``; each page is its own short read, so a long extraction holds no
         transaction open. ``after_number`` / ``until_number`` select a shard ``(after, until]``.
         """
+        return self._keyset_pages(batch_id, page_size, after_number, until_number,
+                                  lambda conn, after, until: self._page(conn, batch_id, after, until, page_size,
+                                                                        _UNBOUNDED))
+
+    def iter_extract_pages(self, batch_id: str, *, page_size: int = 1000, after_number: int = 0,
+                           until_number: int | None = None) -> Iterator[ExtractPage | list[dict[str, Any]]]:
+        """Like :meth:`iter_batch_pages`, in the dataset's flat layout where the database can build it.
+
+        On PostgreSQL each page is an :class:`ExtractPage` built by the database in one statement
+        (``extract_page``); elsewhere the pages are :meth:`iter_batch_pages`' sessions.
+        :class:`clickstream.dataset.ShardWriter` writes both. Memory is bounded by ``page_size``.
+        """
+        if "extract_page" not in self._q:
+            return self.iter_batch_pages(batch_id, page_size=page_size, after_number=after_number,
+                                         until_number=until_number)
+
+        def read(conn: Connection, after: int, until: int) -> ExtractPage:
+            row = self._run(conn, "extract_page", batch_id=batch_id, after_number=after, until_number=until,
+                            limit=page_size).mappings().one()
+            return ExtractPage(row["first_number"], row["last_number"], row["sessions"], row["events"],
+                               (row["sessions_json"] or "").encode(), (row["events_json"] or "").encode())
+
+        return self._keyset_pages(batch_id, page_size, after_number, until_number, read)
+
+    def _keyset_pages(self, batch_id: str, page_size: int, after_number: int, until_number: int | None,
+                      read: Callable[[Connection, int, int], Any]) -> Iterator[Any]:
+        """The keyset loop of the page iterators: each page is its own short read; a short page is the last."""
         if page_size < 1:
             raise InvalidInput.field("page_size", f"must be >= 1, got {page_size}")
         with self._tx(write=False) as conn:
@@ -491,43 +491,13 @@ class SessionStore:
         after = after_number
         while True:
             with self._tx(write=False) as conn:
-                page = self._page(conn, batch_id, after, until, page_size, _UNBOUNDED)
-            if not page:
+                page = read(conn, after, until)
+            if not len(page):
                 return
             yield page
             if len(page) < page_size:
                 return
-            after = page[-1]["session_number"]
-
-    def iter_extract_pages(self, batch_id: str, *, page_size: int = 1000, after_number: int = 0,
-                           until_number: int | None = None) -> Iterator[ExtractPage]:
-        """Like :meth:`iter_batch_pages`, but each page comes in the dataset's flat layout as JSON lines.
-
-        On PostgreSQL the lines are built by the database in one statement per page (``extract_page``);
-        elsewhere from :meth:`iter_batch_pages`' sessions. Memory is bounded by ``page_size``.
-        """
-        if "extract_page" not in self._q:
-            for page in self.iter_batch_pages(batch_id, page_size=page_size, after_number=after_number,
-                                              until_number=until_number):
-                yield _extract_page_py(batch_id, page)
-            return
-        if page_size < 1:
-            raise InvalidInput.field("page_size", f"must be >= 1, got {page_size}")
-        with self._tx(write=False) as conn:
-            self._require_batch(conn, batch_id)
-        until = _UNBOUNDED if until_number is None else until_number
-        after = after_number
-        while True:
-            with self._tx(write=False) as conn:
-                row = self._run(conn, "extract_page", batch_id=batch_id, after_number=after, until_number=until,
-                                limit=page_size).mappings().one()
-            if not row["sessions"]:
-                return
-            yield ExtractPage(row["first_number"], row["last_number"], row["sessions"], row["events"],
-                              row["sessions_json"].encode(), (row["events_json"] or "").encode())
-            if row["sessions"] < page_size:
-                return
-            after = row["last_number"]
+            after = page.last_number if isinstance(page, ExtractPage) else page[-1]["session_number"]
 
     def release_batch(self, release_id: str) -> models.ReleaseResult:
         """Release the collecting batch under ``release_id`` (an idempotency key).
