@@ -39,8 +39,28 @@ def _check_storable(value: Any, path: str = "") -> None:
 
 
 def _storable(value: Any) -> Any:
-    _check_storable(value)
+    if not (type(value) is dict and _flat_storable(value)):
+        _check_storable(value)
     return value
+
+
+def _flat_storable(value: dict) -> bool:
+    """Fast path of :func:`_check_storable` for the common flat object of ASCII keys and scalars (bulk
+    import checks millions of them): True only if the object is surely storable. False means "walk it"
+    (nested values, non-ASCII text, or a problem), so the walk still gives the error and its path."""
+    for key, item in value.items():
+        if type(key) is not str or not key.isascii() or "\x00" in key:
+            return False
+        kind = type(item)
+        if kind is str:
+            if not item.isascii() or "\x00" in item:
+                return False
+        elif kind is float:
+            if not math.isfinite(item):
+                return False
+        elif not (kind is int or kind is bool or item is None):
+            return False
+    return True
 
 
 SessionId = Annotated[str, Field(min_length=1, max_length=128)]
@@ -70,7 +90,7 @@ class _Strict(BaseModel):
     @field_validator("*", mode="after")
     @classmethod
     def _storable_text(cls, value: Any) -> Any:
-        if isinstance(value, str):
+        if isinstance(value, str) and not (value.isascii() and "\x00" not in value):  # ASCII without NUL: fine
             _check_storable(value)
         return value
 
