@@ -51,7 +51,8 @@ COPY cs_stage_session (seq, file_no, line, session_id, search_query, search_resu
 COPY cs_stage_event (seq, pos, session_id, event_id, object_id, event_type, created_at, meta) FROM STDIN
 
 -- name: bulk_analyze_stage
-ANALYZE pg_temp.cs_stage_session, pg_temp.cs_stage_event
+-- Only the columns the load joins and filters on: statistics of the JSONB columns are costly and unused.
+ANALYZE pg_temp.cs_stage_session (seq, session_id, conflict), pg_temp.cs_stage_event (seq, session_id, event_id)
 
 -- name: bulk_collecting_batch
 -- The same lock as live registration (insert_session): FOR SHARE on the collecting batch row, held until
