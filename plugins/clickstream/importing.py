@@ -169,24 +169,30 @@ def import_history(
                     for line, row in chunk:
                         counts["rows"] += 1
                         seq = counts["rows"]
-                        if isinstance(row, str):
-                            refuse(name, line, row)
-                            continue
-                        try:
-                            if "event_id" in row:
-                                event = validate(_EventRow, row)
-                                counts["event_rows"] += 1
-                                events.append(StagedEvent(seq, 0, event.session_id,
-                                                          _validated(models.EventIn, event)))
-                            else:
-                                counts["session_rows"] += 1
-                                body = validate(_SessionRow, row)
-                                session = _validated(models.SessionIn, body)
-                                sessions.append(StagedSession(seq, file_no, line, session))
-                                events.extend(StagedEvent(seq, pos, session.session_id, e)
-                                              for pos, e in enumerate(body.events))
-                        except InvalidInput as err:
-                            refuse(name, line, err.detail)
+                        body = _validate_line(row) if isinstance(row, bytes) else None
+                        if body is None:
+                            if isinstance(row, bytes):
+                                row = _parse_line(row)
+                            if isinstance(row, str):
+                                refuse(name, line, row)
+                                continue
+                            is_event = "event_id" in row
+                            try:
+                                body = validate(_EventRow if is_event else _SessionRow, row)
+                            except InvalidInput as err:
+                                if not is_event:  # invalid session rows count as session rows (not events)
+                                    counts["session_rows"] += 1
+                                refuse(name, line, err.detail)
+                                continue
+                        if isinstance(body, _EventRow):
+                            counts["event_rows"] += 1
+                            events.append(StagedEvent(seq, 0, body.session_id, _validated(models.EventIn, body)))
+                        else:
+                            counts["session_rows"] += 1
+                            session = _validated(models.SessionIn, body)
+                            sessions.append(StagedSession(seq, file_no, line, session))
+                            events.extend(StagedEvent(seq, pos, session.session_id, e)
+                                          for pos, e in enumerate(body.events))
                     load.stage(sessions, events)
                     now = time.monotonic()
                     if now - last_log >= 5 or len(chunk) < chunk_rows:
@@ -244,10 +250,11 @@ def _validated(model: type[M], row: BaseModel) -> M:
     return model.model_construct(**{name: getattr(row, name) for name in model.model_fields})
 
 
-def _read_chunks(fileobj: IO[bytes], fmt: str, chunk_rows: int) -> Iterator[list[tuple[int, dict | str]]]:
-    """Rows of a file in chunks: ``(line, row)``, where ``row`` is a dict or, if unreadable, the reason."""
+def _read_chunks(fileobj: IO[bytes], fmt: str, chunk_rows: int) -> Iterator[list[tuple[int, dict | str | bytes]]]:
+    """Rows of a file in chunks: ``(line, row)``, where ``row`` is a dict, the reason it is unreadable, or
+    (JSON Lines) the raw line."""
     reader = _jsonl_rows(fileobj) if fmt == "jsonl" else _parquet_rows(fileobj, chunk_rows)
-    chunk: list[tuple[int, dict | str]] = []
+    chunk: list[tuple[int, dict | str | bytes]] = []
     for item in reader:
         chunk.append(item)
         if len(chunk) >= chunk_rows:
@@ -257,20 +264,37 @@ def _read_chunks(fileobj: IO[bytes], fmt: str, chunk_rows: int) -> Iterator[list
         yield chunk
 
 
-def _jsonl_rows(fileobj: IO[bytes]) -> Iterator[tuple[int, dict | str]]:
-    """One JSON object per line; blank lines are skipped (and not counted), line numbers are physical."""
+def _jsonl_rows(fileobj: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    """The non-blank lines of a JSON Lines file, as bytes; line numbers are physical (blank lines count)."""
     for line, raw in enumerate(fileobj, start=1):
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw)
-        except UnicodeDecodeError as err:
-            yield line, f"not UTF-8 text: {err.reason} at byte {err.start}"
-            continue
-        except json.JSONDecodeError as err:
-            yield line, f"invalid JSON: {err.msg} (column {err.colno})"
-            continue
-        yield line, row if isinstance(row, dict) else f"a row must be a JSON object, got {type(row).__name__}"
+        if raw.strip():
+            yield line, raw
+
+
+def _validate_line(raw: bytes) -> _SessionRow | _EventRow | None:
+    """Fast path: parse and validate one line in pydantic-core (no intermediate Python dict).
+
+    Returns None when the line is not a valid row of the model tried; the caller then takes the slow path
+    (:func:`_parse_line` and :func:`clickstream.store.store.validate`), which gives the exact reason. A row
+    this path accepts is accepted by the slow path too, as the same row type: the models forbid unknown
+    fields, so a valid session row has no ``event_id`` key and a valid event row has one.
+    """
+    is_event = b'"event_id"' in raw and b'"search_results"' not in raw and b'"events"' not in raw
+    try:
+        return (_EventRow if is_event else _SessionRow).model_validate_json(raw)
+    except ValueError:  # pydantic's ValidationError
+        return None
+
+
+def _parse_line(raw: bytes) -> dict | str:
+    """One JSON Lines line as a dict or, if unreadable, the reason."""
+    try:
+        row = json.loads(raw)
+    except UnicodeDecodeError as err:
+        return f"not UTF-8 text: {err.reason} at byte {err.start}"
+    except json.JSONDecodeError as err:
+        return f"invalid JSON: {err.msg} (column {err.colno})"
+    return row if isinstance(row, dict) else f"a row must be a JSON object, got {type(row).__name__}"
 
 
 def _parquet_rows(fileobj: IO[bytes], chunk_rows: int) -> Iterator[tuple[int, dict | str]]:
