@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pydantic_core import to_json
 from sqlalchemy import exc, text
 
 from clickstream import models
@@ -39,11 +40,6 @@ if TYPE_CHECKING:
     from clickstream.store.store import SessionStore
 
 log = logging.getLogger(__name__)
-
-_SESSION_COLUMNS = ("seq", "file_no", "line", "session_id", "search_query", "search_results", "search_meta",
-                    "payload_filter", "sort_by", "user_id", "created_at", "is_irrelevant", "is_payload_search",
-                    "content_hash")
-_EVENT_COLUMNS = ("seq", "pos", "session_id", "event_id", "object_id", "event_type", "created_at", "meta")
 
 
 @dataclass(frozen=True)
@@ -133,6 +129,30 @@ def _event_columns(item: StagedEvent) -> dict[str, Any]:
             "meta": _dumps(e.meta)}
 
 
+def _json_text(value: Any) -> str | None:
+    """JSON text of a validated value for a JSONB staging column (PostgreSQL only), serialised by
+    pydantic-core. It may differ from :func:`clickstream.store.store._dumps` in spelling only (number
+    format, escapes), never in value, and the jsonb input function normalises the spelling. SQLite stores
+    the text as is, so SQLite keeps ``_dumps``."""
+    return None if value is None else to_json(value).decode()
+
+
+def _session_copy_row(item: StagedSession) -> tuple[Any, ...]:
+    """A staged session as a ``bulk_copy_sessions`` row (its column order): the values of
+    :func:`session_columns`."""
+    s = item.session
+    return (item.seq, item.file_no, item.line, s.session_id, s.search_query, _json_text(s.search_results),
+            _json_text(s.search_meta), _json_text(s.payload_filter), _json_text(s.sort_by), s.user_id,
+            s.created_at, s.is_irrelevant, s.is_payload_search, content_hash(s))
+
+
+def _event_copy_row(item: StagedEvent) -> tuple[Any, ...]:
+    """A staged event as a ``bulk_copy_events`` row (its column order): the values of :func:`_event_columns`."""
+    e = item.event
+    return (item.seq, item.pos, item.session_id, e.event_id, e.object_id, e.event_type, e.created_at,
+            _json_text(e.meta))
+
+
 class BulkLoad:
     """One bulk load into ``store``: use as a context manager, :meth:`stage` chunks, then :meth:`finish`.
 
@@ -195,14 +215,19 @@ class BulkLoad:
             raise RuntimeError("this bulk load is finished")
         if not sessions and not events:
             return
-        session_rows = [{"seq": s.seq, "file_no": s.file_no, "line": s.line, **session_columns(s.session)}
-                        for s in sessions]
-        event_rows = [_event_columns(e) for e in events]
+        postgres = self.store.dialect == "postgresql"
+        if postgres:
+            session_rows: list[Any] = [_session_copy_row(s) for s in sessions]
+            event_rows: list[Any] = [_event_copy_row(e) for e in events]
+        else:
+            session_rows = [{"seq": s.seq, "file_no": s.file_no, "line": s.line, **session_columns(s.session)}
+                            for s in sessions]
+            event_rows = [_event_columns(e) for e in events]
         try:
             with self._conn.begin():
-                if self.store.dialect == "postgresql":
-                    self._copy("bulk_copy_sessions", _SESSION_COLUMNS, session_rows)
-                    self._copy("bulk_copy_events", _EVENT_COLUMNS, event_rows)
+                if postgres:
+                    self._copy("bulk_copy_sessions", session_rows)
+                    self._copy("bulk_copy_events", event_rows)
                 else:
                     if session_rows:
                         self._run("bulk_stage_session", session_rows)
@@ -214,15 +239,16 @@ class BulkLoad:
         self.staged_sessions += len(session_rows)
         self.staged_events += len(event_rows)
 
-    def _copy(self, query: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
-        """``COPY ... FROM STDIN`` through the psycopg 3 connection under this SQLAlchemy connection (same
-        transaction)."""
+    def _copy(self, query: str, rows: Sequence[Sequence[Any]]) -> None:
+        """``COPY ... FROM STDIN`` of ``rows`` (tuples in the query's column order) through the psycopg 3
+        connection under this SQLAlchemy connection (same transaction)."""
         if not rows:
             return
         driver = self._conn.connection.driver_connection
         with driver.cursor() as cursor, cursor.copy(self.store._q[query]) as copy:
+            write = copy.write_row
             for row in rows:
-                copy.write_row([row[c] for c in columns])
+                write(row)
 
     # -------------------------------------------------------------------------------- loading
 
