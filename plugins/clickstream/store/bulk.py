@@ -32,7 +32,7 @@ from sqlalchemy import exc, text
 from clickstream import models
 from clickstream.store.engine import WRITE_OPTION
 from clickstream.store.errors import StoreUnavailable
-from clickstream.store.store import _dumps, _first_line, _is_unavailable, content_hash
+from clickstream.store.store import _dumps, _first_line, _is_unavailable, content_hash, session_columns
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -101,25 +101,6 @@ class BulkOutcome:
     duplicate_sessions: int = 0
     loaded_events: int = 0
     duplicate_events: int = 0
-
-
-def session_columns(session: models.SessionIn) -> dict[str, Any]:
-    """The stored columns of a registration body, exactly as :meth:`SessionStore.register_session` writes
-    them (same JSON serialisation, same content hash), so a live re-registration of an imported session is
-    recognised as ``already_registered``."""
-    return {
-        "session_id": session.session_id,
-        "search_query": session.search_query,
-        "search_results": _dumps([r.model_dump() for r in session.search_results]),
-        "search_meta": _dumps(session.search_meta),
-        "payload_filter": _dumps(session.payload_filter),
-        "sort_by": _dumps(session.sort_by.model_dump() if session.sort_by else None),
-        "user_id": session.user_id,
-        "created_at": session.created_at,
-        "is_irrelevant": session.is_irrelevant,
-        "is_payload_search": session.is_payload_search,
-        "content_hash": content_hash(session),
-    }
 
 
 def _event_columns(item: StagedEvent) -> dict[str, Any]:

@@ -87,6 +87,25 @@ def content_hash(session: models.SessionIn) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def session_columns(session: models.SessionIn) -> dict[str, Any]:
+    """The stored columns of a registration body (JSON as text, and its content hash). Live registration
+    and the bulk import write sessions through this one mapping, so a live re-registration of an imported
+    session is recognised as ``already_registered``."""
+    return {
+        "session_id": session.session_id,
+        "search_query": session.search_query,
+        "search_results": _dumps([r.model_dump() for r in session.search_results]),
+        "search_meta": _dumps(session.search_meta),
+        "payload_filter": _dumps(session.payload_filter),
+        "sort_by": _dumps(session.sort_by.model_dump() if session.sort_by else None),
+        "user_id": session.user_id,
+        "created_at": session.created_at,
+        "is_irrelevant": session.is_irrelevant,
+        "is_payload_search": session.is_payload_search,
+        "content_hash": content_hash(session),
+    }
+
+
 def new_batch_id(now: int) -> str:
     """Opaque, unique, and sortable by creation: the creation time leads, a random suffix follows."""
     return f"b{now:013d}-{secrets.token_hex(4)}"
@@ -229,21 +248,8 @@ class SessionStore:
         now = self.clock()
         if check_window:
             self._check_window("created_at", body.created_at, now)
-        digest = content_hash(body)
-        params = {
-            "session_id": body.session_id,
-            "search_query": body.search_query,
-            "search_results": _dumps([r.model_dump() for r in body.search_results]),
-            "search_meta": _dumps(body.search_meta),
-            "payload_filter": _dumps(body.payload_filter),
-            "sort_by": _dumps(body.sort_by.model_dump() if body.sort_by else None),
-            "user_id": body.user_id,
-            "created_at": body.created_at,
-            "is_irrelevant": body.is_irrelevant,
-            "is_payload_search": body.is_payload_search,
-            "content_hash": digest,
-            "now": now,
-        }
+        params = {**session_columns(body), "now": now}
+        digest = params["content_hash"]
         # The common case alone first (a batch is collecting, the id is new): one statement, one round trip.
         with self._tx(write=True, single_statement=True) as conn:
             row = self._run(conn, "insert_session", **params).mappings().first()
