@@ -135,7 +135,6 @@ def machine() -> str:
     with contextlib.suppress(OSError):
         kb = int(Path("/proc/meminfo").read_text().split()[1])
         mem = f"{kb / 2**20:.0f} GiB"
-    pg = ThrowawayPostgres  # noqa: F841 - version comes from the server itself, see Bench.pg_version
     return f"{os.cpu_count()} cores ({cpu}), {mem} RAM, Python {sys.version.split()[0]}"
 
 
