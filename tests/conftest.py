@@ -44,6 +44,7 @@ os.environ.update(
 )
 # ---------------------------------------------------------------------------------------------------------
 
+import json  # noqa: E402
 import re  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
@@ -52,6 +53,9 @@ import pytest  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import pgcluster` works with or without rootdir on sys.path
 from pgcluster import ExistingPostgres, PostgresServer, ThrowawayPostgres  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from clickstream.store import SessionStore  # noqa: E402
 
 PG_URL_ENV = "CLICKSTREAM_TEST_PG_URL"
 
@@ -137,6 +141,30 @@ def store_url(request: pytest.FixtureRequest) -> str:
     if request.param == "postgres":
         return request.getfixturevalue("pg_url")
     return request.getfixturevalue("sqlite_url")
+
+
+@pytest.fixture
+def store(store_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[SessionStore]:
+    """A migrated :class:`SessionStore` on ``store_url``, which is also the ``clickstream_default``
+    Connection (``AIRFLOW_CONN_CLICKSTREAM_DEFAULT``, URI form) for hooks, operators and DAGs."""
+    s = SessionStore.from_url(store_url)
+    s.migrate()
+    monkeypatch.setenv("AIRFLOW_CONN_CLICKSTREAM_DEFAULT", store_url)
+    yield s
+    s.dispose()
+
+
+@pytest.fixture
+def clickstream_conn(store_url: str, store: SessionStore, monkeypatch: pytest.MonkeyPatch) -> SessionStore:
+    """Like ``store``, with the Connection in Airflow's JSON form (``conn_type`` postgres or sqlite)."""
+    url = make_url(store_url)
+    if url.get_backend_name() == "sqlite":
+        conn = {"conn_type": "sqlite", "host": url.database}
+    else:
+        conn = {"conn_type": "postgres", "host": url.host, "port": url.port, "login": url.username,
+                "password": url.password, "schema": url.database}
+    monkeypatch.setenv("AIRFLOW_CONN_CLICKSTREAM_DEFAULT", json.dumps(conn))
+    return store
 
 
 # --------------------------------------------------------------------------------------------- Airflow

@@ -27,16 +27,6 @@ OUR_DAGS = ("clickstream_release", "clickstream_use_for_improvement", "clickstre
 
 
 @pytest.fixture
-def store(store_url: str, monkeypatch: pytest.MonkeyPatch):
-    """A migrated store whose URL is the ``clickstream_default`` connection."""
-    s = SessionStore.from_url(store_url)
-    s.migrate()
-    monkeypatch.setenv("AIRFLOW_CONN_CLICKSTREAM_DEFAULT", store_url)
-    yield s
-    s.dispose()
-
-
-@pytest.fixture
 def sqlite_store(sqlite_url: str, monkeypatch: pytest.MonkeyPatch):
     s = SessionStore.from_url(sqlite_url)
     s.migrate()

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy.engine import make_url
 
 from clickstream.store import NotFound, SessionStore
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = 1_701_234_567_890
-
-
-@pytest.fixture
-def store(store_url: str):
-    s = SessionStore.from_url(store_url)
-    s.migrate()
-    yield s
-    s.dispose()
 
 
 def _register(store: SessionStore, sid: str, user: str | None) -> str:
@@ -80,20 +70,6 @@ class TestEraseUser:
         store.erase_user("u1")
         again = store.erase_user("u1")
         assert (again.sessions, again.events, again.marks, again.batches) == (0, 0, 0, [])
-
-
-def _conn_json(store_url: str) -> str:
-    url = make_url(store_url)
-    if url.get_backend_name() == "sqlite":
-        return json.dumps({"conn_type": "sqlite", "host": url.database})
-    return json.dumps({"conn_type": "postgres", "host": url.host, "port": url.port, "login": url.username,
-                       "password": url.password, "schema": url.database})
-
-
-@pytest.fixture
-def clickstream_conn(store_url: str, store: SessionStore, monkeypatch: pytest.MonkeyPatch) -> SessionStore:
-    monkeypatch.setenv("AIRFLOW_CONN_CLICKSTREAM_DEFAULT", _conn_json(store_url))
-    return store
 
 
 class TestEraseUserOperator:

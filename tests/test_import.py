@@ -9,7 +9,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from sqlalchemy.engine import make_url
 
 from clickstream import models
 from clickstream.importing import ImportReport, import_history, local_sources
@@ -21,14 +20,6 @@ SESSION_FIELDS = set(models.SessionIn.model_fields)
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-
-@pytest.fixture
-def store(store_url: str):
-    s = SessionStore.from_url(store_url)
-    s.migrate()
-    yield s
-    s.dispose()
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -278,20 +269,6 @@ class TestBatchAssignment:
 
 
 # ------------------------------------------------------------------------------ hook, operator, DAG
-
-
-def _conn_json(store_url: str) -> str:
-    url = make_url(store_url)
-    if url.get_backend_name() == "sqlite":
-        return json.dumps({"conn_type": "sqlite", "host": url.database})
-    return json.dumps({"conn_type": "postgres", "host": url.host, "port": url.port, "login": url.username,
-                       "password": url.password, "schema": url.database})
-
-
-@pytest.fixture
-def clickstream_conn(store_url: str, store: SessionStore, monkeypatch: pytest.MonkeyPatch) -> SessionStore:
-    monkeypatch.setenv("AIRFLOW_CONN_CLICKSTREAM_DEFAULT", _conn_json(store_url))
-    return store
 
 
 class TestHookAndOperator:

@@ -29,15 +29,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*cannot be called outside of th
 
 
 @pytest.fixture
-def store(store_url: str, monkeypatch: pytest.MonkeyPatch):
-    s = SessionStore.from_url(store_url)
-    s.migrate()
-    monkeypatch.setenv("AIRFLOW_CONN_CLICKSTREAM_DEFAULT", store_url)
-    yield s
-    s.dispose()
-
-
-@pytest.fixture
 def released(store: SessionStore) -> tuple[SessionStore, str]:
     """A store with a released batch of 230 synthetic sessions (late events included)."""
     counts = seed_store(store, 230, seed=5, release_id="r-1")

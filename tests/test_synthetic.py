@@ -20,14 +20,6 @@ def _sample(n: int = 3000, seed: int = 7):
     return list(generate(n, seed=seed, start_ms=START))
 
 
-@pytest.fixture
-def store(store_url: str):
-    s = SessionStore.from_url(store_url)
-    s.migrate()
-    yield s
-    s.dispose()
-
-
 class TestGenerate:
     def test_the_same_seed_gives_the_same_clickstream_and_another_seed_another(self):
         assert _sample(200, 1) == _sample(200, 1)

@@ -51,7 +51,8 @@ class BatchMetricsOperator(BaseOperator):
             root = dataset_root(self.base_path, self.batch_id)
             root.mkdir(parents=True, exist_ok=True)
             target = root / "metrics.json"
-            target.write_text(json.dumps(metrics, indent=2))
+            with target.open("w") as out:
+                json.dump(metrics, out, indent=2)
             path = str(target)
         self.log.info("Metrics of batch %s: %s", self.batch_id,
                       ", ".join(f"{k}={v}" for k, v in metrics.items() if k != "batch_id"))
