@@ -570,6 +570,22 @@ class TestImprovementQueue:
         assert (reclaimed.session_id, reclaimed.status, reclaimed.attempts) == ("s1", "processing", 2)
         assert store.complete_improvement_mark("s1").status == "done"
 
+    @pytest.mark.parametrize("operation", ["complete", "fail"])
+    def test_a_worker_whose_claim_went_stale_cannot_finish_the_mark(
+        self, make_store: Callable[..., SessionStore], clock: _Clock, operation: str
+    ) -> None:
+        store = make_store(claim_stale_ms=60_000)
+        self._marked(store, clock, "s1")
+        [slow] = store.claim_improvement_marks()
+        clock.now += 60_001
+        [current] = store.claim_improvement_marks()  # handed to another worker
+        finish = (store.complete_improvement_mark if operation == "complete"
+                  else lambda sid, attempt: store.fail_improvement_mark(sid, "boom", attempt=attempt))
+        with pytest.raises(Conflict, match="went stale"):
+            finish("s1", attempt=slow.attempts)
+        assert store.get_improvement_mark("s1").status == "processing"
+        assert finish("s1", attempt=current.attempts).attempts == 2
+
     def test_a_mark_whose_workers_keep_dying_ends_failed_after_max_attempts(
         self, make_store: Callable[..., SessionStore], clock: _Clock
     ) -> None:

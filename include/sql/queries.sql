@@ -55,8 +55,11 @@ SELECT session_id, status, attempts, created_at, updated_at, last_error
 FROM cs_improvement_mark WHERE session_id = :session_id
 
 -- name: complete_mark
+-- :attempt, when given, is the claim's attempt number: a worker whose claim went stale and was handed to
+-- another worker cannot finish the mark any more.
 UPDATE cs_improvement_mark SET status = 'done', updated_at = :now, last_error = NULL
 WHERE session_id = :session_id AND status = 'processing'
+  AND (CAST(:attempt AS INTEGER) IS NULL OR attempts = :attempt)
 RETURNING session_id, status, attempts, created_at, updated_at, last_error
 
 -- name: fail_mark
@@ -65,6 +68,7 @@ UPDATE cs_improvement_mark
 SET status = CASE WHEN attempts >= :max_attempts THEN 'failed' ELSE 'pending' END,
     last_error = :error, updated_at = :now
 WHERE session_id = :session_id AND status = 'processing'
+  AND (CAST(:attempt AS INTEGER) IS NULL OR attempts = :attempt)
 RETURNING session_id, status, attempts, created_at, updated_at, last_error
 
 -- name: fail_abandoned_marks

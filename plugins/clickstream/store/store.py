@@ -394,22 +394,35 @@ class SessionStore:
             rows = self._run(conn, "claim_marks", limit=limit, **stale).mappings().all()
         return sorted((models.ImprovementMark(**r) for r in rows), key=lambda m: (m.created_at, m.session_id))
 
-    def complete_improvement_mark(self, session_id: str) -> models.ImprovementMark:
-        """A claimed mark is done."""
-        return self._finish_mark("complete_mark", session_id)
+    def complete_improvement_mark(self, session_id: str, attempt: int | None = None) -> models.ImprovementMark:
+        """A claimed mark is done.
 
-    def fail_improvement_mark(self, session_id: str, error: str) -> models.ImprovementMark:
-        """A claimed mark failed: back to pending, or ``failed`` once ``max_attempts`` is reached."""
-        return self._finish_mark("fail_mark", session_id, error=error[:4000],
+        :param attempt: the ``attempts`` of the claim being finished. Pass it: once a claim went stale and
+            the mark was handed to another worker, the first worker's finish is a :class:`Conflict`.
+        """
+        return self._finish_mark("complete_mark", session_id, attempt)
+
+    def fail_improvement_mark(self, session_id: str, error: str, attempt: int | None = None
+                              ) -> models.ImprovementMark:
+        """A claimed mark failed: back to pending, or ``failed`` once ``max_attempts`` is reached.
+
+        :param attempt: as for :meth:`complete_improvement_mark`.
+        """
+        return self._finish_mark("fail_mark", session_id, attempt, error=error[:4000],
                                  max_attempts=self.config.max_attempts)
 
-    def _finish_mark(self, query: str, session_id: str, **params: Any) -> models.ImprovementMark:
+    def _finish_mark(self, query: str, session_id: str, attempt: int | None, **params: Any
+                     ) -> models.ImprovementMark:
         with self._tx(write=True) as conn:
-            row = self._run(conn, query, session_id=session_id, now=self.clock(), **params).mappings().first()
+            row = self._run(conn, query, session_id=session_id, now=self.clock(), attempt=attempt,
+                            **params).mappings().first()
             if row is None:
                 current = self._run(conn, "get_mark", session_id=session_id).mappings().first()
                 if current is None:
                     raise NotFound(f"no improvement mark for session_id {session_id!r}")
+                if current["status"] == "processing":
+                    raise Conflict(f"attempt: the claim of session_id {session_id!r} with attempt {attempt} "
+                                   f"went stale and was handed out again (attempt {current['attempts']})")
                 raise Conflict(f"improvement mark of session_id {session_id!r} is {current['status']}, "
                                "not processing: claim it first")
         return models.ImprovementMark(**row)
