@@ -32,7 +32,7 @@ from sqlalchemy import exc, text
 from clickstream import models
 from clickstream.store.engine import WRITE_OPTION
 from clickstream.store.errors import StoreUnavailable
-from clickstream.store.store import _dumps, _first_line, _is_unavailable, content_hash, session_columns
+from clickstream.store.store import _dumps, content_hash, session_columns, translate_errors
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -154,14 +154,15 @@ class BulkLoad:
 
     def __enter__(self) -> BulkLoad:
         try:
-            self._conn = self.store.engine.connect()
-            with self._conn.begin():
-                for query in ("bulk_drop_stage_sessions", "bulk_drop_stage_events", "bulk_create_stage_sessions",
-                              "bulk_index_stage_sessions", "bulk_create_stage_events"):
-                    self._run(query)
-        except BaseException as err:
+            with translate_errors(self.store.dialect):
+                self._conn = self.store.engine.connect()
+                with self._conn.begin():
+                    for query in ("bulk_drop_stage_sessions", "bulk_drop_stage_events",
+                                  "bulk_create_stage_sessions", "bulk_index_stage_sessions",
+                                  "bulk_create_stage_events"):
+                        self._run(query)
+        except BaseException:
             self._close()
-            _raise_unavailable(err)
             raise
         return self
 
@@ -204,19 +205,15 @@ class BulkLoad:
             session_rows = [{"seq": s.seq, "file_no": s.file_no, "line": s.line, **session_columns(s.session)}
                             for s in sessions]
             event_rows = [_event_columns(e) for e in events]
-        try:
-            with self._conn.begin():
-                if postgres:
-                    self._copy("bulk_copy_sessions", session_rows)
-                    self._copy("bulk_copy_events", event_rows)
-                else:
-                    if session_rows:
-                        self._run("bulk_stage_session", session_rows)
-                    if event_rows:
-                        self._run("bulk_stage_event", event_rows)
-        except exc.OperationalError as err:
-            _raise_unavailable(err)
-            raise
+        with translate_errors(self.store.dialect), self._conn.begin():
+            if postgres:
+                self._copy("bulk_copy_sessions", session_rows)
+                self._copy("bulk_copy_events", event_rows)
+            else:
+                if session_rows:
+                    self._run("bulk_stage_session", session_rows)
+                if event_rows:
+                    self._run("bulk_stage_event", event_rows)
         self.staged_sessions += len(session_rows)
         self.staged_events += len(event_rows)
 
@@ -246,7 +243,7 @@ class BulkLoad:
         conn = self._conn
         now = self.store.clock()
         started = time.monotonic()
-        try:
+        with translate_errors(self.store.dialect):
             if self.store.dialect == "postgresql":  # planner statistics for the joins below
                 with conn.begin():
                     self._run("bulk_analyze_stage")
@@ -288,9 +285,6 @@ class BulkLoad:
             finally:
                 if tx.is_active:
                     tx.rollback()
-        except exc.OperationalError as err:
-            _raise_unavailable(err)
-            raise
 
     def _lock_collecting_batch(self, now: int) -> str:
         """The collecting batch, locked against release until the load ends; opened if there is none."""
@@ -300,9 +294,3 @@ class BulkLoad:
                 return batch_id
             self.store._open_batch(self._conn)  # the same way live registration opens one
         raise StoreUnavailable("could not obtain a collecting batch; the store is under heavy contention")
-
-
-def _raise_unavailable(err: BaseException) -> None:
-    """Connection failures and lock time-outs become :class:`StoreUnavailable`, as in the store."""
-    if isinstance(err, exc.OperationalError) and _is_unavailable(err):
-        raise StoreUnavailable(f"session store unavailable: {_first_line(err)}") from err

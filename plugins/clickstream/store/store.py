@@ -186,24 +186,15 @@ class SessionStore:
 
     @contextmanager
     def _tx(self, *, write: bool, single_statement: bool = False) -> Iterator[Connection]:
-        try:
-            with self.engine.connect() as conn:
-                if write:
-                    conn.execution_options(**{WRITE_OPTION: True})
-                if single_statement and self.dialect == "postgresql":
-                    # One statement is its own transaction: no BEGIN and COMMIT round trips (ingestion's
-                    # hot path spent half its time on them).
-                    conn.execution_options(isolation_level="AUTOCOMMIT")
-                with conn.begin():
-                    yield conn
-        except exc.DataError as err:
-            # A value the database cannot store (PostgreSQL: a NUL character in text or JSON, a number out
-            # of BIGINT range): bad input, not a server fault; the transaction rolled back.
-            raise InvalidInput(f"invalid value for the {self.dialect} store: {_first_line(err)}") from err
-        except exc.OperationalError as err:
-            if _is_unavailable(err):
-                raise StoreUnavailable(f"session store unavailable: {_first_line(err)}") from err
-            raise
+        with translate_errors(self.dialect), self.engine.connect() as conn:
+            if write:
+                conn.execution_options(**{WRITE_OPTION: True})
+            if single_statement and self.dialect == "postgresql":
+                # One statement is its own transaction: no BEGIN and COMMIT round trips (ingestion's
+                # hot path spent half its time on them).
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+            with conn.begin():
+                yield conn
 
     def _run(self, conn: Connection, query: str, /, **params: Any):
         clause = self._texts.get(query)
@@ -604,6 +595,24 @@ class SessionStore:
             marks = self._run(conn, "erase_user_marks", user_id=uid).rowcount
             sessions = self._run(conn, "erase_user_sessions", user_id=uid).rowcount
         return models.EraseResult(user_id=uid, sessions=sessions, events=events, marks=marks, batches=batches)
+
+
+@contextmanager
+def translate_errors(dialect: str) -> Iterator[None]:
+    """Database errors as store errors, for every path that talks to the database (``_tx``, bulk load).
+
+    A value the database cannot store (PostgreSQL: a NUL character in text or JSON, a number out of BIGINT
+    range) is bad input, not a server fault: :class:`InvalidInput`. Connection failures and lock time-outs
+    are outages: :class:`StoreUnavailable`. Anything else propagates unchanged.
+    """
+    try:
+        yield
+    except exc.DataError as err:
+        raise InvalidInput(f"invalid value for the {dialect} store: {_first_line(err)}") from err
+    except exc.OperationalError as err:
+        if _is_unavailable(err):
+            raise StoreUnavailable(f"session store unavailable: {_first_line(err)}") from err
+        raise
 
 
 def _is_unavailable(err: exc.OperationalError) -> bool:
