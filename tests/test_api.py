@@ -145,7 +145,7 @@ class TestMounting:
         assert answer.headers["content-type"].startswith("application/json")
         assert set(answer.json()["paths"]) == {
             "/session", "/session/events", "/session/irrelevant", "/session/use-for-improvement",
-            "/batch/sessions", "/batch/release", "/user/erase",
+            "/batch/sessions", "/batch/release", "/user/erase", "/bulk",
         }
 
     def test_docs_page_loads_the_openapi_document_under_the_prefix(self, api: Api) -> None:
@@ -317,10 +317,22 @@ class TestRegisterSession:
 
     def test_missing_field_is_422_naming_it(self, api: Api) -> None:
         body = session_body("sess-a")
-        del body["created_at"]
+        del body["session_id"]
         answer = api.post("/session", body)
         assert answer.status_code == 422
-        assert answer.json()["detail"] == "body.created_at: Field required"
+        assert answer.json()["detail"] == "body.session_id: Field required"
+
+    def test_omitted_created_at_is_the_time_of_receipt_and_a_retry_is_already_registered(self, api: Api) -> None:
+        body = session_body("sess-a")
+        del body["created_at"]
+        before = now()
+        first = api.post("/session", body)
+        assert first.status_code == 200, first.text
+        stored = api.store.get_session("sess-a").created_at
+        assert before <= stored <= now()
+        retry = api.post("/session", body)
+        assert retry.json()["status"] == "already_registered"
+        assert api.store.get_session("sess-a").created_at == stored
 
     def test_timestamp_in_seconds_is_422_saying_so(self, api: Api) -> None:
         answer = api.post("/session", session_body("sess-a", created_at=now() // 1000))
@@ -374,7 +386,7 @@ class TestPushEvents:
         answer = api.post("/session/events", {"session_id": "sess-1",
                                               "events": [click("evt-1"), click("evt-2"), click("evt-2")]})
         assert answer.status_code == 200
-        assert answer.json() == {"session_id": "sess-1", "stored": 1, "duplicates": 2}
+        assert answer.json() == {"session_id": "sess-1", "stored": 1, "duplicates": 2, "over_limit": 0}
         assert [e.event_id for e in api.store.get_session("sess-1").events] == ["evt-1", "evt-2"]
 
     def test_event_type_defaults_to_click(self, api: Api, seeded: dict) -> None:

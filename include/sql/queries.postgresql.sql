@@ -35,15 +35,61 @@ RETURNING session_number, batch_id,
           (SELECT count(*) FROM cs_event e WHERE e.session_id = cs_session.session_id) AS events_attached
 
 -- name: insert_events
--- One statement for the whole request; arrival order follows the array order.
-INSERT INTO cs_event (session_id, event_id, object_id, event_type, created_at, meta, received_at)
-SELECT :session_id, x.event_id, x.object_id, x.event_type, x.created_at, x.meta, :now
-FROM ROWS FROM (jsonb_to_recordset(CAST(:events AS jsonb))
-               AS (event_id text, object_id text, event_type text, created_at bigint, meta jsonb))
-     WITH ORDINALITY AS x(event_id, object_id, event_type, created_at, meta, ord)
+-- Events of one or many sessions in one statement; arrival order (event_seq) follows the array order.
+-- The caller sends each (session_id, event_id) once. Events already stored are duplicates; of the new ones,
+-- a session takes at most :max_events in all (its count read at the statement's start: concurrent pushes to
+-- one session may pass the cap by what they insert together, so reads apply it too). Answers one row.
+WITH x AS (
+    SELECT x.session_id, x.event_id, x.object_id, x.event_type, x.created_at, x.meta, x.ord
+    FROM ROWS FROM (jsonb_to_recordset(CAST(:events AS jsonb))
+                   AS (session_id text, event_id text, object_id text, event_type text, created_at bigint,
+                       meta jsonb))
+         WITH ORDINALITY AS x(session_id, event_id, object_id, event_type, created_at, meta, ord)),
+fresh AS (
+    SELECT x.*, row_number() OVER (PARTITION BY x.session_id ORDER BY x.ord) AS k
+    FROM x
+    WHERE NOT EXISTS (SELECT 1 FROM cs_event e WHERE e.session_id = x.session_id AND e.event_id = x.event_id)),
+held AS (
+    SELECT f.session_id, (SELECT count(*) FROM cs_event e WHERE e.session_id = f.session_id) AS n
+    FROM (SELECT DISTINCT session_id FROM fresh) f),
+ins AS (
+    INSERT INTO cs_event (session_id, event_id, object_id, event_type, created_at, meta, received_at)
+    SELECT f.session_id, f.event_id, f.object_id, f.event_type, f.created_at,
+           nullif(f.meta, CAST('null' AS jsonb)), :now
+    FROM fresh f JOIN held h ON h.session_id = f.session_id
+    WHERE h.n + f.k <= :max_events
+    ORDER BY f.ord
+    ON CONFLICT (session_id, event_id) DO NOTHING
+    RETURNING 1)
+SELECT (SELECT count(*) FROM ins) AS stored,
+       (SELECT count(*) FROM fresh f JOIN held h ON h.session_id = f.session_id
+        WHERE h.n + f.k > :max_events) AS over_limit
+
+-- name: insert_sessions
+-- Many registrations in one statement, into the collecting batch taken FOR SHARE exactly as insert_session
+-- does (no collecting batch: nothing is inserted, and the caller opens one). session_number follows the
+-- array order. Ids already stored are left alone; the caller compares their content hashes.
+INSERT INTO cs_session (session_id, batch_id, search_query, search_results, search_meta, payload_filter,
+                        sort_by, user_id, created_at, is_irrelevant, is_payload_search, content_hash,
+                        registered_at)
+SELECT x.session_id, b.batch_id, x.search_query, CAST(x.search_results AS jsonb), CAST(x.search_meta AS jsonb),
+       CAST(x.payload_filter AS jsonb), CAST(x.sort_by AS jsonb), x.user_id, x.created_at, x.is_irrelevant,
+       x.is_payload_search, x.content_hash, :now
+FROM (SELECT batch_id FROM cs_batch WHERE status = 'collecting' FOR SHARE) b
+CROSS JOIN ROWS FROM (jsonb_to_recordset(CAST(:sessions AS jsonb))
+               AS (session_id text, search_query text, search_results text, search_meta text,
+                   payload_filter text, sort_by text, user_id text, created_at bigint, is_irrelevant boolean,
+                   is_payload_search boolean, content_hash text))
+     WITH ORDINALITY AS x(session_id, search_query, search_results, search_meta, payload_filter, sort_by,
+                          user_id, created_at, is_irrelevant, is_payload_search, content_hash, ord)
 ORDER BY x.ord
-ON CONFLICT (session_id, event_id) DO NOTHING
-RETURNING event_seq
+ON CONFLICT (session_id) DO NOTHING
+RETURNING session_id
+
+-- name: sessions_registration
+-- session_registration for many ids (a JSON array of texts).
+SELECT session_id, content_hash FROM cs_session
+WHERE session_id IN (SELECT jsonb_array_elements_text(CAST(:session_ids AS jsonb)))
 
 -- name: batch_page
 -- Keyset page: cost depends on limit and events_limit, never on after_number or the batch's size.
@@ -97,7 +143,8 @@ WHERE r.pos IS NOT NULL
 -- table, free-form JSON objects as JSON text), as two texts of one JSON object per line, built here so the
 -- extraction never parses and re-serialises JSON in Python (pyarrow reads the lines straight into Arrow).
 -- One statement, so sessions, their n_events and their events come from one snapshot. Events are read per
--- session through cs_event_session_order (LATERAL), so a page's cost never depends on the batch's size.
+-- session through cs_event_session_order (LATERAL), so a page's cost never depends on the batch's size;
+-- at most :max_events a session (max_events_per_session), earliest first.
 WITH s AS (
     SELECT session_number, session_id, search_query, search_results, search_meta, payload_filter, sort_by,
            user_id, created_at, is_irrelevant
@@ -111,7 +158,9 @@ e AS (
     FROM s CROSS JOIN LATERAL (
         SELECT x.event_id, x.object_id, x.event_type, x.created_at, x.meta,
                row_number() OVER (ORDER BY x.created_at, x.event_seq) - 1 AS event_index
-        FROM cs_event x WHERE x.session_id = s.session_id) ev),
+        FROM cs_event x WHERE x.session_id = s.session_id
+        ORDER BY x.created_at, x.event_seq
+        LIMIT :max_events) ev),
 n AS (SELECT session_number, count(*) AS n_events FROM e GROUP BY session_number)
 SELECT (SELECT count(*) FROM s) AS sessions,
        (SELECT min(session_number) FROM s) AS first_number,

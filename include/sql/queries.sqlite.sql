@@ -16,16 +16,57 @@ ON CONFLICT (session_id) DO NOTHING
 RETURNING session_number, batch_id,
           (SELECT count(*) FROM cs_event e WHERE e.session_id = cs_session.session_id) AS events_attached
 
+-- name: __NEW_EVENTS__
+-- The events of :events not stored yet, numbered per session (k) in array order, with the session's count.
+x AS (
+    SELECT json_extract(j.value, '$.session_id') AS session_id, json_extract(j.value, '$.event_id') AS event_id,
+           json_extract(j.value, '$.object_id') AS object_id, json_extract(j.value, '$.event_type') AS event_type,
+           json_extract(j.value, '$.created_at') AS created_at, json_extract(j.value, '$.meta') AS meta,
+           j.key AS ord
+    FROM json_each(:events) j),
+fresh AS (
+    SELECT x.*, row_number() OVER (PARTITION BY x.session_id ORDER BY x.ord) AS k,
+           (SELECT count(*) FROM cs_event e WHERE e.session_id = x.session_id) AS n
+    FROM x
+    WHERE NOT EXISTS (SELECT 1 FROM cs_event e WHERE e.session_id = x.session_id AND e.event_id = x.event_id))
+
+-- name: count_events_over_limit
+-- Run before insert_events in the same write transaction (SQLite has no INSERT inside WITH).
+WITH __NEW_EVENTS__
+SELECT count(*) FROM fresh WHERE n + k > :max_events
+
 -- name: insert_events
+-- Events of one or many sessions in one statement; arrival order follows the array order. At most
+-- :max_events a session; exact here, since SQLite serialises writers.
+WITH __NEW_EVENTS__
 INSERT INTO cs_event (session_id, event_id, object_id, event_type, created_at, meta, received_at)
-SELECT :session_id, json_extract(x.value, '$.event_id'), json_extract(x.value, '$.object_id'),
-       json_extract(x.value, '$.event_type'), json_extract(x.value, '$.created_at'),
-       json_extract(x.value, '$.meta'), :now
-FROM json_each(:events) x
-WHERE TRUE
-ORDER BY x.key
+SELECT session_id, event_id, object_id, event_type, created_at, meta, :now
+FROM fresh
+WHERE n + k <= :max_events
+ORDER BY ord
 ON CONFLICT (session_id, event_id) DO NOTHING
-RETURNING event_seq
+RETURNING 1
+
+-- name: insert_sessions
+-- Many registrations in one statement into the collecting batch (none: nothing inserted, the caller opens
+-- one). session_number follows the array order; ids already stored are left alone.
+INSERT INTO cs_session (session_id, batch_id, search_query, search_results, search_meta, payload_filter,
+                        sort_by, user_id, created_at, is_irrelevant, is_payload_search, content_hash,
+                        registered_at)
+SELECT json_extract(j.value, '$.session_id'), b.batch_id, json_extract(j.value, '$.search_query'),
+       json_extract(j.value, '$.search_results'), json_extract(j.value, '$.search_meta'),
+       json_extract(j.value, '$.payload_filter'), json_extract(j.value, '$.sort_by'),
+       json_extract(j.value, '$.user_id'), json_extract(j.value, '$.created_at'),
+       json_extract(j.value, '$.is_irrelevant'), json_extract(j.value, '$.is_payload_search'),
+       json_extract(j.value, '$.content_hash'), :now
+FROM cs_batch b CROSS JOIN json_each(:sessions) j
+WHERE b.status = 'collecting'
+ORDER BY j.key
+ON CONFLICT (session_id) DO NOTHING
+RETURNING session_id
+
+-- name: sessions_registration
+SELECT session_id, content_hash FROM cs_session WHERE session_id IN (SELECT value FROM json_each(:session_ids))
 
 -- name: batch_page
 -- SQLite 3.40 has no ORDER BY inside aggregates: each event carries _seq and Python restores the order.

@@ -19,6 +19,7 @@ STORE_OPERATIONS = (
     "migrate",
     "register_session",
     "push_events",
+    "ingest_bulk",
     "mark_irrelevant",
     "get_session",
     "use_for_improvement",

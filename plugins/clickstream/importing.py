@@ -60,13 +60,22 @@ DEFAULT_CHUNK_ROWS = 5000
 _JSON_FIELDS = ("search_results", "search_meta", "payload_filter", "sort_by", "events", "meta")
 
 
+class _HistoryEvent(models.EventIn):
+    """An event of a history file: as live, but ``created_at`` is required (a time of receipt, which live
+    ingestion uses when it is omitted, means nothing for history)."""
+
+    created_at: models.Millis
+
+
 class _SessionRow(models.SessionIn):
-    """A session row: the registration body, plus the session's events if the file carries them there."""
+    """A session row: the registration body, plus the session's events if the file carries them there.
+    ``created_at`` is required, as for events."""
 
-    events: list[models.EventIn] = Field(default_factory=list)
+    created_at: models.Millis
+    events: list[_HistoryEvent] = Field(default_factory=list)
 
 
-class _EventRow(models.EventIn):
+class _EventRow(_HistoryEvent):
     """An event row: the event body plus the session it belongs to."""
 
     session_id: models.SessionId
@@ -191,7 +200,7 @@ def import_history(
                             counts["session_rows"] += 1
                             session = _validated(models.SessionIn, body)
                             sessions.append(StagedSession(seq, file_no, line, session))
-                            events.extend(StagedEvent(seq, pos, session.session_id, e)
+                            events.extend(StagedEvent(seq, pos, session.session_id, _validated(models.EventIn, e))
                                           for pos, e in enumerate(body.events))
                     load.stage(sessions, events)
                     now = time.monotonic()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 #: Timestamps below this are taken to be in seconds, not milliseconds (10^11 ms is March 1973).
 MIN_MILLIS = 10**11
@@ -72,8 +72,8 @@ JsonObject = Annotated[dict[str, Any], AfterValidator(_storable)]
 Millis = Annotated[int, Field(le=MAX_BIGINT, description="milliseconds since epoch")]
 
 
-def _check_millis(value: int) -> int:
-    if value < MIN_MILLIS:
+def _check_millis(value: int | None) -> int | None:
+    if value is not None and value < MIN_MILLIS:
         raise ValueError(
             f"timestamp {value} looks like seconds since epoch; send milliseconds since epoch "
             f"(values below {MIN_MILLIS} are rejected)"
@@ -116,7 +116,8 @@ class SessionIn(_Strict):
     payload_filter: JsonObject | None = None
     sort_by: SortBy | None = None
     user_id: UserId | None = None
-    created_at: Millis
+    created_at: Millis | None = Field(
+        None, description="milliseconds since epoch; omitted means the server's time of receipt")
     is_irrelevant: bool = False
     is_payload_search: bool = False
 
@@ -127,7 +128,8 @@ class EventIn(_Strict):
     event_id: ShortId
     object_id: ShortId
     event_type: str = Field(default="click", min_length=1, max_length=64)
-    created_at: Millis
+    created_at: Millis | None = Field(
+        None, description="milliseconds since epoch; omitted means the server's time of receipt")
     meta: JsonObject | None = None
 
     _millis = field_validator("created_at")(_check_millis)
@@ -136,6 +138,23 @@ class EventIn(_Strict):
 class PushEventsIn(_Strict):
     session_id: SessionId
     events: list[EventIn] = Field(max_length=10_000)
+
+
+class BulkEventIn(EventIn):
+    """An event of ``POST /bulk``: an item of ``POST /session/events`` plus its ``session_id``."""
+
+    session_id: SessionId
+
+
+class BulkIn(_Strict):
+    """The body of ``POST /bulk``. Items are validated one by one (an invalid item is rejected, not the
+    whole request), so the lists take any JSON value here; the documented item schemas are
+    :class:`SessionIn` and :class:`BulkEventIn`."""
+
+    sessions: list[Annotated[Any, WithJsonSchema({"$ref": "#/components/schemas/SessionIn"})]] = Field(
+        default_factory=list, description="sessions, each as the body of POST /session")
+    events: list[Annotated[Any, WithJsonSchema(BulkEventIn.model_json_schema())]] = Field(
+        default_factory=list, description="events, each as an item of POST /session/events plus its session_id")
 
 
 class SessionIdIn(_Strict):
@@ -202,6 +221,34 @@ class PushEventsResult(BaseModel):
     session_id: str
     stored: int
     duplicates: int
+    over_limit: int = Field(0, description="events not stored: the session already holds "
+                                           "[clickstream] max_events_per_session events")
+
+
+class BulkSessionCounts(BaseModel):
+    registered: int = 0
+    already_registered: int = 0
+
+
+class BulkEventCounts(BaseModel):
+    stored: int = 0
+    duplicates: int = Field(0, description="event_id already stored for the session, or sent twice")
+    over_limit: int = Field(0, description="not stored: the session holds max_events_per_session events")
+
+
+class BulkRejection(BaseModel):
+    item: str = Field(description='the rejected item, e.g. "sessions[3]" or "events[0]"')
+    session_id: str | None = None
+    error: str = Field(description="why, naming the field")
+
+
+class BulkResult(BaseModel):
+    """Every item of a ``POST /bulk`` is counted once: registered + already_registered + stored +
+    duplicates + over_limit + len(rejected) = items sent."""
+
+    sessions: BulkSessionCounts = Field(default_factory=BulkSessionCounts)
+    events: BulkEventCounts = Field(default_factory=BulkEventCounts)
+    rejected: list[BulkRejection] = Field(default_factory=list)
 
 
 class IrrelevantResult(BaseModel):

@@ -21,9 +21,11 @@ from starlette.concurrency import run_in_threadpool
 from clickstream import __version__
 from clickstream.api.admin import admin_router
 from clickstream.api.batches import batches_router
+from clickstream.api.bulk import bulk_router
 from clickstream.api.deps import get_user
 from clickstream.api.errors import install_error_handlers
 from clickstream.api.holder import StoreHolder
+from clickstream.api.limits import DEFAULT_MAX_REQUEST_BYTES, BodySizeLimit
 from clickstream.api.sessions import sessions_router
 from clickstream.hooks import ClickstreamHook, store_config_from_airflow
 from clickstream.store import StoreConfig, StoreError
@@ -53,6 +55,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(holder.get)
     except StoreError as err:
         log.warning("clickstream: %s; its routes answer 503 until the store can be opened", err.detail)
+    from clickstream.api.runtime import tune_worker_process; tune_worker_process()  # noqa: E702  (GC: once per process, never raises)
     try:
         yield
     finally:
@@ -64,6 +67,7 @@ def create_app(
     conn_id: str | None = None,
     store_config: StoreConfig | None = None,
     migrate: bool | None = None,
+    max_request_bytes: int | None = None,
 ) -> FastAPI:
     """Build the clickstream API app (cheap: no database work until its lifespan starts).
 
@@ -73,12 +77,16 @@ def create_app(
         (the same values the store enforces).
     :param migrate: migrate the store's schema when it is opened; default ``[clickstream] api_migrate``
         (true).
+    :param max_request_bytes: largest request body; larger ones answer 413 before they are parsed; default
+        ``[clickstream] max_request_bytes`` (8 MiB).
     """
     from airflow.sdk import conf
 
     conn_id = conn_id or conf.get("clickstream", "conn_id", fallback=DEFAULT_CONN_ID)
     if migrate is None:
         migrate = conf.getboolean("clickstream", "api_migrate", fallback=True)
+    if max_request_bytes is None:
+        max_request_bytes = conf.getint("clickstream", "max_request_bytes", fallback=DEFAULT_MAX_REQUEST_BYTES)
     config = store_config or store_config_from_airflow()
 
     app = FastAPI(
@@ -92,5 +100,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(sessions_router(config))
     app.include_router(batches_router(config))
+    app.include_router(bulk_router())
     app.include_router(admin_router())
+    app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
     return app

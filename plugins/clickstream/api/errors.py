@@ -34,6 +34,7 @@ _DESCRIPTIONS = {
     403: "Forbidden: invalid token, or the user's role lacks the permission this route needs.",
     404: "Unknown id (session, batch or release).",
     409: "Conflict with what is stored (e.g. a session re-registered with other content).",
+    413: "The request body is larger than `[clickstream] max_request_bytes`; nothing was stored.",
     422: "Invalid input; `detail` names the field and the bound or rule it breaks.",
     503: "The session store is unreachable or not configured; retry after `Retry-After` seconds.",
 }

@@ -44,6 +44,12 @@ class StoreConfig:
     :param window_ahead_ms: live ingestion rejects timestamps further in the future (default 5 min).
     :param max_attempts: improvement marks failing this many times end as ``failed``.
     :param claim_stale_ms: a mark left in ``processing`` this long is handed out again.
+    :param max_results: most ``search_results`` a session may have.
+    :param max_json_bytes: largest free-form JSON object (``search_meta``, ``payload_filter``, a result's or
+        an event's ``meta``), in bytes of its UTF-8 JSON text.
+    :param max_events_per_session: events a session holds at most; later ones are counted ``over_limit``
+        and not stored, and reads of a session return at most this many.
+    :param max_bulk_items: most items (sessions + events) of one :meth:`SessionStore.ingest_bulk`.
     """
 
     max_page: int = 1000
@@ -52,6 +58,10 @@ class StoreConfig:
     window_ahead_ms: int = 5 * 60 * 1000
     max_attempts: int = 3
     claim_stale_ms: int = 3600 * 1000
+    max_results: int = 1000
+    max_json_bytes: int = 64 * 1024
+    max_events_per_session: int = 10_000
+    max_bulk_items: int = 1000
 
 
 def now_ms() -> int:
@@ -87,10 +97,14 @@ def content_hash(session: models.SessionIn) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def session_columns(session: models.SessionIn) -> dict[str, Any]:
+def session_columns(session: models.SessionIn, now: int | None = None) -> dict[str, Any]:
     """The stored columns of a registration body (JSON as text, and its content hash). Live registration
     and the bulk import write sessions through this one mapping, so a live re-registration of an imported
-    session is recognised as ``already_registered``."""
+    session is recognised as ``already_registered``.
+
+    An omitted ``created_at`` is stored as ``now`` (the time of receipt) while the content hash keeps it
+    omitted, so a retry of the same body, received later, is still ``already_registered``.
+    """
     return {
         "session_id": session.session_id,
         "search_query": session.search_query,
@@ -99,11 +113,16 @@ def session_columns(session: models.SessionIn) -> dict[str, Any]:
         "payload_filter": _dumps(session.payload_filter),
         "sort_by": _dumps(session.sort_by.model_dump() if session.sort_by else None),
         "user_id": session.user_id,
-        "created_at": session.created_at,
+        "created_at": session.created_at if session.created_at is not None else now,
         "is_irrelevant": session.is_irrelevant,
         "is_payload_search": session.is_payload_search,
         "content_hash": content_hash(session),
     }
+
+
+def _utf8_len(text: str, bound: int) -> int:
+    """Bytes of ``text`` in UTF-8, computed only when it may exceed ``bound`` (at most 4 bytes a character)."""
+    return len(text) if len(text) * 4 <= bound else len(text.encode("utf-8", "surrogatepass"))
 
 
 def new_batch_id(now: int) -> str:
@@ -202,7 +221,9 @@ class SessionStore:
             clause = self._texts[query] = text(self._q[query])
         return conn.execute(clause, params)
 
-    def _check_window(self, field: str, value: int, now: int) -> None:
+    def _check_window(self, field: str, value: int | None, now: int) -> None:
+        if value is None:  # omitted: the time of receipt, in the window by definition
+            return
         if value < now - self.config.window_back_ms:
             raise InvalidInput.field(
                 field,
@@ -213,6 +234,57 @@ class SessionStore:
             raise InvalidInput.field(
                 field, f"{value} is more than {self.config.window_ahead_ms // 1000} s in the future"
             )
+
+    def _check_json_size(self, field: str, text: str | None) -> None:
+        bound = self.config.max_json_bytes
+        if text is not None and (size := _utf8_len(text, bound)) > bound:
+            raise InvalidInput.field(field, f"JSON object of {size} bytes; at most {bound} bytes "
+                                            "([clickstream] max_json_bytes)")
+
+    def _session_params(self, body: models.SessionIn, now: int, *, check_window: bool) -> dict[str, Any]:
+        """The stored columns of a registration, after the live checks: the ingestion window and the
+        size limits (``max_results``, ``max_json_bytes``). Raises :class:`InvalidInput` naming the field."""
+        cfg = self.config
+        if check_window:
+            self._check_window("created_at", body.created_at, now)
+        if len(body.search_results) > cfg.max_results:
+            raise InvalidInput.field("search_results", f"{len(body.search_results)} results; at most "
+                                                       f"{cfg.max_results} a session ([clickstream] max_results)")
+        columns = session_columns(body, now)
+        self._check_json_size("search_meta", columns["search_meta"])
+        self._check_json_size("payload_filter", columns["payload_filter"])
+        if _utf8_len(columns["search_results"], cfg.max_json_bytes) > cfg.max_json_bytes:
+            for i, result in enumerate(body.search_results):  # only then can one result's meta be too big
+                self._check_json_size(f"search_results.{i}.meta", _dumps(result.meta))
+        return columns
+
+    def _event_record(self, event: models.EventIn, now: int, field: str, *, check_window: bool
+                      ) -> dict[str, Any]:
+        """An event as an ``insert_events`` record, after the window and ``max_json_bytes`` checks;
+        ``field`` is the event's path in the request (errors name ``<field>.created_at``), "" for none."""
+        prefix = f"{field}." if field else ""
+        if check_window:
+            self._check_window(f"{prefix}created_at", event.created_at, now)
+        record = event.model_dump()
+        if record["created_at"] is None:
+            record["created_at"] = now
+        if record["meta"] is not None:
+            self._check_json_size(f"{prefix}meta", _dumps(record["meta"]))
+        return record
+
+    def _insert_events(self, records: list[dict[str, Any]], now: int) -> tuple[int, int]:
+        """Insert ``insert_events`` records (each ``(session_id, event_id)`` once) in one statement;
+        returns ``(stored, over_limit)``. PostgreSQL: one autocommit statement; SQLite: a count, then the
+        insert, in one write transaction."""
+        params = {"events": _dumps(records), "now": now, "max_events": self.config.max_events_per_session}
+        if "count_events_over_limit" in self._q:
+            with self._tx(write=True) as conn:
+                over = self._run(conn, "count_events_over_limit", **params).scalar_one()
+                stored = len(self._run(conn, "insert_events", **params).all())
+            return stored, over
+        with self._tx(write=True, single_statement=True) as conn:
+            row = self._run(conn, "insert_events", **params).one()
+        return row.stored, row.over_limit
 
     # ---------------------------------------------------------------------------------- schema
 
@@ -237,9 +309,7 @@ class SessionStore:
         """
         body = validate(models.SessionIn, session)
         now = self.clock()
-        if check_window:
-            self._check_window("created_at", body.created_at, now)
-        params = {**session_columns(body), "now": now}
+        params = {**self._session_params(body, now, check_window=check_window), "now": now}
         digest = params["content_hash"]
         # The common case alone first (a batch is collecting, the id is new): one statement, one round trip.
         with self._tx(write=True, single_statement=True) as conn:
@@ -286,16 +356,113 @@ class SessionStore:
         now = self.clock()
         unique: dict[str, dict[str, Any]] = {}
         for i, event in enumerate(body.events):
-            if check_window:
-                self._check_window(f"events.{i}.created_at", event.created_at, now)
-            unique.setdefault(event.event_id, event.model_dump())
+            record = self._event_record(event, now, f"events.{i}", check_window=check_window)
+            record["session_id"] = body.session_id
+            unique.setdefault(event.event_id, record)
         if not unique:
             return models.PushEventsResult(session_id=body.session_id, stored=0, duplicates=0)
+        stored, over_limit = self._insert_events(list(unique.values()), now)
+        return models.PushEventsResult(session_id=body.session_id, stored=stored, over_limit=over_limit,
+                                       duplicates=len(body.events) - stored - over_limit)
+
+    def ingest_bulk(self, sessions: Sequence[models.SessionIn | Mapping[str, Any]] = (),
+                    events: Sequence[models.BulkEventIn | Mapping[str, Any]] = (), *,
+                    check_window: bool = True) -> models.BulkResult:
+        """Register many sessions and store many events (of any sessions) in a few set-based statements.
+
+        Every item is accounted for once in the answer: sessions ``registered`` or ``already_registered``,
+        events ``stored``, ``duplicates`` or ``over_limit``, and any item that is invalid or conflicts
+        with what is stored is listed in ``rejected`` (its path, e.g. ``sessions[3]``, and the reason
+        naming the field) without stopping the others. Sessions are written before events, so events of a
+        session registered in the same call attach to it. Safe to retry: sessions are idempotent by
+        content, events by ``event_id``. All sessions go to one batch; what is reported stored is committed.
+
+        :param sessions: registration bodies, as for :meth:`register_session`.
+        :param events: event bodies, as for :meth:`push_events`, each with its ``session_id``.
+        :raises InvalidInput: more than ``max_bulk_items`` items in all (nothing is written).
+        """
+        items = len(sessions) + len(events)
+        if items > self.config.max_bulk_items:
+            raise InvalidInput.field("items", f"{len(sessions)} sessions + {len(events)} events = {items} items; "
+                                              f"at most {self.config.max_bulk_items} a request "
+                                              "([clickstream] max_bulk_items): split it")
+        result = models.BulkResult()
+        now = self.clock()
+        self._bulk_sessions(sessions, now, result, check_window=check_window)
+        records: dict[tuple[str, str], dict[str, Any]] = {}
+        for i, item in enumerate(events):
+            try:
+                event = validate(models.BulkEventIn, item)
+                record = self._event_record(event, now, "", check_window=check_window)
+            except InvalidInput as err:
+                result.rejected.append(_rejection(f"events[{i}]", item, err.detail))
+                continue
+            records.setdefault((event.session_id, event.event_id), record)
+        if records:
+            stored, over_limit = self._insert_events(list(records.values()), now)
+            result.events.stored, result.events.over_limit = stored, over_limit
+        accepted = len(events) - sum(r.item.startswith("events[") for r in result.rejected)
+        result.events.duplicates = accepted - result.events.stored - result.events.over_limit
+        result.rejected.sort(key=lambda r: (r.item.startswith("events"), int(r.item.split("[")[1][:-1])))
+        return result
+
+    def _bulk_sessions(self, sessions: Sequence[models.SessionIn | Mapping[str, Any]], now: int,
+                       result: models.BulkResult, *, check_window: bool) -> None:
+        """The sessions of :meth:`ingest_bulk`: validate each, insert the new ones in one statement, compare
+        the content of the others with what is stored."""
+        columns: dict[str, dict[str, Any]] = {}  # first occurrence of each session_id, in request order
+        repeats: list[tuple[int, str, str]] = []  # (index, session_id, content_hash) of later occurrences
+        for i, item in enumerate(sessions):
+            try:
+                params = self._session_params(validate(models.SessionIn, item), now, check_window=check_window)
+            except InvalidInput as err:
+                result.rejected.append(_rejection(f"sessions[{i}]", item, err.detail))
+                continue
+            sid = params["session_id"]
+            if sid in columns:
+                repeats.append((i, sid, params["content_hash"]))
+            else:
+                params["index"] = i
+                columns[sid] = params
+        if not columns:
+            return
+        stored_hash = self._insert_sessions(list(columns.values()), now)
+        conflicting = {sid for sid, digest in stored_hash.items() if digest != columns[sid]["content_hash"]}
+        result.sessions.already_registered += len(stored_hash) - len(conflicting)
+        result.sessions.registered += len(columns) - len(stored_hash)
+        result.rejected.extend(_conflict(columns[sid]["index"], sid) for sid in conflicting)
+        for i, sid, digest in repeats:  # a later occurrence: the same as the first, or rejected
+            if digest != columns[sid]["content_hash"]:
+                result.rejected.append(models.BulkRejection(
+                    item=f"sessions[{i}]", session_id=sid,
+                    error=f"session_id {sid!r} appears earlier in this request with different content"))
+            elif sid in conflicting:
+                result.rejected.append(_conflict(i, sid))
+            else:
+                result.sessions.already_registered += 1
+
+    def _insert_sessions(self, rows: list[dict[str, Any]], now: int) -> dict[str, str]:
+        """Insert new sessions (one statement, one batch); returns ``{session_id: content_hash}`` of those
+        among ``rows`` that were already stored (the others were inserted now)."""
+        payload = _dumps([{k: v for k, v in r.items() if k != "index"} for r in rows])
+        ids = [r["session_id"] for r in rows]
         with self._tx(write=True, single_statement=True) as conn:
-            stored = len(self._run(conn, "insert_events", session_id=body.session_id,
-                                   events=_dumps(list(unique.values())), now=now).all())
-        return models.PushEventsResult(session_id=body.session_id, stored=stored,
-                                       duplicates=len(body.events) - stored)
+            inserted = set(self._run(conn, "insert_sessions", sessions=payload, now=now).scalars())
+        if len(inserted) == len(rows):
+            return {}
+        with self._tx(write=True) as conn:
+            for _ in range(5):
+                rest = [sid for sid in ids if sid not in inserted]
+                existing = {r.session_id: r.content_hash for r in
+                            self._run(conn, "sessions_registration", session_ids=_dumps(rest))}
+                missing = [r for r in rows if r["session_id"] not in inserted and r["session_id"] not in existing]
+                if not missing:
+                    return existing
+                # No collecting batch (none yet, or released meanwhile): open one and insert the rest.
+                self._open_batch(conn)
+                payload = _dumps([{k: v for k, v in r.items() if k != "index"} for r in missing])
+                inserted |= set(self._run(conn, "insert_sessions", sessions=payload, now=now).scalars())
+        raise StoreUnavailable("could not obtain a collecting batch; the store is under heavy contention")
 
     def mark_irrelevant(self, session_id: str) -> models.IrrelevantResult:
         """Flag a session as irrelevant (explicit negative feedback). Idempotent; unknown id: NotFound."""
@@ -307,7 +474,8 @@ class SessionStore:
         return models.IrrelevantResult(session_id=sid, changed=changed)
 
     def get_session(self, session_id: str, events_limit: int | None = None) -> models.SessionOut:
-        """A session with its events, earliest first (all of them unless ``events_limit``)."""
+        """A session with its events, earliest first (at most ``events_limit``; when omitted, all of them up
+        to ``max_events_per_session``)."""
         sid = validate(models.SessionIdIn, {"session_id": session_id}).session_id
         if events_limit is not None and not 0 <= events_limit <= self.config.max_events:
             raise InvalidInput.field("events_limit",
@@ -317,7 +485,8 @@ class SessionStore:
             if row is None:
                 raise NotFound(f"session_id {sid!r} not found")
             events = self._run(conn, "get_session_events", session_id=sid,
-                               events_limit=_UNBOUNDED if events_limit is None else events_limit).mappings().all()
+                               events_limit=self.config.max_events_per_session if events_limit is None
+                               else events_limit).mappings().all()
         return models.SessionOut(
             **{**_session_dict({**row, "events": []}),
                "batch_id": row["batch_id"], "is_payload_search": bool(row["is_payload_search"]),
@@ -461,14 +630,15 @@ class SessionStore:
 
     def iter_batch_pages(self, batch_id: str, *, page_size: int = 1000, after_number: int = 0,
                          until_number: int | None = None) -> Iterator[list[dict[str, Any]]]:
-        """Every session of a batch with all its events, page by page, as plain dicts.
+        """Every session of a batch with its events (at most ``max_events_per_session`` each), page by page,
+        as plain dicts.
 
         Memory is bounded by ``page_size``; each page is its own short read, so a long extraction holds no
         transaction open. ``after_number`` / ``until_number`` select a shard ``(after, until]``.
         """
         return self._keyset_pages(batch_id, page_size, after_number, until_number,
                                   lambda conn, after, until: self._page(conn, batch_id, after, until, page_size,
-                                                                        _UNBOUNDED))
+                                                                        self.config.max_events_per_session))
 
     def iter_extract_pages(self, batch_id: str, *, page_size: int = 1000, after_number: int = 0,
                            until_number: int | None = None) -> Iterator[ExtractPage | list[dict[str, Any]]]:
@@ -484,7 +654,7 @@ class SessionStore:
 
         def read(conn: Connection, after: int, until: int) -> ExtractPage:
             row = self._run(conn, "extract_page", batch_id=batch_id, after_number=after, until_number=until,
-                            limit=page_size).mappings().one()
+                            limit=page_size, max_events=self.config.max_events_per_session).mappings().one()
             return ExtractPage(row["first_number"], row["last_number"], row["sessions"], row["events"],
                                (row["sessions_json"] or "").encode(), (row["events_json"] or "").encode())
 
@@ -595,6 +765,17 @@ class SessionStore:
             marks = self._run(conn, "erase_user_marks", user_id=uid).rowcount
             sessions = self._run(conn, "erase_user_sessions", user_id=uid).rowcount
         return models.EraseResult(user_id=uid, sessions=sessions, events=events, marks=marks, batches=batches)
+
+
+def _conflict(index: int, session_id: str) -> models.BulkRejection:
+    return models.BulkRejection(item=f"sessions[{index}]", session_id=session_id,
+                                error=f"session_id {session_id!r} is already registered with different content; "
+                                      "the stored session is kept")
+
+
+def _rejection(item: str, body: Any, reason: str) -> models.BulkRejection:
+    sid = body.get("session_id") if isinstance(body, Mapping) else getattr(body, "session_id", None)
+    return models.BulkRejection(item=item, session_id=sid if isinstance(sid, str) else None, error=reason)
 
 
 @contextmanager
