@@ -1,0 +1,164 @@
+"""Per-process runtime settings of the clickstream API inside an API-server worker: the garbage collector.
+
+Why. An Airflow API-server worker holds a large heap: Airflow, FastAPI, SQLAlchemy, pydantic schemas
+and the providers, about a million objects the cyclic garbage collector tracks. A page of
+``GET /batch/sessions`` builds tens of thousands of short-lived containers (the page's JSON values,
+then its pydantic models). Every few pages this allocation triggers a full (generation-2) collection,
+which walks the *whole* heap: 60 to 100 ms per collection in this process, against a 7 ms page. These
+pauses were the API's tail latency (``bench/README.md``, "5. REST": p99 23 times p50).
+
+What :func:`tune_worker_process` does, once per process, after the app's lifespan has opened the store:
+
+1. ``gc.collect()``: free what startup left behind, so it is not kept forever by step 2;
+2. ``gc.freeze()``: move every surviving object to the permanent generation, which collections skip
+   (https://docs.python.org/3/library/gc.html#gc.freeze). Later full collections walk only what was
+   allocated since, so they cost about as much as a young collection;
+3. the generation-0 threshold is raised from 700 to :data:`GEN0_THRESHOLD` allocations, so a page's
+   temporaries mostly die before a collection looks at them, and fewer of them reach generation 2.
+
+What it costs. Objects alive at the freeze are never collected by the cycle collector: if one of them
+later becomes part of an unreachable reference cycle, that cycle is not freed (plain reference counting
+still frees everything else). That is a bounded, one-time amount: the objects of startup. It is the
+use the documentation describes ("freeze ... to make the GC's job faster in a long-lived process").
+
+Switches (environment variables of the API server):
+
+- ``CLICKSTREAM_GC_FREEZE=0``: do nothing (leave the collector as Python set it). **A bench-only
+  switch**: ``bench/bench_rest.py`` runs one API server with it and one without, to show before/after
+  in one run. Production has no reason to set it.
+- ``CLICKSTREAM_GC_GEN0`` (integer >= 100): the generation-0 threshold instead of :data:`GEN0_THRESHOLD`
+  (also bench/tuning only).
+- ``CLICKSTREAM_GC_TRACE=<directory>``: debug hook. Record every collection of this process (generation,
+  wall-clock start, duration, objects collected) in ``<directory>/gc-<pid>.jsonl``, flushed at most once
+  a second, at most :data:`TRACE_MAX_EVENTS` collections. Works with the freeze on or off; the bench uses
+  it to attribute slow requests to collections.
+
+The function never raises: whatever fails is logged, and the app starts as it would without it.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: Environment variable: ``0`` / ``false`` / ``no`` / ``off`` disables the tuning (bench only).
+ENV_FREEZE = "CLICKSTREAM_GC_FREEZE"
+#: Environment variable: generation-0 threshold (default :data:`GEN0_THRESHOLD`).
+ENV_GEN0 = "CLICKSTREAM_GC_GEN0"
+#: Environment variable: directory of the per-process collection trace (debug).
+ENV_TRACE = "CLICKSTREAM_GC_TRACE"
+
+#: Generation-0 threshold after the freeze (Python's default is 700).
+GEN0_THRESHOLD = 20_000
+#: The trace records at most this many collections per process.
+TRACE_MAX_EVENTS = 200_000
+
+_lock = threading.Lock()
+_tuned_pid: int | None = None
+_trace: _GcTrace | None = None
+
+
+def _enabled(value: str | None) -> bool:
+    return (value or "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def tune_worker_process() -> dict[str, Any]:
+    """Freeze the startup heap and raise the generation-0 threshold, once per process; log what was done.
+
+    Safe to call more than once (later calls in the same process do nothing) and from any thread. Never
+    raises. Returns what it did (for logs and tests): ``{"action": "frozen" | "disabled" | "already" |
+    "failed", ...}``.
+    """
+    global _tuned_pid
+    try:
+        with _lock:
+            _start_trace_if_asked()
+            if _tuned_pid == os.getpid():
+                return {"action": "already"}
+            _tuned_pid = os.getpid()
+            if not _enabled(os.environ.get(ENV_FREEZE)):
+                log.info("clickstream: garbage-collector tuning disabled (%s=%s)", ENV_FREEZE,
+                         os.environ.get(ENV_FREEZE))
+                return {"action": "disabled", "threshold": gc.get_threshold()}
+            gen0 = GEN0_THRESHOLD
+            raw = os.environ.get(ENV_GEN0)
+            if raw:
+                try:
+                    gen0 = max(100, int(raw))
+                except ValueError:
+                    log.warning("clickstream: ignoring %s=%r (not an integer)", ENV_GEN0, raw)
+            t0 = time.perf_counter()
+            collected = gc.collect()
+            gc.freeze()
+            old = gc.get_threshold()
+            gc.set_threshold(gen0, *old[1:])
+            did = {"action": "frozen", "pid": os.getpid(), "frozen": gc.get_freeze_count(), "collected": collected,
+                   "seconds": round(time.perf_counter() - t0, 3), "threshold": gc.get_threshold(),
+                   "previous_threshold": old}
+        log.info("clickstream: garbage collector tuned for this API-server process (pid %d): %d startup objects "
+                 "frozen, %d freed, in %.0f ms; thresholds %s -> %s", did["pid"], did["frozen"], collected,
+                 did["seconds"] * 1000, old, did["threshold"])
+        return did
+    except Exception as err:  # never fail the app's startup over a tuning
+        try:
+            log.warning("clickstream: garbage-collector tuning skipped: %r", err)
+        except Exception:  # noqa: S110 - logging itself failed; nothing else to do
+            pass
+        return {"action": "failed", "error": repr(err)}
+
+
+# ------------------------------------------------------------------------------------ debug trace
+
+
+class _GcTrace:
+    """``gc.callbacks`` hook: one JSON line per collection (``gen``, ``t`` wall start, ``ms``, ``collected``)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.pending: list[str] = []
+        self.count = 0
+        self.started = 0.0
+        self.wall = 0.0
+        self.last_flush = time.monotonic()
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self.wall = time.time()
+            self.started = time.perf_counter()
+            return
+        if self.count >= TRACE_MAX_EVENTS:
+            return
+        self.count += 1
+        self.pending.append(json.dumps({"gen": info.get("generation"), "t": self.wall,
+                                        "ms": (time.perf_counter() - self.started) * 1000,
+                                        "collected": info.get("collected")}, separators=(",", ":")))
+        now = time.monotonic()
+        if now - self.last_flush >= 1.0 or info.get("generation") == 2:
+            self.flush(now)
+
+    def flush(self, now: float | None = None) -> None:
+        lines, self.pending = self.pending, []
+        self.last_flush = time.monotonic() if now is None else now
+        if lines:
+            with self.path.open("a") as f:
+                f.write("\n".join(lines) + "\n")
+
+
+def _start_trace_if_asked() -> None:
+    global _trace
+    folder = os.environ.get(ENV_TRACE)
+    if not folder or (_trace is not None and _trace.path.name == f"gc-{os.getpid()}.jsonl"):
+        return
+    path = Path(folder) / f"gc-{os.getpid()}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _trace = _GcTrace(path)
+    gc.callbacks.append(_trace)
+    log.info("clickstream: tracing garbage collections of pid %d to %s", os.getpid(), path)
