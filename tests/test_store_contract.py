@@ -947,3 +947,192 @@ class TestFromUrl:
             assert abs(store.get_batch(registered.batch_id).created_at - now) < 60_000
         finally:
             store.dispose()
+
+
+# ------------------------------------------------------------------------------------------------- bulk
+
+
+def _bulk_event(session_id: str, event_id: str, object_id: str = "a", **fields: Any) -> dict[str, Any]:
+    return {"session_id": session_id, **_event(event_id, object_id, **fields)}
+
+
+def _accounted(result: Any) -> int:
+    """Items a bulk answer accounts for: every item sent must be counted exactly once."""
+    return (result.sessions.registered + result.sessions.already_registered + result.events.stored
+            + result.events.duplicates + result.events.over_limit + len(result.rejected))
+
+
+class TestIngestBulk:
+    def test_valid_invalid_conflicting_and_duplicate_items_are_each_accounted_for(self, store: SessionStore) -> None:
+        store.register_session(_session("stored"))
+        store.push_events("stored", [_event("old")])
+        sessions = [
+            _session("s1"),
+            _session("s2", created_at=T0 // 1000),                 # invalid: seconds
+            _session("stored", search_query="other content"),     # conflicts with the stored session
+            _session("s1"),                                        # same as sessions[0]: already registered
+            _session("s1", search_query="changed"),                # differs from sessions[0] in this request
+            _session("stored", search_query="query of stored"),   # same as stored: already registered
+            {"session_id": "s3", "created_at": T0, "typo": 1},     # invalid: unknown field
+            _session("s4"),
+        ]
+        events = [
+            _bulk_event("s1", "e1"), _bulk_event("s1", "e2", "b"),
+            _bulk_event("s1", "e1"),                               # sent twice: duplicate
+            _bulk_event("stored", "old"),                          # stored before: duplicate
+            _bulk_event("s4", "e1", created_at=T0 - 48 * HOUR),    # invalid: outside the live window
+            {"session_id": "s4", "event_id": "e9"},                # invalid: no object_id
+            _bulk_event("not-yet-registered", "e1"),               # events may precede their session
+        ]
+        result = store.ingest_bulk(sessions, events)
+
+        assert (result.sessions.registered, result.sessions.already_registered) == (2, 2)
+        assert (result.events.stored, result.events.duplicates, result.events.over_limit) == (3, 2, 0)
+        assert [(r.item, r.session_id) for r in result.rejected] == [
+            ("sessions[1]", "s2"), ("sessions[2]", "stored"), ("sessions[4]", "s1"), ("sessions[6]", "s3"),
+            ("events[4]", "s4"), ("events[5]", "s4")]
+        reasons = {r.item: r.error for r in result.rejected}
+        assert reasons["sessions[1]"].startswith("created_at:")
+        assert "different content" in reasons["sessions[2]"]
+        assert "registered by sessions[0] of this request" in reasons["sessions[4]"]
+        assert reasons["sessions[6]"].startswith("typo:")
+        assert reasons["events[4]"].startswith("created_at:") and "past" in reasons["events[4]"]
+        assert reasons["events[5]"].startswith("object_id:")
+        assert _accounted(result) == len(sessions) + len(events)
+
+        assert store.get_session("stored").search_query == "query of stored"
+        batch_id = store.get_session("s1").batch_id
+        page = store.get_batch_sessions(batch_id, limit=10)
+        assert [s.session_id for s in page.sessions] == ["stored", "s1", "s4"]
+        assert [e.event_id for e in page.sessions[1].events] == ["e1", "e2"]
+
+    def test_a_retried_request_changes_nothing(self, store: SessionStore) -> None:
+        sessions = [_session(f"s{i}") for i in range(5)]
+        events = [_bulk_event(f"s{i}", f"e{j}") for i in range(5) for j in range(3)]
+        first = store.ingest_bulk(sessions, events)
+        assert (first.sessions.registered, first.events.stored) == (5, 15)
+        batch_id = store.get_session("s0").batch_id
+        before = store.get_batch_sessions(batch_id, limit=10).model_dump()
+
+        retry = store.ingest_bulk(sessions, events)
+        assert (retry.sessions.registered, retry.sessions.already_registered) == (0, 5)
+        assert (retry.events.stored, retry.events.duplicates, retry.rejected) == (0, 15, [])
+        assert store.get_batch_sessions(batch_id, limit=10).model_dump() == before
+        assert (_count(store, "cs_session"), _count(store, "cs_event")) == (5, 15)
+
+    def test_sessions_take_numbers_in_request_order_in_one_batch(self, store: SessionStore) -> None:
+        store.ingest_bulk([_session(f"s{i}") for i in (3, 1, 2)])
+        got = [store.get_session(f"s{i}") for i in (3, 1, 2)]
+        assert len({s.batch_id for s in got}) == 1
+        assert [s.session_number for s in got] == sorted(s.session_number for s in got)
+
+    def test_after_a_release_the_next_request_opens_a_new_batch(self, store: SessionStore) -> None:
+        store.ingest_bulk([_session("s1")])
+        released = store.release_batch("r1").batch_id
+        store.ingest_bulk([_session("s2")])
+        assert store.get_session("s2").batch_id != released
+        assert store.get_session("s1").batch_id == released
+
+    def test_too_many_items_is_invalid_naming_the_bound_and_stores_nothing(
+            self, make_store: Callable[..., SessionStore]) -> None:
+        store = make_store(max_bulk_items=3)
+        with pytest.raises(InvalidInput, match=r"max_bulk_items") as err:
+            store.ingest_bulk([_session("s1"), _session("s2")], [_bulk_event("s1", "e1"), _bulk_event("s1", "e2")])
+        assert err.value.detail.startswith("items: ")
+        assert (_count(store, "cs_session"), _count(store, "cs_event")) == (0, 0)
+
+    def test_empty_request_is_an_empty_answer(self, store: SessionStore) -> None:
+        assert _accounted(store.ingest_bulk()) == 0
+
+
+# ------------------------------------------------------------------------------------------------ limits
+
+
+class TestLimits:
+    @pytest.fixture
+    def small(self, make_store: Callable[..., SessionStore]) -> SessionStore:
+        return make_store(max_results=3, max_json_bytes=100, max_events_per_session=3)
+
+    def test_too_many_results_is_invalid_naming_field_and_bound(self, small: SessionStore) -> None:
+        with pytest.raises(InvalidInput, match=r"^search_results: 4 results; at most 3 .*max_results"):
+            small.register_session(_session("s1", results=("a", "b", "c", "d")))
+        small.register_session(_session("s1", results=("a", "b", "c")))
+        assert _count(small, "cs_session") == 1
+
+    @pytest.mark.parametrize("field, body", [
+        ("search_meta", {"search_meta": {"k": "x" * 100}}),
+        ("payload_filter", {"payload_filter": {"k": "x" * 100}}),
+        ("search_results.1.meta", {"search_results": [{"object_id": "a"}, {"object_id": "b", "meta": {"k": "x" * 100}}]}),
+        ("search_meta", {"search_meta": {"k": "é" * 50}}),  # 50 characters, but over 100 bytes in UTF-8
+    ])
+    def test_oversized_json_object_is_invalid_naming_the_field(self, small: SessionStore, field: str,
+                                                               body: dict[str, Any]) -> None:
+        with pytest.raises(InvalidInput, match=rf"^{field.replace('.', '[.]')}: JSON object of \d+ bytes; at most 100"):
+            small.register_session({**_session("s1"), **body})
+        assert _count(small, "cs_session") == 0
+
+    def test_json_objects_within_the_bound_are_stored(self, small: SessionStore) -> None:
+        small.register_session(_session("s1", search_meta={"k": "x" * 80}))
+        assert small.get_session("s1").search_meta == {"k": "x" * 80}
+
+    def test_oversized_event_meta_is_invalid_and_stores_none_of_the_request(self, small: SessionStore) -> None:
+        with pytest.raises(InvalidInput, match=r"^events\.1\.meta: JSON object"):
+            small.push_events("s1", [_event("e1"), _event("e2", meta={"k": "x" * 100})])
+        assert _count(small, "cs_event") == 0
+
+    def test_events_past_the_cap_are_counted_over_limit_not_stored(self, small: SessionStore) -> None:
+        first = small.push_events("s1", [_event("e1"), _event("e2")])
+        assert (first.stored, first.duplicates, first.over_limit) == (2, 0, 0)
+        second = small.push_events("s1", [_event("e2"), _event("e3"), _event("e4"), _event("e5")])
+        assert (second.stored, second.duplicates, second.over_limit) == (1, 1, 2)
+        small.register_session(_session("s1"))
+        assert [e.event_id for e in small.get_session("s1").events] == ["e1", "e2", "e3"]
+        other = small.push_events("s2", [_event("e1")])  # the cap is per session
+        assert other.stored == 1
+
+    def test_bulk_counts_over_limit_per_session_and_rejects_items_over_the_limits(self, small: SessionStore) -> None:
+        result = small.ingest_bulk(
+            [_session("s1"), _session("s2", results=("a", "b", "c", "d")), _session("s3", search_meta={"k": "x" * 100})],
+            [_bulk_event("s1", f"e{j}") for j in range(5)] + [_bulk_event("s2", "e1", meta={"k": "x" * 100})])
+        assert (result.sessions.registered, result.events.stored, result.events.over_limit) == (1, 3, 2)
+        assert [(r.item, r.error.split(":")[0]) for r in result.rejected] == [
+            ("sessions[1]", "search_results"), ("sessions[2]", "search_meta"), ("events[5]", "meta")]
+        assert _accounted(result) == 3 + 6
+
+    def test_reads_and_extraction_hold_at_most_the_cap_of_events(self, make_store: Callable[..., SessionStore]) -> None:
+        store = make_store()
+        store.register_session(_session("s1"))
+        store.push_events("s1", [_event(f"e{j}", created_at=T0 + j) for j in range(5)])
+        capped = make_store(max_events_per_session=2)  # the cap lowered after the events were stored
+        assert [e.event_id for e in capped.get_session("s1").events] == ["e0", "e1"]
+        batch_id = capped.release_batch("r1").batch_id
+        pages = list(capped.iter_batch_pages(batch_id))
+        assert [e["event_id"] for e in pages[0][0]["events"]] == ["e0", "e1"]
+        extracted = list(capped.iter_extract_pages(batch_id))
+        assert sum(getattr(p, "events", None) or sum(len(s["events"]) for s in p) for p in extracted) == 2
+
+
+# --------------------------------------------------------------------------------------- created_at omitted
+
+
+class TestCreatedAtOmitted:
+    def test_session_gets_the_time_of_receipt_and_a_later_retry_is_already_registered(
+            self, store: SessionStore, clock: _Clock) -> None:
+        body = {"session_id": "s1", "search_results": [{"object_id": "a"}]}
+        first = store.register_session(body)
+        assert store.get_session("s1").created_at == T0
+        clock.now += 60_000
+        retry = store.register_session(body)
+        assert (first.status, retry.status) == ("registered", "already_registered")
+        assert store.get_session("s1").created_at == T0
+
+    def test_event_gets_the_time_of_receipt(self, store: SessionStore, clock: _Clock) -> None:
+        store.register_session(_session("s1"))
+        clock.now += 5
+        store.push_events("s1", [{"event_id": "e1", "object_id": "a"}])
+        store.ingest_bulk(events=[{"session_id": "s1", "event_id": "e2", "object_id": "a"}])
+        assert [e.created_at for e in store.get_session("s1").events] == [T0 + 5, T0 + 5]
+
+    def test_seconds_looking_values_are_still_refused(self, store: SessionStore) -> None:
+        with pytest.raises(InvalidInput, match=r"^created_at: .*looks like seconds"):
+            store.register_session(_session("s1", created_at=T0 // 1000))

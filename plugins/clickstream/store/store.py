@@ -427,19 +427,28 @@ class SessionStore:
         if not columns:
             return
         stored_hash = self._insert_sessions(list(columns.values()), now)
-        conflicting = {sid for sid, digest in stored_hash.items() if digest != columns[sid]["content_hash"]}
-        result.sessions.already_registered += len(stored_hash) - len(conflicting)
-        result.sessions.registered += len(columns) - len(stored_hash)
-        result.rejected.extend(_conflict(columns[sid]["index"], sid) for sid in conflicting)
-        for i, sid, digest in repeats:  # a later occurrence: the same as the first, or rejected
-            if digest != columns[sid]["content_hash"]:
+        # As if the items came one by one: each occurrence is compared with what is stored by then (the
+        # stored session, or the first occurrence when this request registered it).
+        for sid, params in columns.items():
+            repeats.append((params["index"], sid, params["content_hash"]))
+        for i, sid, digest in sorted(repeats):
+            if sid not in stored_hash:
+                if i == columns[sid]["index"]:
+                    result.sessions.registered += 1
+                elif digest == columns[sid]["content_hash"]:
+                    result.sessions.already_registered += 1
+                else:
+                    result.rejected.append(models.BulkRejection(
+                        item=f"sessions[{i}]", session_id=sid,
+                        error=f"session_id {sid!r} is registered by sessions[{columns[sid]['index']}] of this "
+                              "request with different content"))
+            elif digest == stored_hash[sid]:
+                result.sessions.already_registered += 1
+            else:
                 result.rejected.append(models.BulkRejection(
                     item=f"sessions[{i}]", session_id=sid,
-                    error=f"session_id {sid!r} appears earlier in this request with different content"))
-            elif sid in conflicting:
-                result.rejected.append(_conflict(i, sid))
-            else:
-                result.sessions.already_registered += 1
+                    error=f"session_id {sid!r} is already registered with different content; the stored "
+                          "session is kept"))
 
     def _insert_sessions(self, rows: list[dict[str, Any]], now: int) -> dict[str, str]:
         """Insert new sessions (one statement, one batch); returns ``{session_id: content_hash}`` of those
@@ -765,12 +774,6 @@ class SessionStore:
             marks = self._run(conn, "erase_user_marks", user_id=uid).rowcount
             sessions = self._run(conn, "erase_user_sessions", user_id=uid).rowcount
         return models.EraseResult(user_id=uid, sessions=sessions, events=events, marks=marks, batches=batches)
-
-
-def _conflict(index: int, session_id: str) -> models.BulkRejection:
-    return models.BulkRejection(item=f"sessions[{index}]", session_id=session_id,
-                                error=f"session_id {session_id!r} is already registered with different content; "
-                                      "the stored session is kept")
 
 
 def _rejection(item: str, body: Any, reason: str) -> models.BulkRejection:
