@@ -197,6 +197,8 @@ ROUTES: list[tuple[str, str, Any, str]] = [
     ("POST", "/session/events", lambda: {"session_id": "sess-1", "events": [click("evt-2")]}, "write"),
     ("POST", "/session/irrelevant", lambda: {"session_id": "sess-1"}, "write"),
     ("POST", "/session/use-for-improvement", lambda: {"session_id": "sess-1"}, "write"),
+    ("POST", "/bulk", lambda: {"sessions": [session_body("sess-new")], "events": [{**click("evt-2"), "session_id": "sess-1"}]},
+     "write"),
     ("POST", "/batch/release", lambda: {"release_id": "release-v1"}, "write"),
     ("POST", "/user/erase", lambda: {"user_id": "user-123"}, "admin"),
 ]
