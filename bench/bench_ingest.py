@@ -68,7 +68,7 @@ def child_insert_writer(url: str, batch_id: str, n: int, seed: int, writer: int,
     import psycopg
 
     from clickstream import models
-    from clickstream.store.store import content_hash
+    from clickstream.store.rows import content_hash
 
     pairs = _my_share(n, seed, writer, writers, start_ms)
     hashes = [content_hash(models.SessionIn.model_validate(s)) for s, _ in pairs]  # given, not timed
@@ -125,7 +125,7 @@ def child_copy_from(url: str, sessions_file: str, events_file: str) -> dict[str,
 
 def _fresh_db(ctx: Context, name: str, *, with_batch: bool = False) -> tuple[str, str | None]:
     from clickstream.store import SessionStore
-    from clickstream.store import store as store_mod
+    from clickstream.store import rows as store_mod
 
     ctx.pg.drop_database(name)
     url = ctx.pg.create_database(name)
@@ -133,11 +133,9 @@ def _fresh_db(ctx: Context, name: str, *, with_batch: bool = False) -> tuple[str
     store.migrate()
     batch_id = None
     if with_batch:
-        from sqlalchemy import text
-
         with store.engine.begin() as conn:
             now = store.clock()
-            batch_id = conn.execute(text(store._q["insert_collecting_batch"]),
+            batch_id = conn.execute(store.db.clause("insert_collecting_batch"),
                                     {"batch_id": store_mod.new_batch_id(now), "now": now}).scalar()
     store.dispose()
     return url, batch_id
@@ -182,7 +180,7 @@ def _write_history(ctx: Context, n: int, seed: int) -> tuple[Path, Path, Path, i
     from harness import _session_row
 
     from clickstream import models
-    from clickstream.store import store as store_mod
+    from clickstream.store import rows as store_mod
 
     folder = ctx.workdir / "history"
     shutil.rmtree(folder, ignore_errors=True)
@@ -200,7 +198,7 @@ def _write_history(ctx: Context, n: int, seed: int) -> tuple[Path, Path, Path, i
             for e in evs:
                 ev = models.EventIn.model_validate(e)
                 fe.write(_copy_line((row[0], ev.event_id, ev.object_id, ev.event_type, ev.created_at,
-                                     store_mod._dumps(ev.meta), now)))
+                                     store_mod.dumps(ev.meta), now)))
                 events += 1
     return folder, s_copy, e_copy, events
 

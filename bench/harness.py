@@ -255,7 +255,7 @@ class SeededBatch:
 def _session_row(store_mod, models, session: dict, now: int) -> tuple:
     """The cs_session row the store's register_session would write for ``session`` (same JSON, same hash)."""
     body = models.SessionIn.model_validate(session)
-    d = store_mod._dumps
+    d = store_mod.dumps
     return (
         body.session_id, body.search_query, d([r.model_dump() for r in body.search_results]), d(body.search_meta),
         d(body.payload_filter), d(body.sort_by.model_dump() if body.sort_by else None), body.user_id,
@@ -282,15 +282,13 @@ def seed_batch(url: str, pairs: Iterable[tuple[dict, list[dict]]], *, release_id
 
     from clickstream import models
     from clickstream.store import SessionStore
-    from clickstream.store import store as store_mod
+    from clickstream.store import rows as store_mod
 
     store = SessionStore.from_url(url)
     store.migrate()
     now = store.clock()
     with store.engine.begin() as conn:
-        from sqlalchemy import text
-
-        batch_id = conn.execute(text(store._q["insert_collecting_batch"]),
+        batch_id = conn.execute(store.db.clause("insert_collecting_batch"),
                                 {"batch_id": store_mod.new_batch_id(now), "now": now}).scalar()
     if batch_id is None:
         raise RuntimeError("seed_batch: another batch is collecting; release it first")
@@ -312,7 +310,7 @@ def seed_batch(url: str, pairs: Iterable[tuple[dict, list[dict]]], *, release_id
                         continue
                     seen.add(ev.event_id)
                     ev_rows.append((body_sid := row[0], ev.event_id, ev.object_id, ev.event_type, ev.created_at,
-                                    store_mod._dumps(ev.meta), now))
+                                    store_mod.dumps(ev.meta), now))
                 if n_sessions % 100_000 == 0:
                     log(f"  seed {label}: {n_sessions:,} sessions ({n_sessions / (time.perf_counter() - t0):,.0f}/s)")
         del body_sid

@@ -1,4 +1,4 @@
-"""Bulk import of history (clickstream.importing + store.bulk), the hook, the operator and the DAG."""
+"""The history import (clickstream.importing + store.import_load), the hook, the operator and the DAG."""
 
 from __future__ import annotations
 
@@ -320,8 +320,6 @@ class TestImportDuringRelease:
         # waits for it (FOR SHARE), then finds the batch released, opens a new one and loads there.
         import threading
 
-        from sqlalchemy import text
-
         store = SessionStore.from_url(pg_url)
         store.migrate()
         try:
@@ -329,7 +327,7 @@ class TestImportDuringRelease:
             results: list[ImportReport] = []
             with store.engine.connect() as conn:
                 tx = conn.begin()
-                conn.execute(text(store._q["release_collecting"]), {"release_id": "r1", "now": now_ms()})
+                conn.execute(store.db.clause("release_collecting"), {"release_id": "r1", "now": now_ms()})
                 worker = threading.Thread(target=lambda: results.append(_run(store, EXAMPLES / "sessions.jsonl")))
                 worker.start()
                 worker.join(timeout=1.0)

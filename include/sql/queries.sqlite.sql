@@ -105,3 +105,51 @@ FROM (SELECT fc.session_id,
       JOIN cs_session s ON s.session_id = fc.session_id
       WHERE fc.rn = 1) r
 WHERE r.pos IS NOT NULL
+
+-- name: extract_page
+-- One page of a batch in the dataset's flat layout (clickstream.dataset), as two texts of one JSON object
+-- per line, like PostgreSQL's extract_page: free-form JSON objects as JSON text, at most :max_events events
+-- a session, earliest first. group_concat follows the ordered subquery it reads.
+WITH s AS (
+    SELECT session_number, session_id, search_query, search_results, search_meta, payload_filter, sort_by,
+           user_id, created_at, is_irrelevant
+    FROM cs_session
+    WHERE batch_id = :batch_id AND session_number > :after_number AND session_number <= :until_number
+    ORDER BY session_number
+    LIMIT :limit),
+e AS (
+    SELECT s.session_number, s.session_id, x.event_id, x.object_id, x.event_type, x.created_at, x.meta,
+           x.event_index
+    FROM s JOIN (SELECT ev.session_id, ev.event_id, ev.object_id, ev.event_type, ev.created_at, ev.meta,
+                        row_number() OVER (PARTITION BY ev.session_id ORDER BY ev.created_at, ev.event_seq) - 1
+                            AS event_index
+                 FROM cs_event ev WHERE ev.session_id IN (SELECT session_id FROM s)) x
+         ON x.session_id = s.session_id
+    WHERE x.event_index < :max_events),
+n AS (SELECT session_number, count(*) AS n_events FROM e GROUP BY session_number)
+SELECT (SELECT count(*) FROM s) AS sessions,
+       (SELECT min(session_number) FROM s) AS first_number,
+       (SELECT max(session_number) FROM s) AS last_number,
+       (SELECT count(*) FROM e) AS events,
+       (SELECT group_concat(line, char(10)) FROM (
+            SELECT json_object(
+                'batch_id', :batch_id, 'session_number', s.session_number, 'session_id', s.session_id,
+                'search_query', s.search_query,
+                'search_results', (SELECT json_group_array(json_object(
+                                        'object_id', json_extract(r.value, '$.object_id'),
+                                        'rank', json_extract(r.value, '$.rank'),
+                                        'meta', r.value ->> '$.meta'))
+                                   FROM (SELECT value FROM json_each(s.search_results) ORDER BY key) r),
+                'search_meta', s.search_meta, 'payload_filter', s.payload_filter, 'sort_by', json(s.sort_by),
+                'user_id', s.user_id, 'created_at', s.created_at,
+                'is_irrelevant', json(CASE WHEN s.is_irrelevant THEN 'true' ELSE 'false' END),
+                'n_events', coalesce(n.n_events, 0)) AS line
+            FROM s LEFT JOIN n ON n.session_number = s.session_number
+            ORDER BY s.session_number)) AS sessions_json,
+       (SELECT group_concat(line, char(10)) FROM (
+            SELECT json_object(
+                'batch_id', :batch_id, 'session_number', e.session_number, 'session_id', e.session_id,
+                'event_index', e.event_index, 'event_id', e.event_id, 'object_id', e.object_id,
+                'event_type', e.event_type, 'created_at', e.created_at, 'meta', e.meta) AS line
+            FROM e
+            ORDER BY e.session_number, e.event_index)) AS events_json

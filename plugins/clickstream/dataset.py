@@ -1,7 +1,7 @@
 """The Parquet dataset of a released batch: layout, writing shard by shard, the manifest, reading back.
 
-Store-independent: the writer takes pages of sessions (the ``GET /batch/sessions`` shape, as yielded by
-``iter_batch_pages``) and any pathlib-like object-storage path (Airflow's ``ObjectStoragePath``, a
+Store-independent: the writer takes the store's pages in this layout (:class:`clickstream.store.ExtractPage`,
+as yielded by ``iter_extract_pages``) and any pathlib-like object-storage path (Airflow's ``ObjectStoragePath``, a
 ``UPath``); no SQL and no Airflow imports here.
 
 Layout under ``<base_path>/<batch_id>/``::
@@ -43,6 +43,8 @@ import pyarrow.parquet as pq
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from clickstream.store.rows import ExtractPage
 
 log = logging.getLogger(__name__)
 
@@ -101,41 +103,6 @@ def _unjson(value: Any) -> Any:
 def part_name(first_number: int) -> str:
     """File name of the part whose first session has ``first_number``."""
     return f"part-{first_number:012d}.parquet"
-
-
-def page_tables(page: Sequence[dict[str, Any]], batch_id: str) -> tuple[pa.Table, pa.Table]:
-    """One page of sessions (API shape) as a sessions table and an events table."""
-    sessions: dict[str, list[Any]] = {name: [] for name in SESSIONS_SCHEMA.names}
-    events: dict[str, list[Any]] = {name: [] for name in EVENTS_SCHEMA.names}
-    for s in page:
-        evs = s.get("events") or []
-        sessions["batch_id"].append(batch_id)
-        sessions["session_number"].append(s["session_number"])
-        sessions["session_id"].append(s["session_id"])
-        sessions["search_query"].append(s.get("search_query"))
-        sessions["search_results"].append([
-            {"object_id": r["object_id"], "rank": r.get("rank"), "meta": _json(r.get("meta"))}
-            for r in s.get("search_results") or []
-        ])
-        sessions["search_meta"].append(_json(s.get("search_meta")))
-        sessions["payload_filter"].append(_json(s.get("payload_filter")))
-        sessions["sort_by"].append(s.get("sort_by"))
-        sessions["user_id"].append(s.get("user_id"))
-        sessions["created_at"].append(s["created_at"])
-        sessions["is_irrelevant"].append(bool(s.get("is_irrelevant")))
-        sessions["n_events"].append(len(evs))
-        for i, e in enumerate(evs):
-            events["batch_id"].append(batch_id)
-            events["session_number"].append(s["session_number"])
-            events["session_id"].append(s["session_id"])
-            events["event_index"].append(i)
-            events["event_id"].append(e["event_id"])
-            events["object_id"].append(e["object_id"])
-            events["event_type"].append(e["event_type"])
-            events["created_at"].append(e["created_at"])
-            events["meta"].append(_json(e.get("meta")))
-    return (pa.Table.from_pydict(sessions, schema=SESSIONS_SCHEMA),
-            pa.Table.from_pydict(events, schema=EVENTS_SCHEMA))
 
 
 def extract_page_tables(page: Any) -> tuple[pa.Table, pa.Table]:
@@ -200,12 +167,6 @@ def _prefetched(pages: Iterable[Any]) -> Iterator[Any]:
     finally:
         stop.set()
         reader.join()
-
-
-def _page_bounds(page: Any) -> tuple[int, int]:
-    if isinstance(page, list):
-        return page[0]["session_number"], page[-1]["session_number"]
-    return page.first_number, page.last_number
 
 
 @dataclass
@@ -285,7 +246,7 @@ class ShardWriter:
     def on_page(self, pages_done: int, sessions: int, events: int) -> None:
         """Called after each page is written (hook for subclasses)."""
 
-    def write(self, pages: Iterable[list[dict[str, Any]]]) -> dict[str, Any]:
+    def write(self, pages: Iterable[ExtractPage]) -> dict[str, Any]:
         """Write every page of the shard; returns the shard's result (bounds, counts, parts)."""
         removed = clear_shard(self.root, self.after_number, self.until_number)
         if removed:
@@ -302,10 +263,8 @@ class ShardWriter:
             for page in _prefetched(pages):  # the next page is read while this one is written
                 if not page:
                     continue
-                # API-shaped pages (iter_batch_pages) or the store's JSON-lines pages (iter_extract_pages)
-                s_table, e_table = page_tables(page, self.batch_id) if isinstance(page, list) \
-                    else extract_page_tables(page)
-                first_number, last_number = _page_bounds(page)
+                s_table, e_table = extract_page_tables(page)
+                first_number, last_number = page.first_number, page.last_number
                 if writers is None:
                     current = PartInfo(part_name(first_number), first_number, 0, 0, 0)
                     writers = self._open(current.name)

@@ -2,43 +2,18 @@
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
-from clickstream.store import SessionStore, StoreConfig, create_store_engine
+from clickstream import models
+from clickstream.store import ExtractPage, SessionStore, StoreConfig, create_store_engine
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
     from airflow.sdk import Connection
-
-#: Store operations the hook exposes as its own public methods (same names, signatures and docs).
-STORE_OPERATIONS = (
-    "migrate",
-    "register_session",
-    "push_events",
-    "ingest_bulk",
-    "mark_irrelevant",
-    "get_session",
-    "use_for_improvement",
-    "mark_sessions_for_improvement",
-    "mark_batch_for_improvement",
-    "claim_improvement_marks",
-    "complete_improvement_mark",
-    "fail_improvement_mark",
-    "get_improvement_mark",
-    "get_batch_sessions",
-    "iter_batch_pages",
-    "iter_extract_pages",
-    "release_batch",
-    "get_batch",
-    "list_batches",
-    "batch_metrics",
-    "erase_user",
-)
-
 
 def store_config_from_airflow() -> StoreConfig:
     """:class:`StoreConfig` from the ``[clickstream]`` config section (env ``AIRFLOW__CLICKSTREAM__*``)."""
@@ -78,7 +53,7 @@ class ClickstreamHook(BaseHook):
     """Interact with the clickstream session store (PostgreSQL or SQLite) through an Airflow Connection.
 
     Every public operation of :class:`clickstream.store.SessionStore` is a method of this hook with the
-    same name, signature and docstring (see ``STORE_OPERATIONS``). The engine is created on first use and
+    same name and signature, delegating to the store (a test keeps the two lists equal). The engine is created on first use and
     released by :meth:`close` (or by using the hook as a context manager). The hook never touches Airflow's
     metadata database.
 
@@ -136,6 +111,209 @@ class ClickstreamHook(BaseHook):
             return False, str(err)
         return True, f"connected to {self.store.dialect} store; {len(batches)} batch(es) visible"
 
+    # ---------------------------------------------------------------------------------------- schema
+
+    def migrate(self) -> list[int]:
+        """Apply pending schema migrations; the versions applied now.
+
+        Delegates to :meth:`clickstream.store.SessionStore.migrate`.
+        """
+        return self.get_conn().migrate()
+
+    # --------------------------------------------------------------------------- sessions and events
+
+    def register_session(
+        self,
+        session: models.SessionIn | Mapping[str, Any],
+        *,
+        check_window: bool = True,
+    ) -> models.RegisterResult:
+        """Register a session in the collecting batch.
+
+        Delegates to :meth:`clickstream.store.SessionStore.register_session`.
+        """
+        return self.get_conn().register_session(session, check_window=check_window)
+
+    def push_events(
+        self,
+        session_id: str,
+        events: Sequence[models.EventIn | Mapping[str, Any]],
+        *,
+        check_window: bool = True,
+    ) -> models.PushEventsResult:
+        """Store events of a session (registered or not yet).
+
+        Delegates to :meth:`clickstream.store.SessionStore.push_events`.
+        """
+        return self.get_conn().push_events(session_id, events, check_window=check_window)
+
+    def ingest_bulk(
+        self,
+        sessions: Sequence[models.SessionIn | Mapping[str, Any]] = (),
+        events: Sequence[models.BulkEventIn | Mapping[str, Any]] = (),
+        *,
+        check_window: bool = True,
+    ) -> models.BulkResult:
+        """Register many sessions and store many events; every item accounted for.
+
+        Delegates to :meth:`clickstream.store.SessionStore.ingest_bulk`.
+        """
+        return self.get_conn().ingest_bulk(sessions, events, check_window=check_window)
+
+    def mark_irrelevant(self, session_id: str) -> models.IrrelevantResult:
+        """Flag a session as irrelevant.
+
+        Delegates to :meth:`clickstream.store.SessionStore.mark_irrelevant`.
+        """
+        return self.get_conn().mark_irrelevant(session_id)
+
+    def get_session(self, session_id: str, events_limit: int | None = None) -> models.SessionOut:
+        """A session with its events, earliest first.
+
+        Delegates to :meth:`clickstream.store.SessionStore.get_session`.
+        """
+        return self.get_conn().get_session(session_id, events_limit)
+
+    # ----------------------------------------------------------------------------- improvement queue
+
+    def use_for_improvement(self, session_id: str) -> models.UseForImprovementResult:
+        """Queue a session for model improvement if it is eligible.
+
+        Delegates to :meth:`clickstream.store.SessionStore.use_for_improvement`.
+        """
+        return self.get_conn().use_for_improvement(session_id)
+
+    def mark_sessions_for_improvement(self, session_ids: Sequence[str]) -> tuple[models.MarkCounts, list]:
+        """``use_for_improvement`` for each id; unknown ids counted.
+
+        Delegates to :meth:`clickstream.store.SessionStore.mark_sessions_for_improvement`.
+        """
+        return self.get_conn().mark_sessions_for_improvement(session_ids)
+
+    def mark_batch_for_improvement(self, batch_id: str) -> models.MarkCounts:
+        """Mark every eligible session of a batch.
+
+        Delegates to :meth:`clickstream.store.SessionStore.mark_batch_for_improvement`.
+        """
+        return self.get_conn().mark_batch_for_improvement(batch_id)
+
+    def claim_improvement_marks(self, limit: int = 10) -> list[models.ImprovementMark]:
+        """Hand pending improvement marks to a worker.
+
+        Delegates to :meth:`clickstream.store.SessionStore.claim_improvement_marks`.
+        """
+        return self.get_conn().claim_improvement_marks(limit)
+
+    def complete_improvement_mark(self, session_id: str, attempt: int | None = None) -> models.ImprovementMark:
+        """A claimed improvement mark is done.
+
+        Delegates to :meth:`clickstream.store.SessionStore.complete_improvement_mark`.
+        """
+        return self.get_conn().complete_improvement_mark(session_id, attempt)
+
+    def fail_improvement_mark(
+        self,
+        session_id: str,
+        error: str,
+        attempt: int | None = None,
+    ) -> models.ImprovementMark:
+        """A claimed improvement mark failed.
+
+        Delegates to :meth:`clickstream.store.SessionStore.fail_improvement_mark`.
+        """
+        return self.get_conn().fail_improvement_mark(session_id, error, attempt)
+
+    def get_improvement_mark(self, session_id: str) -> models.ImprovementMark:
+        """The improvement mark of a session.
+
+        Delegates to :meth:`clickstream.store.SessionStore.get_improvement_mark`.
+        """
+        return self.get_conn().get_improvement_mark(session_id)
+
+    # --------------------------------------------------------------------------------------- batches
+
+    def get_batch_sessions(
+        self,
+        batch_id: str,
+        after_number: int = 0,
+        limit: int = 10,
+        events_limit: int = 100,
+    ) -> models.BatchSessionsPage:
+        """One keyset page of a batch.
+
+        Delegates to :meth:`clickstream.store.SessionStore.get_batch_sessions`.
+        """
+        return self.get_conn().get_batch_sessions(batch_id, after_number, limit, events_limit)
+
+    def iter_batch_pages(
+        self,
+        batch_id: str,
+        *,
+        page_size: int = 1000,
+        after_number: int = 0,
+        until_number: int | None = None,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Every session of a batch, page by page, as plain dicts.
+
+        Delegates to :meth:`clickstream.store.SessionStore.iter_batch_pages`.
+        """
+        return self.get_conn().iter_batch_pages(
+            batch_id, page_size=page_size, after_number=after_number, until_number=until_number)
+
+    def iter_extract_pages(
+        self,
+        batch_id: str,
+        *,
+        page_size: int = 1000,
+        after_number: int = 0,
+        until_number: int | None = None,
+    ) -> Iterator[ExtractPage]:
+        """Every session of a batch, page by page, in the dataset's layout.
+
+        Delegates to :meth:`clickstream.store.SessionStore.iter_extract_pages`.
+        """
+        return self.get_conn().iter_extract_pages(
+            batch_id, page_size=page_size, after_number=after_number, until_number=until_number)
+
+    def release_batch(self, release_id: str) -> models.ReleaseResult:
+        """Release the collecting batch under an idempotent ``release_id``.
+
+        Delegates to :meth:`clickstream.store.SessionStore.release_batch`.
+        """
+        return self.get_conn().release_batch(release_id)
+
+    def get_batch(self, batch_id: str) -> models.BatchInfo:
+        """A batch's status and the range of its session numbers.
+
+        Delegates to :meth:`clickstream.store.SessionStore.get_batch`.
+        """
+        return self.get_conn().get_batch(batch_id)
+
+    def list_batches(self, status: str | None = None, limit: int = 100) -> list[models.BatchInfo]:
+        """Batches, newest first.
+
+        Delegates to :meth:`clickstream.store.SessionStore.list_batches`.
+        """
+        return self.get_conn().list_batches(status, limit)
+
+    def batch_metrics(self, batch_id: str) -> models.BatchMetrics:
+        """Search-quality metrics of a batch.
+
+        Delegates to :meth:`clickstream.store.SessionStore.batch_metrics`.
+        """
+        return self.get_conn().batch_metrics(batch_id)
+
+    # --------------------------------------------------------------------------------------- erasure
+
+    def erase_user(self, user_id: str) -> models.EraseResult:
+        """Remove every session, event and improvement mark of a user.
+
+        Delegates to :meth:`clickstream.store.SessionStore.erase_user`.
+        """
+        return self.get_conn().erase_user(user_id)
+
+    # -------------------------------------------------------------------------------- history import
+
     def import_history(self, path: str, format: str = "jsonl", invalid_threshold: float = 0.01,
                        max_errors: int = 100, chunk_rows: int = 5000, *, logger: Any = None) -> Any:
         """Import history files read through :class:`~airflow.sdk.ObjectStoragePath` (see
@@ -169,18 +347,3 @@ class ClickstreamHook(BaseHook):
         sources = [(str(p), (lambda p=p: p.open("rb"))) for p in files]
         return importing.import_history(self.get_conn(), sources, format, invalid_threshold=invalid_threshold,
                                         max_errors=max_errors, chunk_rows=chunk_rows, logger=logger)
-
-
-def _delegate(name: str):
-    target = getattr(SessionStore, name)
-
-    @functools.wraps(target)
-    def method(self: ClickstreamHook, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self.get_conn(), name)(*args, **kwargs)
-
-    return method
-
-
-for _name in STORE_OPERATIONS:
-    setattr(ClickstreamHook, _name, _delegate(_name))
-del _name

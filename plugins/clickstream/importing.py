@@ -1,4 +1,4 @@
-"""Bulk import of clickstream history from JSON Lines or Parquet files. No Airflow here.
+"""The history import: clickstream history from JSON Lines or Parquet files. No Airflow here.
 
 Row shapes (the REST bodies; see ``docs/import-and-erasure.md``):
 
@@ -12,7 +12,7 @@ live time window (history is old by definition).
 
 Threshold, and how memory stays bounded: the files are read **once**, in chunks of ``chunk_rows`` rows;
 each chunk is validated and its valid rows are staged in temporary tables of the store's database
-(:class:`clickstream.store.bulk.BulkLoad`). Once every file is read, one transaction loads the staged rows,
+(:class:`clickstream.store.import_load.ImportLoad`). Once every file is read, one transaction loads the staged rows,
 finds conflicts (a session whose content differs from the stored one) and commits only if
 ``invalid / rows <= invalid_threshold``; otherwise it rolls back and nothing is loaded. So neither the file
 nor its valid rows are ever held in memory, and the decision covers the whole import exactly.
@@ -32,12 +32,12 @@ from typing import IO, TYPE_CHECKING, Any, ContextManager, Literal, TypeVar
 from pydantic import BaseModel, Field
 
 from clickstream import models
-from clickstream.store.bulk import BulkLoad, StagedEvent, StagedSession
+from clickstream.store.checks import validate
 from clickstream.store.errors import InvalidInput
-from clickstream.store.store import validate
+from clickstream.store.import_load import ImportLoad, StagedEvent, StagedSession
 
 if TYPE_CHECKING:
-    from clickstream.store.store import SessionStore
+    from clickstream.store.session_store import SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def import_history(
         if len(errors) < max_errors:
             errors.append(RowError(file=name, line=line, reason=reason))
 
-    with BulkLoad(store) as load:
+    with ImportLoad(store) as load:
         for file_no, (name, opener) in enumerate(sources):
             out.info("import: reading %s (%s)", name, fmt)
             with opener() as raw, _decompressed(raw, name, fmt) as fileobj:
@@ -284,7 +284,7 @@ def _validate_line(raw: bytes) -> _SessionRow | _EventRow | None:
     """Fast path: parse and validate one line in pydantic-core (no intermediate Python dict).
 
     Returns None when the line is not a valid row of the model tried; the caller then takes the slow path
-    (:func:`_parse_line` and :func:`clickstream.store.store.validate`), which gives the exact reason. A row
+    (:func:`_parse_line` and :func:`clickstream.store.checks.validate`), which gives the exact reason. A row
     this path accepts is accepted by the slow path too, as the same row type: the models forbid unknown
     fields, so a valid session row has no ``event_id`` key and a valid event row has one.
     """

@@ -1,13 +1,30 @@
-"""The session store: every clickstream operation on a SQLAlchemy engine. No Airflow imports here."""
+"""The session store: every clickstream operation on a SQLAlchemy engine. No Airflow imports here.
+
+Modules, by layer (docs/architecture.md):
+
+* :mod:`~clickstream.store.engine`, :mod:`~clickstream.store.db`, :mod:`~clickstream.store.sql`: engines,
+  the connection layer (transactions, named queries, JSON, error translation) and the SQL files;
+* :mod:`~clickstream.store.config`, :mod:`~clickstream.store.checks`, :mod:`~clickstream.store.rows`,
+  :mod:`~clickstream.store.errors`: tunables, input checks, row mapping, typed errors;
+* :mod:`~clickstream.store.sessions`, :mod:`~clickstream.store.batches`,
+  :mod:`~clickstream.store.improvement`, :mod:`~clickstream.store.erasure`: the operations, one concern
+  each, combined by :class:`~clickstream.store.session_store.SessionStore`;
+* :mod:`~clickstream.store.migrations`, :mod:`~clickstream.store.import_load`: schema migrations and the
+  history import's load.
+"""
 
 from __future__ import annotations
 
+from clickstream.store.checks import validate
+from clickstream.store.config import StoreConfig, now_ms
 from clickstream.store.engine import create_store_engine, normalize_url
 from clickstream.store.errors import Conflict, InvalidInput, NotFound, StoreError, StoreUnavailable
-from clickstream.store.store import SessionStore, StoreConfig, now_ms, validate
+from clickstream.store.rows import ExtractPage
+from clickstream.store.session_store import SessionStore
 
 __all__ = [
     "Conflict",
+    "ExtractPage",
     "InvalidInput",
     "NotFound",
     "SessionStore",

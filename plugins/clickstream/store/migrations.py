@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from sqlalchemy import text
 
 from clickstream.store import sql
-
-if TYPE_CHECKING:
-    from clickstream.store.store import SessionStore
+from clickstream.store.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +28,20 @@ def _statements(script: str) -> list[str]:
     return statements
 
 
-def apply_migrations(store: SessionStore) -> list[int]:
+def apply_migrations(db: Database, clock: Callable[[], int]) -> list[int]:
     """Apply every pending migration in one transaction; returns the versions applied now."""
     applied_now = []
-    with store._tx(write=True) as conn:
-        if "lock_migrations" in store._q:
-            store._run(conn, "lock_migrations")
-        store._run(conn, "create_migrations_table")
-        done = set(store._run(conn, "applied_migrations").scalars())
-        for version, name, script in sql.migrations(store.dialect):
+    with db.transaction(write=True) as conn:
+        if db.has("lock_migrations"):
+            db.run(conn, "lock_migrations")
+        db.run(conn, "create_migrations_table")
+        done = set(db.run(conn, "applied_migrations").scalars())
+        for version, name, script in sql.migrations(db.dialect):
             if version in done:
                 continue
-            log.info("applying session-store migration %04d_%s (%s)", version, name, store.dialect)
+            log.info("applying session-store migration %04d_%s (%s)", version, name, db.dialect)
             for statement in _statements(script):
                 conn.execute(text(statement))
-            store._run(conn, "record_migration", version=version, name=name, now=store.clock())
+            db.run(conn, "record_migration", version=version, name=name, now=clock())
             applied_now.append(version)
     return applied_now

@@ -1,16 +1,16 @@
-"""Bulk load of history into the session store: stage rows, then load them all or nothing.
+"""The history import's load into the session store: stage rows, then load them all or nothing.
 
 No Airflow here, and no file reading (see :mod:`clickstream.importing`): this module receives validated
-models and owns the SQL side. The queries are in ``include/sql/bulk*.sql``.
+models and owns the SQL side. The queries are in ``include/sql/import*.sql``.
 
 How a load goes:
 
-1. :class:`BulkLoad` opens one connection and creates two private temp tables on it (PostgreSQL ``pg_temp``,
+1. :class:`ImportLoad` opens one connection and creates two private temp tables on it (PostgreSQL ``pg_temp``,
    SQLite's ``temp`` database).
-2. :meth:`BulkLoad.stage` appends a chunk of rows to them, each chunk in its own short transaction that
+2. :meth:`ImportLoad.stage` appends a chunk of rows to them, each chunk in its own short transaction that
    touches no shared table: ``COPY ... FROM STDIN`` through the psycopg 3 connection under the SQLAlchemy
    engine on PostgreSQL, ``executemany`` on SQLite. Memory is bounded by the chunk, whatever the file size.
-3. :meth:`BulkLoad.finish` runs ONE write transaction: it locks the collecting batch exactly as live
+3. :meth:`ImportLoad.finish` runs ONE write transaction: it locks the collecting batch exactly as live
    registration does (``FOR SHARE`` on PostgreSQL; SQLite's write lock), inserts the first row of every new
    ``session_id`` into it (``session_number`` from the same identity), marks staged rows whose content
    differs from the stored session as conflicts, inserts the events (duplicates skipped), and asks the
@@ -27,17 +27,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_json
-from sqlalchemy import exc, text
+from sqlalchemy import exc
 
 from clickstream import models
+from clickstream.store.batches import open_collecting_batch
+from clickstream.store.db import dumps, translate_errors
 from clickstream.store.engine import WRITE_OPTION
 from clickstream.store.errors import StoreUnavailable
-from clickstream.store.store import _dumps, content_hash, session_columns, translate_errors
+from clickstream.store.rows import content_hash, session_columns
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
-    from clickstream.store.store import SessionStore
+    from clickstream.store.session_store import SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,7 @@ class StagedEvent:
 
 
 @dataclass(frozen=True)
-class Conflict:
+class ConflictRow:
     """A staged session row whose content differs from the stored session of the same id."""
 
     file_no: int
@@ -84,8 +86,8 @@ class Conflict:
 
 
 @dataclass
-class BulkOutcome:
-    """What :meth:`BulkLoad.finish` did. Counts of loaded and duplicate rows are 0 when not committed.
+class ImportOutcome:
+    """What :meth:`ImportLoad.finish` did. Counts of loaded and duplicate rows are 0 when not committed.
 
     :param committed: whether the load was committed (``accept`` said yes).
     :param batch_id: the collecting batch the new sessions went to (None when no session was new).
@@ -96,7 +98,7 @@ class BulkOutcome:
     committed: bool
     batch_id: str | None
     conflicts: int
-    conflict_rows: list[Conflict]
+    conflict_rows: list[ConflictRow]
     loaded_sessions: int = 0
     duplicate_sessions: int = 0
     loaded_events: int = 0
@@ -107,19 +109,19 @@ def _event_columns(item: StagedEvent) -> dict[str, Any]:
     e = item.event
     return {"seq": item.seq, "pos": item.pos, "session_id": item.session_id, "event_id": e.event_id,
             "object_id": e.object_id, "event_type": e.event_type, "created_at": e.created_at,
-            "meta": _dumps(e.meta)}
+            "meta": dumps(e.meta)}
 
 
 def _json_text(value: Any) -> str | None:
     """JSON text of a validated value for a JSONB staging column (PostgreSQL only), serialised by
-    pydantic-core. It may differ from :func:`clickstream.store.store._dumps` in spelling only (number
+    pydantic-core. It may differ from :func:`clickstream.store.db.dumps` in spelling only (number
     format, escapes), never in value, and the jsonb input function normalises the spelling. SQLite stores
-    the text as is, so SQLite keeps ``_dumps``."""
+    the text as is, so SQLite keeps ``dumps``."""
     return None if value is None else to_json(value).decode()
 
 
 def _session_copy_row(item: StagedSession) -> tuple[Any, ...]:
-    """A staged session as a ``bulk_copy_sessions`` row (its column order): the values of
+    """A staged session as a ``import_copy_sessions`` row (its column order): the values of
     :func:`session_columns`."""
     s = item.session
     return (item.seq, item.file_no, item.line, s.session_id, s.search_query, _json_text(s.search_results),
@@ -128,16 +130,16 @@ def _session_copy_row(item: StagedSession) -> tuple[Any, ...]:
 
 
 def _event_copy_row(item: StagedEvent) -> tuple[Any, ...]:
-    """A staged event as a ``bulk_copy_events`` row (its column order): the values of :func:`_event_columns`."""
+    """A staged event as a ``import_copy_events`` row (its column order): the values of :func:`_event_columns`."""
     e = item.event
     return (item.seq, item.pos, item.session_id, e.event_id, e.object_id, e.event_type, e.created_at,
             _json_text(e.meta))
 
 
-class BulkLoad:
-    """One bulk load into ``store``: use as a context manager, :meth:`stage` chunks, then :meth:`finish`.
+class ImportLoad:
+    """One import load into ``store``: use as a context manager, :meth:`stage` chunks, then :meth:`finish`.
 
-    The staging tables belong to this object's connection and are dropped on exit. A ``BulkLoad`` is not
+    The staging tables belong to this object's connection and are dropped on exit. An ``ImportLoad`` is not
     thread-safe and loads once.
 
     :param store: the session store to load into.
@@ -152,14 +154,14 @@ class BulkLoad:
 
     # ------------------------------------------------------------------------------ lifecycle
 
-    def __enter__(self) -> BulkLoad:
+    def __enter__(self) -> ImportLoad:
         try:
             with translate_errors(self.store.dialect):
                 self._conn = self.store.engine.connect()
                 with self._conn.begin():
-                    for query in ("bulk_drop_stage_sessions", "bulk_drop_stage_events",
-                                  "bulk_create_stage_sessions", "bulk_index_stage_sessions",
-                                  "bulk_create_stage_events"):
+                    for query in ("import_drop_stage_sessions", "import_drop_stage_events",
+                                  "import_create_stage_sessions", "import_index_stage_sessions",
+                                  "import_create_stage_events"):
                         self._run(query)
         except BaseException:
             self._close()
@@ -173,10 +175,10 @@ class BulkLoad:
                     self._conn.rollback()
                 self._conn.execution_options(**{WRITE_OPTION: False})
                 with self._conn.begin():
-                    self._run("bulk_drop_stage_sessions")
-                    self._run("bulk_drop_stage_events")
+                    self._run("import_drop_stage_sessions")
+                    self._run("import_drop_stage_events")
         except exc.SQLAlchemyError:  # the connection is gone: its temp tables went with it
-            log.debug("could not drop the bulk staging tables", exc_info=True)
+            log.debug("could not drop the import staging tables", exc_info=True)
         finally:
             self._close()
 
@@ -186,15 +188,15 @@ class BulkLoad:
             self._conn = None
 
     def _run(self, query: str, /, params: Any = None):
-        assert self._conn is not None, "use BulkLoad as a context manager"
-        return self._conn.execute(text(self.store._q[query]), params if params is not None else {})
+        assert self._conn is not None, "use ImportLoad as a context manager"
+        return self._conn.execute(self.store.db.clause(query), params if params is not None else {})
 
     # -------------------------------------------------------------------------------- staging
 
     def stage(self, sessions: Sequence[StagedSession], events: Sequence[StagedEvent]) -> None:
         """Append valid rows to the staging tables (one short transaction; nothing shared is touched)."""
         if self._finished:
-            raise RuntimeError("this bulk load is finished")
+            raise RuntimeError("this import load is finished")
         if not sessions and not events:
             return
         postgres = self.store.dialect == "postgresql"
@@ -207,13 +209,13 @@ class BulkLoad:
             event_rows = [_event_columns(e) for e in events]
         with translate_errors(self.store.dialect), self._conn.begin():
             if postgres:
-                self._copy("bulk_copy_sessions", session_rows)
-                self._copy("bulk_copy_events", event_rows)
+                self._copy("import_copy_sessions", session_rows)
+                self._copy("import_copy_events", event_rows)
             else:
                 if session_rows:
-                    self._run("bulk_stage_session", session_rows)
+                    self._run("import_stage_session", session_rows)
                 if event_rows:
-                    self._run("bulk_stage_event", event_rows)
+                    self._run("import_stage_event", event_rows)
         self.staged_sessions += len(session_rows)
         self.staged_events += len(event_rows)
 
@@ -223,22 +225,22 @@ class BulkLoad:
         if not rows:
             return
         driver = self._conn.connection.driver_connection
-        with driver.cursor() as cursor, cursor.copy(self.store._q[query]) as copy:
+        with driver.cursor() as cursor, cursor.copy(self.store.db.queries[query]) as copy:
             write = copy.write_row
             for row in rows:
                 write(row)
 
     # -------------------------------------------------------------------------------- loading
 
-    def finish(self, accept: Callable[[int], bool], error_limit: int) -> BulkOutcome:
+    def finish(self, accept: Callable[[int], bool], error_limit: int) -> ImportOutcome:
         """Load the staged rows in one transaction; commit only if ``accept(conflicts)`` is true.
 
         :param accept: called with the number of conflicting session rows once the load is done but not
             committed; returning False rolls everything back.
-        :param error_limit: how many conflicting rows to return in :attr:`BulkOutcome.conflict_rows`.
+        :param error_limit: how many conflicting rows to return in :attr:`ImportOutcome.conflict_rows`.
         """
         if self._finished:
-            raise RuntimeError("this bulk load is finished")
+            raise RuntimeError("this import load is finished")
         self._finished = True
         conn = self._conn
         now = self.store.clock()
@@ -246,25 +248,25 @@ class BulkLoad:
         with translate_errors(self.store.dialect):
             if self.store.dialect == "postgresql":  # planner statistics for the joins below
                 with conn.begin():
-                    self._run("bulk_analyze_stage")
+                    self._run("import_analyze_stage")
             conn.execution_options(**{WRITE_OPTION: True})
             tx = conn.begin()
             try:
                 batch_id, loaded_sessions = None, 0
                 if self.staged_sessions:
-                    if self._run("bulk_any_new_session").scalar_one():
+                    if self._run("import_any_new_session").scalar_one():
                         batch_id = self._lock_collecting_batch(now)
-                        loaded_sessions = self._run("bulk_insert_sessions",
+                        loaded_sessions = self._run("import_insert_sessions",
                                                     {"batch_id": batch_id, "now": now}).rowcount
-                    self._run("bulk_mark_conflicts")
-                    conflicts = self._run("bulk_conflict_count").scalar_one()
-                    conflict_rows = [Conflict(**r) for r in self._run(
-                        "bulk_conflict_rows", {"limit": max(error_limit, 0)}).mappings()]
+                    self._run("import_mark_conflicts")
+                    conflicts = self._run("import_conflict_count").scalar_one()
+                    conflict_rows = [ConflictRow(**r) for r in self._run(
+                        "import_conflict_rows", {"limit": max(error_limit, 0)}).mappings()]
                 else:
                     conflicts, conflict_rows = 0, []
-                valid = self._run("bulk_staged_counts").mappings().one()
-                loaded_events = self._run("bulk_insert_events", {"now": now}).rowcount
-                outcome = BulkOutcome(
+                valid = self._run("import_staged_counts").mappings().one()
+                loaded_events = self._run("import_insert_events", {"now": now}).rowcount
+                outcome = ImportOutcome(
                     committed=False, batch_id=batch_id if loaded_sessions else None, conflicts=conflicts,
                     conflict_rows=conflict_rows, loaded_sessions=loaded_sessions,
                     duplicate_sessions=valid["sessions"] - loaded_sessions, loaded_events=loaded_events,
@@ -272,14 +274,14 @@ class BulkLoad:
                 if accept(conflicts):
                     tx.commit()
                     outcome.committed = True
-                    log.info("bulk load committed: %d new sessions (batch %s), %d new events, %d duplicate "
+                    log.info("import load committed: %d new sessions (batch %s), %d new events, %d duplicate "
                              "sessions, %d duplicate events, %d conflicts, in %.1f s", loaded_sessions,
                              outcome.batch_id, loaded_events, outcome.duplicate_sessions,
                              outcome.duplicate_events, conflicts, time.monotonic() - started)
                 else:
                     tx.rollback()
-                    log.info("bulk load rolled back: nothing loaded (%d conflicts)", conflicts)
-                    outcome = BulkOutcome(committed=False, batch_id=None, conflicts=conflicts,
+                    log.info("import load rolled back: nothing loaded (%d conflicts)", conflicts)
+                    outcome = ImportOutcome(committed=False, batch_id=None, conflicts=conflicts,
                                           conflict_rows=conflict_rows)
                 return outcome
             finally:
@@ -289,8 +291,8 @@ class BulkLoad:
     def _lock_collecting_batch(self, now: int) -> str:
         """The collecting batch, locked against release until the load ends; opened if there is none."""
         for _ in range(5):
-            batch_id = self._run("bulk_collecting_batch").scalar()
+            batch_id = self._run("import_collecting_batch").scalar()
             if batch_id is not None:
                 return batch_id
-            self.store._open_batch(self._conn)  # the same way live registration opens one
+            open_collecting_batch(self.store.db, self._conn, self.store.clock)  # as live registration does
         raise StoreUnavailable("could not obtain a collecting batch; the store is under heavy contention")

@@ -1,13 +1,13 @@
--- SQLite parts of the bulk import (see bulk.sql). Staging tables live in the connection's temp database,
+-- SQLite parts of the history import (see import.sql). Staging tables live in the connection's temp database,
 -- so staging takes no lock on the store file; only the final load runs under BEGIN IMMEDIATE.
 
--- name: bulk_drop_stage_sessions
+-- name: import_drop_stage_sessions
 DROP TABLE IF EXISTS temp.cs_stage_session
 
--- name: bulk_drop_stage_events
+-- name: import_drop_stage_events
 DROP TABLE IF EXISTS temp.cs_stage_event
 
--- name: bulk_create_stage_sessions
+-- name: import_create_stage_sessions
 CREATE TEMP TABLE cs_stage_session (
     seq               INTEGER PRIMARY KEY,
     file_no           INTEGER NOT NULL,
@@ -26,10 +26,10 @@ CREATE TEMP TABLE cs_stage_session (
     conflict          INTEGER NOT NULL DEFAULT FALSE
 )
 
--- name: bulk_index_stage_sessions
+-- name: import_index_stage_sessions
 CREATE INDEX temp.cs_stage_session_id ON cs_stage_session (session_id, seq)
 
--- name: bulk_create_stage_events
+-- name: import_create_stage_events
 CREATE TEMP TABLE cs_stage_event (
     seq        INTEGER NOT NULL,
     pos        INTEGER NOT NULL,
@@ -41,20 +41,20 @@ CREATE TEMP TABLE cs_stage_event (
     meta       TEXT
 )
 
--- name: bulk_stage_session
+-- name: import_stage_session
 INSERT INTO temp.cs_stage_session (seq, file_no, line, session_id, search_query, search_results, search_meta,
                                    payload_filter, sort_by, user_id, created_at, is_irrelevant,
                                    is_payload_search, content_hash)
 VALUES (:seq, :file_no, :line, :session_id, :search_query, :search_results, :search_meta, :payload_filter,
         :sort_by, :user_id, :created_at, :is_irrelevant, :is_payload_search, :content_hash)
 
--- name: bulk_stage_event
+-- name: import_stage_event
 INSERT INTO temp.cs_stage_event (seq, pos, session_id, event_id, object_id, event_type, created_at, meta)
 VALUES (:seq, :pos, :session_id, :event_id, :object_id, :event_type, :created_at, :meta)
 
--- name: bulk_analyze_stage
+-- name: import_analyze_stage
 ANALYZE temp
 
--- name: bulk_collecting_batch
+-- name: import_collecting_batch
 -- The final load runs under BEGIN IMMEDIATE (the store's write lock): no release can commit meanwhile.
 SELECT batch_id FROM cs_batch WHERE status = 'collecting'

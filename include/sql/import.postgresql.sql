@@ -1,13 +1,13 @@
--- PostgreSQL parts of the bulk import (see bulk.sql). Staging tables live in pg_temp: private to the
+-- PostgreSQL parts of the history import (see import.sql). Staging tables live in pg_temp: private to the
 -- connection, unlogged, gone with it (and dropped explicitly, since pooled connections live on).
 
--- name: bulk_drop_stage_sessions
+-- name: import_drop_stage_sessions
 DROP TABLE IF EXISTS pg_temp.cs_stage_session
 
--- name: bulk_drop_stage_events
+-- name: import_drop_stage_events
 DROP TABLE IF EXISTS pg_temp.cs_stage_event
 
--- name: bulk_create_stage_sessions
+-- name: import_create_stage_sessions
 CREATE TEMP TABLE cs_stage_session (
     seq               BIGINT  PRIMARY KEY,
     file_no           INTEGER NOT NULL,
@@ -26,10 +26,10 @@ CREATE TEMP TABLE cs_stage_session (
     conflict          BOOLEAN NOT NULL DEFAULT FALSE
 )
 
--- name: bulk_index_stage_sessions
+-- name: import_index_stage_sessions
 CREATE INDEX cs_stage_session_id ON pg_temp.cs_stage_session (session_id, seq)
 
--- name: bulk_create_stage_events
+-- name: import_create_stage_events
 CREATE TEMP TABLE cs_stage_event (
     seq        BIGINT  NOT NULL,
     pos        INTEGER NOT NULL,
@@ -41,20 +41,20 @@ CREATE TEMP TABLE cs_stage_event (
     meta       JSONB
 )
 
--- name: bulk_copy_sessions
+-- name: import_copy_sessions
 -- COPY (text format): JSON columns arrive as JSON text and are parsed by the jsonb input function.
 COPY cs_stage_session (seq, file_no, line, session_id, search_query, search_results, search_meta,
                        payload_filter, sort_by, user_id, created_at, is_irrelevant, is_payload_search,
                        content_hash) FROM STDIN
 
--- name: bulk_copy_events
+-- name: import_copy_events
 COPY cs_stage_event (seq, pos, session_id, event_id, object_id, event_type, created_at, meta) FROM STDIN
 
--- name: bulk_analyze_stage
+-- name: import_analyze_stage
 -- Only the columns the load joins and filters on: statistics of the JSONB columns are costly and unused.
 ANALYZE pg_temp.cs_stage_session (seq, session_id, conflict), pg_temp.cs_stage_event (seq, session_id, event_id)
 
--- name: bulk_collecting_batch
+-- name: import_collecting_batch
 -- The same lock as live registration (insert_session): FOR SHARE on the collecting batch row, held until
 -- the import commits, so a release (an UPDATE of that row) waits for the import and the imported sessions
 -- never land in a released batch. If a release committed while we waited, the re-checked row is no longer

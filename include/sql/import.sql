@@ -1,18 +1,18 @@
--- Bulk import of history (clickstream.store.bulk), shared by every dialect. A dialect file
--- (bulk.<dialect>.sql) holds the staging tables and the batch lock, which differ.
+-- The history import's load (clickstream.store.import_load), shared by every dialect. A dialect file
+-- (import.<dialect>.sql) holds the staging tables and the batch lock, which differ.
 --
 -- Flow: rows are staged into the connection's private temp tables cs_stage_session / cs_stage_event
 -- (COPY on PostgreSQL, executemany on SQLite), in short transactions that touch no shared table. Then ONE
--- write transaction locks the collecting batch (bulk_collecting_batch), inserts the new sessions and
+-- write transaction locks the collecting batch (import_collecting_batch), inserts the new sessions and
 -- events, marks conflicts, and commits only if the invalid share stays within the threshold (else it
 -- rolls back: nothing is loaded). seq is the row's position in the whole import (file order).
 
--- name: bulk_any_new_session
+-- name: import_any_new_session
 -- Whether any staged session_id is not stored yet: a re-run of the same files opens no batch.
 SELECT EXISTS (SELECT 1 FROM cs_stage_session s
                WHERE NOT EXISTS (SELECT 1 FROM cs_session c WHERE c.session_id = s.session_id))
 
--- name: bulk_insert_sessions
+-- name: import_insert_sessions
 -- The first staged row of each session_id not stored yet, in file order, into the locked collecting
 -- batch. session_number comes from the same identity as live registration. NOT EXISTS spares identity
 -- values on re-runs; ON CONFLICT covers a live registration of the same id racing this insert.
@@ -27,26 +27,26 @@ WHERE s.seq = (SELECT min(f.seq) FROM cs_stage_session f WHERE f.session_id = s.
 ORDER BY s.seq
 ON CONFLICT (session_id) DO NOTHING
 
--- name: bulk_mark_conflicts
+-- name: import_mark_conflicts
 -- After the insert every staged session_id is stored (by this import, earlier, or by a racing live
 -- registration): a staged row whose content differs from the stored one is a conflict, as in live
 -- registration, and the stored session is kept.
 UPDATE cs_stage_session SET conflict = TRUE
 WHERE content_hash <> (SELECT c.content_hash FROM cs_session c WHERE c.session_id = cs_stage_session.session_id)
 
--- name: bulk_conflict_count
+-- name: import_conflict_count
 SELECT count(*) FROM cs_stage_session WHERE conflict
 
--- name: bulk_conflict_rows
+-- name: import_conflict_rows
 SELECT file_no, line, session_id FROM cs_stage_session WHERE conflict ORDER BY seq LIMIT :limit
 
--- name: bulk_staged_counts
+-- name: import_staged_counts
 -- Valid staged rows: sessions (conflicts excluded) and events (those of conflicting session rows excluded).
 SELECT (SELECT count(*) FROM cs_stage_session WHERE NOT conflict) AS sessions,
        (SELECT count(*) FROM cs_stage_event e
         WHERE NOT EXISTS (SELECT 1 FROM cs_stage_session s WHERE s.seq = e.seq AND s.conflict)) AS events
 
--- name: bulk_insert_events
+-- name: import_insert_events
 -- Events of the import in file order (their arrival order), except the events embedded in a conflicting
 -- session row. Duplicates (session_id, event_id), stored or repeated in the files, are skipped.
 INSERT INTO cs_event (session_id, event_id, object_id, event_type, created_at, meta, received_at)

@@ -1,0 +1,187 @@
+"""Batches: open the collecting batch, page through a batch, release it, list batches and their metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, exc
+
+from clickstream import models
+from clickstream.models import MAX_BIGINT
+from clickstream.store.base import StoreBase
+from clickstream.store.checks import validate
+from clickstream.store.db import Database
+from clickstream.store.errors import Conflict, InvalidInput, NotFound
+from clickstream.store.rows import ExtractPage, new_batch_id, session_dict
+
+P = TypeVar("P", ExtractPage, list[dict[str, Any]])
+
+
+def require_batch(db: Database, conn: Connection, batch_id: str) -> Mapping[str, Any]:
+    """The batch row of ``batch_id``; :class:`NotFound` if there is none."""
+    row = db.run(conn, "get_batch", batch_id=batch_id).mappings().first()
+    if row is None:
+        raise NotFound(f"batch_id {batch_id!r} not found")
+    return row
+
+
+def open_collecting_batch(db: Database, conn: Connection, clock: Callable[[], int]) -> None:
+    """Insert a collecting batch (a no-op when a concurrent transaction just did).
+
+    Openers take turns (``lock_batch_creation``); the creation time is read after that, and is later than
+    every existing batch's, so batch ids, which start with it, sort by creation even for batches opened
+    within one millisecond or by a registration that waited on a release. Live registration, ``ingest_bulk``
+    and the history import all open batches here.
+    """
+    if db.has("lock_batch_creation"):  # PostgreSQL; SQLite holds its write lock already
+        db.run(conn, "lock_batch_creation")
+    latest = db.run(conn, "latest_batch_created_at").scalar()
+    created = max(clock(), (latest or 0) + 1)
+    db.run(conn, "insert_collecting_batch", batch_id=new_batch_id(created), now=created)
+
+
+class BatchOperations(StoreBase):
+    def get_batch_sessions(self, batch_id: str, after_number: int = 0, limit: int = 10,
+                           events_limit: int = 100) -> models.BatchSessionsPage:
+        """One keyset page of a batch: sessions numbered above ``after_number``, ascending."""
+        self.checks.page_bounds(after_number, limit, events_limit)
+        with self.db.transaction(write=False) as conn:
+            require_batch(self.db, conn, batch_id)
+            sessions = self._page(conn, batch_id, after_number, MAX_BIGINT, limit, events_limit)
+        return models.BatchSessionsPage(batch_id=batch_id,
+                                        last_number=sessions[-1]["session_number"] if sessions else None,
+                                        sessions=sessions)  # type: ignore[arg-type]  # dicts, validated here
+
+    def _page(self, conn: Connection, batch_id: str, after: int, until: int, limit: int,
+              events_limit: int) -> list[dict[str, Any]]:
+        rows = self.db.run(conn, "batch_page", batch_id=batch_id, after_number=after, until_number=until,
+                           limit=limit, events_limit=events_limit).mappings()
+        return [session_dict(r) for r in rows]
+
+    def iter_batch_pages(self, batch_id: str, *, page_size: int = 1000, after_number: int = 0,
+                         until_number: int | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Every session of a batch with its events (at most ``max_events_per_session`` each), page by page,
+        as plain dicts.
+
+        Memory is bounded by ``page_size``; each page is its own short read, so a long extraction holds no
+        transaction open. ``after_number`` / ``until_number`` select a shard ``(after, until]``.
+        """
+        def read(conn: Connection, after: int, until: int) -> list[dict[str, Any]]:
+            return self._page(conn, batch_id, after, until, page_size, self.config.max_events_per_session)
+
+        return self._keyset_pages(batch_id, page_size, after_number, until_number, read,
+                                  lambda page: page[-1]["session_number"])
+
+    def iter_extract_pages(self, batch_id: str, *, page_size: int = 1000, after_number: int = 0,
+                           until_number: int | None = None) -> Iterator[ExtractPage]:
+        """Like :meth:`iter_batch_pages`, in the dataset's flat layout (:class:`ExtractPage`), built by the
+        database in one statement a page (``extract_page``). Memory is bounded by ``page_size``."""
+        def read(conn: Connection, after: int, until: int) -> ExtractPage:
+            row = self.db.run(conn, "extract_page", batch_id=batch_id, after_number=after, until_number=until,
+                              limit=page_size, max_events=self.config.max_events_per_session).mappings().one()
+            return ExtractPage(row["first_number"], row["last_number"], row["sessions"], row["events"],
+                               (row["sessions_json"] or "").encode(), (row["events_json"] or "").encode())
+
+        return self._keyset_pages(batch_id, page_size, after_number, until_number, read,
+                                  lambda page: page.last_number)
+
+    def _keyset_pages(self, batch_id: str, page_size: int, after_number: int, until_number: int | None,
+                      read: Callable[[Connection, int, int], P], last_number: Callable[[P], int]) -> Iterator[P]:
+        """The keyset loop of the page iterators: each page is its own short read; a short page is the last."""
+        if page_size < 1:
+            raise InvalidInput.field("page_size", f"must be >= 1, got {page_size}")
+        with self.db.transaction(write=False) as conn:
+            require_batch(self.db, conn, batch_id)
+        until = MAX_BIGINT if until_number is None else until_number
+
+        def pages() -> Iterator[P]:
+            after = after_number
+            while True:
+                with self.db.transaction(write=False) as conn:
+                    page = read(conn, after, until)
+                if not len(page):
+                    return
+                yield page
+                if len(page) < page_size:
+                    return
+                after = last_number(page)
+
+        return pages()
+
+    def release_batch(self, release_id: str) -> models.ReleaseResult:
+        """Release the collecting batch under ``release_id`` (an idempotency key).
+
+        A ``release_id`` seen before answers its original result, even if another batch is collecting by
+        now. No collecting batch and an unknown ``release_id``: :class:`NotFound`. Cost does not depend on
+        the batch's size.
+        """
+        rid = validate(models.ReleaseIn, {"release_id": release_id}).release_id
+        db = self.db
+        for _ in range(3):
+            try:
+                with db.transaction(write=True) as conn:
+                    row = db.run(conn, "find_release", release_id=rid).mappings().first()
+                    if row is None and self._lock_collecting_for_release(conn):
+                        row = db.run(conn, "release_collecting", release_id=rid, now=self.clock()
+                                     ).mappings().first()
+                    if row is None:
+                        # A concurrent retry of this release_id may have released the batch we waited on
+                        # (PostgreSQL re-checks the UPDATE after its commit and finds nothing collecting):
+                        # a fresh statement sees that commit, so answer its result.
+                        row = db.run(conn, "find_release", release_id=rid).mappings().first()
+                    if row is None:
+                        raise NotFound(f"no collecting batch to release under release_id {rid!r}")
+                    return models.ReleaseResult(**row)
+            except exc.IntegrityError:
+                # A concurrent retry of the same release_id committed first (unique release_id): re-read it.
+                continue
+        raise Conflict(f"release_id {rid!r} is being released concurrently; retry")
+
+    def _lock_collecting_for_release(self, conn: Connection) -> bool:
+        """Wait until no registration holds the collecting batch, and lock it; False when none is collecting.
+
+        Only after this does the release read its clock, so ``released_at`` is never earlier than a member's
+        ``registered_at``. A batch that commits after this lock's snapshot is not released by this call.
+        SQLite needs nothing: the transaction already holds the database's write lock.
+        """
+        if not self.db.has("lock_collecting_for_release"):
+            return True
+        return self.db.run(conn, "lock_collecting_for_release").first() is not None
+
+    def get_batch(self, batch_id: str) -> models.BatchInfo:
+        """A batch's status and the range of its session numbers."""
+        with self.db.transaction(write=False) as conn:
+            row = require_batch(self.db, conn, batch_id)
+            stats = self.db.run(conn, "batch_number_stats", batch_id=batch_id).mappings().one()
+        return models.BatchInfo(**row, **stats)
+
+    def list_batches(self, status: str | None = None, limit: int = 100) -> list[models.BatchInfo]:
+        """Batches, newest first."""
+        if status not in (None, "collecting", "released"):
+            raise InvalidInput.field("status", f"must be collecting or released, got {status!r}")
+        if limit < 1:
+            raise InvalidInput.field("limit", f"must be >= 1, got {limit}")
+        with self.db.transaction(write=False) as conn:
+            rows = self.db.run(conn, "list_batches", status=status, limit=limit).mappings().all()
+        return [models.BatchInfo(**r) for r in rows]
+
+    def batch_metrics(self, batch_id: str) -> models.BatchMetrics:
+        """Search-quality metrics of a batch (see :class:`clickstream.models.BatchMetrics`)."""
+        db = self.db
+        with db.transaction(write=False) as conn:
+            require_batch(db, conn, batch_id)
+            s = db.run(conn, "batch_session_counts", batch_id=batch_id).mappings().one()
+            e = db.run(conn, "batch_event_counts", batch_id=batch_id).mappings().one()
+            rr_sum = float(db.run(conn, "batch_rr_sum", batch_id=batch_id).scalar() or 0)
+        n = s["sessions"]
+
+        def ratio(x: float) -> float | None:
+            return round(x / n, 6) if n else None
+
+        return models.BatchMetrics(
+            batch_id=batch_id, sessions=n, events=e["events"], clicks=e["clicks"],
+            sessions_with_click=e["sessions_with_click"],
+            click_through_rate=ratio(e["sessions_with_click"]), mean_reciprocal_rank=ratio(rr_sum),
+            no_click_rate=ratio(n - e["sessions_with_click"]), irrelevant_rate=ratio(s["irrelevant"]),
+            late_events=e["late_events"])

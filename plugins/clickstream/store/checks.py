@@ -1,0 +1,116 @@
+"""Input checks of the store: model validation, the live-ingestion window and the size limits.
+
+Every failure is :class:`~clickstream.store.errors.InvalidInput` whose detail names the field (with its
+path inside the request, e.g. ``events.1.created_at``), raised before anything is written.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from clickstream import models
+from clickstream.store.config import StoreConfig
+from clickstream.store.db import dumps
+from clickstream.store.errors import InvalidInput
+from clickstream.store.rows import session_columns
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate(model: type[M], data: Any, *, prefix: str = "") -> M:
+    """Validate ``data`` into ``model``; a failure becomes :class:`InvalidInput` naming every bad field."""
+    if isinstance(data, model):
+        return data
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        errors = [
+            {"loc": [*(prefix.split(".") if prefix else []), *e["loc"]], "msg": e["msg"], "type": e["type"]}
+            for e in err.errors(include_url=False)
+        ]
+        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in errors)
+        raise InvalidInput(detail, errors) from None
+
+
+def utf8_len(text: str, bound: int) -> int:
+    """Bytes of ``text`` in UTF-8, computed only when it may exceed ``bound`` (at most 4 bytes a character)."""
+    return len(text) if len(text) * 4 <= bound else len(text.encode("utf-8", "surrogatepass"))
+
+
+class Checks:
+    """The checks that depend on the store's configuration.
+
+    :param config: the bounds (:class:`~clickstream.store.config.StoreConfig`).
+    """
+
+    def __init__(self, config: StoreConfig):
+        self.config = config
+
+    def window(self, field: str, value: int | None, now: int) -> None:
+        """Live ingestion takes timestamps within ``window_back_ms`` before and ``window_ahead_ms`` after
+        ``now``; an omitted one (None: the time of receipt) is in the window by definition."""
+        if value is None:
+            return
+        if value < now - self.config.window_back_ms:
+            raise InvalidInput.field(
+                field,
+                f"{value} is more than {self.config.window_back_ms // 1000} s in the past; "
+                "live ingestion only takes recent timestamps (use the bulk import for history)",
+            )
+        if value > now + self.config.window_ahead_ms:
+            raise InvalidInput.field(
+                field, f"{value} is more than {self.config.window_ahead_ms // 1000} s in the future"
+            )
+
+    def json_size(self, field: str, text: str | None) -> None:
+        """A free-form JSON object (as its JSON text) holds at most ``max_json_bytes``."""
+        bound = self.config.max_json_bytes
+        if text is not None and (size := utf8_len(text, bound)) > bound:
+            raise InvalidInput.field(field, f"JSON object of {size} bytes; at most {bound} bytes "
+                                            "([clickstream] max_json_bytes)")
+
+    def session_params(self, body: models.SessionIn, now: int, *, check_window: bool) -> dict[str, Any]:
+        """The stored columns of a registration after the live checks: the window (if ``check_window``)
+        and the size limits ``max_results`` and ``max_json_bytes``."""
+        cfg = self.config
+        if check_window:
+            self.window("created_at", body.created_at, now)
+        if len(body.search_results) > cfg.max_results:
+            raise InvalidInput.field("search_results", f"{len(body.search_results)} results; at most "
+                                                       f"{cfg.max_results} a session ([clickstream] max_results)")
+        columns = session_columns(body, now)
+        self.json_size("search_meta", columns["search_meta"])
+        self.json_size("payload_filter", columns["payload_filter"])
+        if utf8_len(columns["search_results"], cfg.max_json_bytes) > cfg.max_json_bytes:
+            for i, result in enumerate(body.search_results):  # only then can one result's meta be too big
+                self.json_size(f"search_results.{i}.meta", dumps(result.meta))
+        return columns
+
+    def event_record(self, event: models.EventIn, now: int, field: str, *, check_window: bool) -> dict[str, Any]:
+        """An event as an ``insert_events`` record, after the window and ``max_json_bytes`` checks;
+        ``field`` is the event's path in the request (errors name ``<field>.created_at``), "" for none."""
+        prefix = f"{field}." if field else ""
+        if check_window:
+            self.window(f"{prefix}created_at", event.created_at, now)
+        record = event.model_dump()
+        if record["created_at"] is None:
+            record["created_at"] = now
+        if record["meta"] is not None:
+            self.json_size(f"{prefix}meta", dumps(record["meta"]))
+        return record
+
+    def page_bounds(self, after_number: int, limit: int, events_limit: int) -> None:
+        """``after_number >= 0``, ``1 <= limit <= max_page``, ``0 <= events_limit <= max_events``."""
+        cfg = self.config
+        if after_number < 0:
+            raise InvalidInput.field("after_number", f"must be >= 0, got {after_number}")
+        self.limit(limit)
+        if not 0 <= events_limit <= cfg.max_events:
+            raise InvalidInput.field("events_limit", f"must be between 0 and {cfg.max_events}, got {events_limit}")
+
+    def limit(self, limit: int) -> None:
+        """``1 <= limit <= max_page`` (pages and claims)."""
+        if not 1 <= limit <= self.config.max_page:
+            raise InvalidInput.field("limit", f"must be between 1 and {self.config.max_page}, got {limit}")

@@ -1,0 +1,42 @@
+"""The store's tunables and its clock."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Tunables of the store; every one has the default documented in docs/store.md. Inside Airflow they
+    come from the ``[clickstream]`` config section (same names).
+
+    :param max_page: largest ``limit`` of a batch page.
+    :param max_events: largest ``events_limit`` of a batch page.
+    :param window_back_ms: live ingestion rejects timestamps older than this (default 24 h).
+    :param window_ahead_ms: live ingestion rejects timestamps further in the future (default 5 min).
+    :param max_attempts: improvement marks failing this many times end as ``failed``.
+    :param claim_stale_ms: a mark left in ``processing`` this long is handed out again.
+    :param max_results: most ``search_results`` a session may have.
+    :param max_json_bytes: largest free-form JSON object (``search_meta``, ``payload_filter``, a result's or
+        an event's ``meta``), in bytes of its UTF-8 JSON text.
+    :param max_events_per_session: events a session holds at most; later ones are counted ``over_limit``
+        and not stored, and reads of a session return at most this many.
+    :param max_bulk_items: most items (sessions + events) of one ``ingest_bulk``.
+    """
+
+    max_page: int = 1000
+    max_events: int = 1000
+    window_back_ms: int = 24 * 3600 * 1000
+    window_ahead_ms: int = 5 * 60 * 1000
+    max_attempts: int = 3
+    claim_stale_ms: int = 3600 * 1000
+    max_results: int = 1000
+    max_json_bytes: int = 64 * 1024
+    max_events_per_session: int = 10_000
+    max_bulk_items: int = 1000
+
+
+def now_ms() -> int:
+    """Milliseconds since the epoch: the store's time unit."""
+    return time.time_ns() // 1_000_000
