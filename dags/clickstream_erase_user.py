@@ -17,8 +17,13 @@ with DAG(
     tags=["clickstream"],
     doc_md=__doc__,
     params={
-        "user_id": Param(type="string", minLength=1, maxLength=256, title="User id",
-                         description="The user_id whose data is erased from the session store."),
+        "user_id": Param(
+            type="string",
+            minLength=1,
+            maxLength=256,
+            title="User id",
+            description="The user_id whose data is erased from the session store.",
+        ),
     },
 ):
     EraseUserOperator(task_id="erase_user", user_id="{{ params.user_id }}")

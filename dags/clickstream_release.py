@@ -14,7 +14,7 @@ Parameters are documented in ``docs/operators-and-dags.md``.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import Asset, Param, conf, dag, get_current_context, task
@@ -34,29 +34,58 @@ log = logging.getLogger(__name__)
 @dag(
     dag_id="clickstream_release",
     schedule=conf.get("clickstream", "release_schedule", fallback="@daily") or None,
-    start_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
+    start_date=datetime(2025, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},
     tags=["clickstream"],
     doc_md=__doc__,
     params={
-        "conn_id": Param("clickstream_default", type="string", title="Session store connection",
-                         description="Airflow Connection id of the clickstream session store."),
-        "base_path": Param(default_base_path(), type="string", title="Dataset base path",
-                           description="Where datasets are written, as <base_path>/<batch_id>/: a local path "
-                                       "or an ObjectStoragePath URI such as file:///data or "
-                                       "s3://aws_default@bucket/clickstream. Default: [clickstream] "
-                                       "dataset_base_path, else $AIRFLOW_HOME/clickstream/datasets."),
-        "shards": Param(2, type="integer", minimum=1, maximum=64, title="Extraction shards",
-                        description="How many parallel extract tasks split the batch (by session_number)."),
-        "page_size": Param(1000, type="integer", minimum=1, maximum=10000, title="Page size",
-                           description="Sessions read from the store per page (memory is bounded by a page)."),
-        "pages_per_part": Param(10, type="integer", minimum=1, title="Pages per part file",
-                                description="Pages written into one Parquet part file (one row group each)."),
-        "release_id": Param(None, type=["null", "string"], title="Release id",
-                            description="Leave empty for <dag_id>/<run_id> (retries and reruns of a run "
-                                        "answer the same release). Set it to re-answer a known release."),
+        "conn_id": Param(
+            "clickstream_default",
+            type="string",
+            title="Session store connection",
+            description="Airflow Connection id of the clickstream session store.",
+        ),
+        "base_path": Param(
+            default_base_path(),
+            type="string",
+            title="Dataset base path",
+            description="Where datasets are written, as <base_path>/<batch_id>/: a local path "
+            "or an ObjectStoragePath URI such as file:///data or "
+            "s3://aws_default@bucket/clickstream. Default: [clickstream] "
+            "dataset_base_path, else $AIRFLOW_HOME/clickstream/datasets.",
+        ),
+        "shards": Param(
+            2,
+            type="integer",
+            minimum=1,
+            maximum=64,
+            title="Extraction shards",
+            description="How many parallel extract tasks split the batch (by session_number).",
+        ),
+        "page_size": Param(
+            1000,
+            type="integer",
+            minimum=1,
+            maximum=10000,
+            title="Page size",
+            description="Sessions read from the store per page (memory is bounded by a page).",
+        ),
+        "pages_per_part": Param(
+            10,
+            type="integer",
+            minimum=1,
+            title="Pages per part file",
+            description="Pages written into one Parquet part file (one row group each).",
+        ),
+        "release_id": Param(
+            None,
+            type=["null", "string"],
+            title="Release id",
+            description="Leave empty for <dag_id>/<run_id> (retries and reruns of a run "
+            "answer the same release). Set it to re-answer a known release.",
+        ),
     },
 )
 def clickstream_release() -> None:
@@ -72,10 +101,15 @@ def clickstream_release() -> None:
         from clickstream.operators.extract import plan_shards as plan
 
         params = get_current_context()["params"]
-        shards = plan(batch_id, int(params["shards"]), clickstream_conn_id=params["conn_id"],
-                      base_path=params["base_path"])
-        log.info("batch %s: %d shard(s): %s", batch_id, len(shards),
-                 ", ".join(f"({s['after_number']}, {s['until_number']}]" for s in shards))
+        shards = plan(
+            batch_id, int(params["shards"]), clickstream_conn_id=params["conn_id"], base_path=params["base_path"]
+        )
+        log.info(
+            "batch %s: %d shard(s): %s",
+            batch_id,
+            len(shards),
+            ", ".join(f"({s['after_number']}, {s['until_number']}]" for s in shards),
+        )
         return shards
 
     shards = plan_shards(release.output["batch_id"])
@@ -96,11 +130,16 @@ def clickstream_release() -> None:
 
         context = get_current_context()
         params = context["params"]
-        summary = write_dataset_manifest(batch_id, list(shard_results), clickstream_conn_id=params["conn_id"],
-                                         base_path=params["base_path"])
+        summary = write_dataset_manifest(
+            batch_id, list(shard_results), clickstream_conn_id=params["conn_id"], base_path=params["base_path"]
+        )
         context["outlet_events"][RELEASED_DATASETS].extra = {
-            "batch_id": batch_id, "release_id": summary["release_id"], "path": summary["paths"]["root"],
-            "manifest": summary["paths"]["manifest"], "sessions": summary["sessions"], "events": summary["events"],
+            "batch_id": batch_id,
+            "release_id": summary["release_id"],
+            "path": summary["paths"]["root"],
+            "manifest": summary["paths"]["manifest"],
+            "sessions": summary["sessions"],
+            "events": summary["events"],
         }
         return summary
 

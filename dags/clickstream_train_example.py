@@ -10,7 +10,7 @@ rate, clicks per rank, the most frequent queries). Triggered by hand it reads th
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
@@ -24,15 +24,23 @@ log = logging.getLogger(__name__)
 @dag(
     dag_id="clickstream_train_example",
     schedule=[RELEASED_DATASETS],
-    start_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
+    start_date=datetime(2025, 1, 1, tzinfo=UTC),
     catchup=False,
     tags=["clickstream", "example"],
     doc_md=__doc__,
     params={
-        "base_path": Param(default_base_path(), type="string", title="Dataset base path",
-                           description="Used when the run was not triggered by the Asset."),
-        "batch_id": Param(None, type=["null", "string"], title="Batch id",
-                          description="Batch to read when triggered by hand; empty: the newest dataset."),
+        "base_path": Param(
+            default_base_path(),
+            type="string",
+            title="Dataset base path",
+            description="Used when the run was not triggered by the Asset.",
+        ),
+        "batch_id": Param(
+            None,
+            type=["null", "string"],
+            title="Batch id",
+            description="Batch to read when triggered by hand; empty: the newest dataset.",
+        ),
     },
 )
 def clickstream_train_example() -> None:
@@ -68,10 +76,18 @@ def clickstream_train_example() -> None:
             "clicks": len(clicks),
             "click_through_rate": round(clicked / len(sessions), 4) if len(sessions) else None,
             "clicks_by_rank": {int(k): int(v) for k, v in ranks.value_counts().sort_index().head(10).items()},
-            "top_queries": {str(k): int(v) for k, v in sessions["search_query"].dropna().value_counts().head(5).items()},
+            "top_queries": {
+                str(k): int(v) for k, v in sessions["search_query"].dropna().value_counts().head(5).items()
+            },
         }
-        log.info("dataset %s: %d sessions, %d events, %d clicks, CTR %s", root, summary["sessions"],
-                 summary["events"], summary["clicks"], summary["click_through_rate"])
+        log.info(
+            "dataset %s: %d sessions, %d events, %d clicks, CTR %s",
+            root,
+            summary["sessions"],
+            summary["events"],
+            summary["clicks"],
+            summary["click_through_rate"],
+        )
         log.info("clicks by rank: %s", summary["clicks_by_rank"])
         log.info("top queries: %s", summary["top_queries"])
         return summary

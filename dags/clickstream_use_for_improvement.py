@@ -8,7 +8,7 @@ return value (XCom) holds the counts and the per-session outcomes.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from airflow.sdk import Param, dag
 
@@ -18,17 +18,26 @@ from clickstream.operators import MarkForImprovementOperator
 @dag(
     dag_id="clickstream_use_for_improvement",
     schedule=None,
-    start_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
+    start_date=datetime(2025, 1, 1, tzinfo=UTC),
     catchup=False,
     tags=["clickstream"],
     doc_md=__doc__,
     render_template_as_native_obj=True,
     params={
-        "session_ids": Param([], type="array", items={"type": "string", "minLength": 1, "maxLength": 128},
-                             minItems=1, title="Session ids",
-                             description="Sessions to use for model improvement, one id per line."),
-        "conn_id": Param("clickstream_default", type="string", title="Session store connection",
-                         description="Airflow Connection id of the clickstream session store."),
+        "session_ids": Param(
+            [],
+            type="array",
+            items={"type": "string", "minLength": 1, "maxLength": 128},
+            minItems=1,
+            title="Session ids",
+            description="Sessions to use for model improvement, one id per line.",
+        ),
+        "conn_id": Param(
+            "clickstream_default",
+            type="string",
+            title="Session store connection",
+            description="Airflow Connection id of the clickstream session store.",
+        ),
     },
 )
 def clickstream_use_for_improvement() -> None:

@@ -2,10 +2,12 @@
 
 Backends
     ``pg_server`` (session)  a PostgreSQL server: ``$CLICKSTREAM_TEST_PG_URL`` if set, else a private
-                             :class:`~pgcluster.ThrowawayPostgres` started on first use (~1.5 s) and stopped at the end.
+                             :class:`~tests.support.pgcluster.ThrowawayPostgres` started on first use
+                             (~1.5 s) and stopped at the end.
     ``pg_url``               a fresh, empty PostgreSQL database for one test (~20 ms), dropped afterwards.
     ``sqlite_url``           ``sqlite:///<tmp_path>/store.db`` for one test.
-    ``store_url``            parametrised ``[sqlite]`` / ``[postgres]``: write a store contract test once, run it on both.
+    ``store_url``            parametrised ``[sqlite]`` / ``[postgres]``: write a store contract test once,
+                             run it on both.
                              The postgres case carries the ``postgres`` marker (``-m "not postgres"`` skips it).
 
 Airflow
@@ -44,18 +46,15 @@ os.environ.update(
 )
 # ---------------------------------------------------------------------------------------------------------
 
-import json  # noqa: E402
-import re  # noqa: E402
-import uuid  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
+import re
+import uuid
+from collections.abc import Iterator
 
-import pytest  # noqa: E402
+import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import pgcluster` works with or without rootdir on sys.path
-from pgcluster import ExistingPostgres, PostgresServer, ThrowawayPostgres  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
-
-from clickstream.store import SessionStore  # noqa: E402
+from clickstream.store import SessionStore
+from tests.support.connections import airflow_conn_json
+from tests.support.pgcluster import ExistingPostgres, PostgresServer, ThrowawayPostgres
 
 PG_URL_ENV = "CLICKSTREAM_TEST_PG_URL"
 
@@ -111,7 +110,7 @@ def pg_url(pg_server: PostgresServer, request: pytest.FixtureRequest) -> Iterato
     finally:
         try:
             pg_server.drop_database(name)
-        except Exception:  # noqa: BLE001 - a failed cleanup must not fail the test
+        except Exception:
             pass
 
 
@@ -157,13 +156,7 @@ def store(store_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[SessionSt
 @pytest.fixture
 def clickstream_conn(store_url: str, store: SessionStore, monkeypatch: pytest.MonkeyPatch) -> SessionStore:
     """Like ``store``, with the Connection in Airflow's JSON form (``conn_type`` postgres or sqlite)."""
-    url = make_url(store_url)
-    if url.get_backend_name() == "sqlite":
-        conn = {"conn_type": "sqlite", "host": url.database}
-    else:
-        conn = {"conn_type": "postgres", "host": url.host, "port": url.port, "login": url.username,
-                "password": url.password, "schema": url.database}
-    monkeypatch.setenv("AIRFLOW_CONN_CLICKSTREAM_DEFAULT", json.dumps(conn))
+    monkeypatch.setenv("AIRFLOW_CONN_CLICKSTREAM_DEFAULT", airflow_conn_json(store_url))
     return store
 
 

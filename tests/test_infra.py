@@ -1,4 +1,4 @@
-"""Smoke tests for the test infrastructure itself (tests/conftest.py, tests/pgcluster.py)."""
+"""Smoke tests for the test infrastructure itself (tests/conftest.py, tests/support/pgcluster.py)."""
 
 from __future__ import annotations
 

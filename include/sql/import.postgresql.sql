@@ -1,13 +1,17 @@
--- PostgreSQL parts of the history import (see import.sql). Staging tables live in pg_temp: private to the
--- connection, unlogged, gone with it (and dropped explicitly, since pooled connections live on).
+-- PostgreSQL parts of the history import (see import.sql): import.sqlite.sql has the SQLite version of each,
+-- except import_copy_* (PostgreSQL only; SQLite stages with import_stage_*). Staging tables live in pg_temp:
+-- private to the connection, unlogged, gone with it (and dropped explicitly, since pooled connections live on).
 
 -- name: import_drop_stage_sessions
+-- Drops the connection's staged-sessions table, if any (before staging and after the load).
 DROP TABLE IF EXISTS pg_temp.cs_stage_session
 
 -- name: import_drop_stage_events
+-- Drops the connection's staged-events table, if any (before staging and after the load).
 DROP TABLE IF EXISTS pg_temp.cs_stage_event
 
 -- name: import_create_stage_sessions
+-- Creates the staged session rows' temp table (seq: position in the import; conflict: see import.sql).
 CREATE TEMP TABLE cs_stage_session (
     seq               BIGINT  PRIMARY KEY,
     file_no           INTEGER NOT NULL,
@@ -27,9 +31,11 @@ CREATE TEMP TABLE cs_stage_session (
 )
 
 -- name: import_index_stage_sessions
+-- Indexes staged sessions by (session_id, seq): the first row of an id, and the conflict check.
 CREATE INDEX cs_stage_session_id ON pg_temp.cs_stage_session (session_id, seq)
 
 -- name: import_create_stage_events
+-- Creates the staged events' temp table (seq: the row that carried the event; pos: its place in it).
 CREATE TEMP TABLE cs_stage_event (
     seq        BIGINT  NOT NULL,
     pos        INTEGER NOT NULL,
@@ -42,19 +48,23 @@ CREATE TEMP TABLE cs_stage_event (
 )
 
 -- name: import_copy_sessions
+-- PostgreSQL only: COPY target for staged session rows, run through psycopg's cursor.copy (not db.run).
 -- COPY (text format): JSON columns arrive as JSON text and are parsed by the jsonb input function.
 COPY cs_stage_session (seq, file_no, line, session_id, search_query, search_results, search_meta,
                        payload_filter, sort_by, user_id, created_at, is_irrelevant, is_payload_search,
                        content_hash) FROM STDIN
 
 -- name: import_copy_events
+-- PostgreSQL only: COPY target for staged events, run through psycopg's cursor.copy (not db.run).
 COPY cs_stage_event (seq, pos, session_id, event_id, object_id, event_type, created_at, meta) FROM STDIN
 
 -- name: import_analyze_stage
+-- Planner statistics on the staging tables, before the load (import_load runs it on PostgreSQL).
 -- Only the columns the load joins and filters on: statistics of the JSONB columns are costly and unused.
 ANALYZE pg_temp.cs_stage_session (seq, session_id, conflict), pg_temp.cs_stage_event (seq, session_id, event_id)
 
 -- name: import_collecting_batch
+-- The collecting batch's id, locked until the import commits; no row: none is collecting.
 -- The same lock as live registration (insert_session): FOR SHARE on the collecting batch row, held until
 -- the import commits, so a release (an UPDATE of that row) waits for the import and the imported sessions
 -- never land in a released batch. If a release committed while we waited, the re-checked row is no longer

@@ -1,5 +1,8 @@
 -- The history import's load (clickstream.store.import_load), shared by every dialect. A dialect file
--- (import.<dialect>.sql) holds the staging tables and the batch lock, which differ.
+-- (import.<dialect>.sql) adds what differs: the staging tables (drop, create, index), the staging itself
+-- (PostgreSQL: COPY, import_copy_*; SQLite: INSERT, import_stage_*), import_analyze_stage and the batch lock
+-- (import_collecting_batch). Loaded after queries*.sql; every name here is new (none repeats a name of
+-- queries*.sql). Same format and conventions as queries.sql (see its header).
 --
 -- Flow: rows are staged into the connection's private temp tables cs_stage_session / cs_stage_event
 -- (COPY on PostgreSQL, executemany on SQLite), in short transactions that touch no shared table. Then ONE
@@ -13,7 +16,7 @@ SELECT EXISTS (SELECT 1 FROM cs_stage_session s
                WHERE NOT EXISTS (SELECT 1 FROM cs_session c WHERE c.session_id = s.session_id))
 
 -- name: import_insert_sessions
--- The first staged row of each session_id not stored yet, in file order, into the locked collecting
+-- Inserts the first staged row of each session_id not stored yet, in file order, into the locked collecting
 -- batch. session_number comes from the same identity as live registration. NOT EXISTS spares identity
 -- values on re-runs; ON CONFLICT covers a live registration of the same id racing this insert.
 INSERT INTO cs_session (session_id, batch_id, search_query, search_results, search_meta, payload_filter,
@@ -28,6 +31,7 @@ ORDER BY s.seq
 ON CONFLICT (session_id) DO NOTHING
 
 -- name: import_mark_conflicts
+-- Flags (conflict = TRUE) each staged session row whose content hash differs from the stored session's.
 -- After the insert every staged session_id is stored (by this import, earlier, or by a racing live
 -- registration): a staged row whose content differs from the stored one is a conflict, as in live
 -- registration, and the stored session is kept.
@@ -35,9 +39,11 @@ UPDATE cs_stage_session SET conflict = TRUE
 WHERE content_hash <> (SELECT c.content_hash FROM cs_session c WHERE c.session_id = cs_stage_session.session_id)
 
 -- name: import_conflict_count
+-- How many staged session rows conflict with the stored sessions.
 SELECT count(*) FROM cs_stage_session WHERE conflict
 
 -- name: import_conflict_rows
+-- Where the first :limit conflicting rows are (file_no, line, session_id), in file order.
 SELECT file_no, line, session_id FROM cs_stage_session WHERE conflict ORDER BY seq LIMIT :limit
 
 -- name: import_staged_counts
@@ -47,8 +53,8 @@ SELECT (SELECT count(*) FROM cs_stage_session WHERE NOT conflict) AS sessions,
         WHERE NOT EXISTS (SELECT 1 FROM cs_stage_session s WHERE s.seq = e.seq AND s.conflict)) AS events
 
 -- name: import_insert_events
--- Events of the import in file order (their arrival order), except the events embedded in a conflicting
--- session row. Duplicates (session_id, event_id), stored or repeated in the files, are skipped.
+-- Inserts the events of the import in file order (their arrival order), except the events embedded in a
+-- conflicting session row. Duplicates (session_id, event_id), stored or repeated in the files, are skipped.
 INSERT INTO cs_event (session_id, event_id, object_id, event_type, created_at, meta, received_at)
 SELECT e.session_id, e.event_id, e.object_id, e.event_type, e.created_at, e.meta, :now
 FROM cs_stage_event e

@@ -1,13 +1,18 @@
--- SQLite parts of the history import (see import.sql). Staging tables live in the connection's temp database,
--- so staging takes no lock on the store file; only the final load runs under BEGIN IMMEDIATE.
+-- SQLite parts of the history import (see import.sql): import.postgresql.sql has the PostgreSQL version of
+-- each, except import_stage_* (SQLite only; PostgreSQL stages with COPY, import_copy_*). Staging tables live
+-- in the connection's temp database, so staging takes no lock on the store file; only the final load runs
+-- under BEGIN IMMEDIATE.
 
 -- name: import_drop_stage_sessions
+-- Drops the connection's staged-sessions table, if any (before staging and after the load).
 DROP TABLE IF EXISTS temp.cs_stage_session
 
 -- name: import_drop_stage_events
+-- Drops the connection's staged-events table, if any (before staging and after the load).
 DROP TABLE IF EXISTS temp.cs_stage_event
 
 -- name: import_create_stage_sessions
+-- Creates the staged session rows' temp table (seq: position in the import; conflict: see import.sql).
 CREATE TEMP TABLE cs_stage_session (
     seq               INTEGER PRIMARY KEY,
     file_no           INTEGER NOT NULL,
@@ -27,9 +32,11 @@ CREATE TEMP TABLE cs_stage_session (
 )
 
 -- name: import_index_stage_sessions
+-- Indexes staged sessions by (session_id, seq): the first row of an id, and the conflict check.
 CREATE INDEX temp.cs_stage_session_id ON cs_stage_session (session_id, seq)
 
 -- name: import_create_stage_events
+-- Creates the staged events' temp table (seq: the row that carried the event; pos: its place in it).
 CREATE TEMP TABLE cs_stage_event (
     seq        INTEGER NOT NULL,
     pos        INTEGER NOT NULL,
@@ -42,6 +49,7 @@ CREATE TEMP TABLE cs_stage_event (
 )
 
 -- name: import_stage_session
+-- SQLite only: stages one session row (run with a list of rows: executemany).
 INSERT INTO temp.cs_stage_session (seq, file_no, line, session_id, search_query, search_results, search_meta,
                                    payload_filter, sort_by, user_id, created_at, is_irrelevant,
                                    is_payload_search, content_hash)
@@ -49,12 +57,11 @@ VALUES (:seq, :file_no, :line, :session_id, :search_query, :search_results, :sea
         :sort_by, :user_id, :created_at, :is_irrelevant, :is_payload_search, :content_hash)
 
 -- name: import_stage_event
+-- SQLite only: stages one event (run with a list of rows: executemany).
 INSERT INTO temp.cs_stage_event (seq, pos, session_id, event_id, object_id, event_type, created_at, meta)
 VALUES (:seq, :pos, :session_id, :event_id, :object_id, :event_type, :created_at, :meta)
 
--- name: import_analyze_stage
-ANALYZE temp
-
 -- name: import_collecting_batch
+-- The collecting batch's id; no row: none is collecting.
 -- The final load runs under BEGIN IMMEDIATE (the store's write lock): no release can commit meanwhile.
 SELECT batch_id FROM cs_batch WHERE status = 'collecting'

@@ -1,25 +1,34 @@
--- PostgreSQL versions of the queries that differ from queries.sql. JSON parameters arrive as text
--- and are cast to jsonb here. Names wrapped in __ are fragments substituted into other queries.
+-- PostgreSQL's own queries, added to queries.sql (see its header for the convention): the PostgreSQL
+-- version of each query whose SQL differs per dialect (queries.sqlite.sql has the SQLite one), and the
+-- queries only PostgreSQL runs: lock_migrations, lock_batch_creation and lock_collecting_for_release, which
+-- the Python side runs when Database.has(...) finds them (SQLite's BEGIN IMMEDIATE makes them unnecessary).
+-- No name here overrides one of queries.sql. JSON parameters arrive as text and are cast to jsonb here.
+-- Names wrapped in __ are fragments substituted into other queries (shared ones included).
 
 -- name: __EVENT_ON_RESULT__
+-- Fragment: true when event e's object_id is among session s's search_results (jsonb containment).
 s.search_results @> jsonb_build_array(jsonb_build_object('object_id', e.object_id))
 
 -- name: lock_migrations
+-- PostgreSQL only: advisory lock (till commit) serialising migration runs.
 -- Two processes migrating at once: the second waits here, then finds the work done.
 SELECT pg_advisory_xact_lock(4242057001)
 
 -- name: lock_batch_creation
+-- PostgreSQL only: advisory lock (till commit) taken before opening a collecting batch.
 -- Transactions opening a collecting batch take turns, so each reads the latest created_at only after the
 -- previous opener committed: batch ids (creation time first) then sort by creation.
 SELECT pg_advisory_xact_lock(4242057002)
 
 -- name: lock_collecting_for_release
+-- PostgreSQL only: locks the collecting batch row for a release; its batch_id, or no row if none.
 -- FOR NO KEY UPDATE: waits until every registration holding the batch FOR SHARE has committed, and only
 -- then does release_batch read its clock, so released_at is never earlier than a member's registered_at.
 -- (Sessions' foreign-key checks take FOR KEY SHARE, which this lock does not block.)
 SELECT batch_id FROM cs_batch WHERE status = 'collecting' FOR NO KEY UPDATE
 
 -- name: insert_session
+-- Registers a session in the collecting batch; returns session_number, batch_id, events_attached, or no row.
 -- One statement: takes the collecting batch FOR SHARE (concurrent registrations do not block each other;
 -- a release, which UPDATEs that row, waits for them to commit, and a registration that waited on a release
 -- re-checks the status, finds no row and inserts nothing: the caller then opens a new batch and retries).
@@ -35,6 +44,7 @@ RETURNING session_number, batch_id,
           (SELECT count(*) FROM cs_event e WHERE e.session_id = cs_session.session_id) AS events_attached
 
 -- name: insert_events
+-- Stores the new events of :events (a JSON array), capped per session; one row: stored, over_limit.
 -- Events of one or many sessions in one statement; arrival order (event_seq) follows the array order.
 -- The caller sends each (session_id, event_id) once. Events already stored are duplicates; of the new ones,
 -- a session takes at most :max_events in all (its count read at the statement's start: concurrent pushes to
@@ -66,6 +76,7 @@ SELECT (SELECT count(*) FROM ins) AS stored,
         WHERE h.n + f.k > :max_events) AS over_limit
 
 -- name: insert_sessions
+-- Registers many sessions (:sessions, a JSON array) into the collecting batch; returns the ids inserted.
 -- Many registrations in one statement, into the collecting batch taken FOR SHARE exactly as insert_session
 -- does (no collecting batch: nothing is inserted, and the caller opens one). session_number follows the
 -- array order. Ids already stored are left alone; the caller compares their content hashes.
@@ -87,11 +98,13 @@ ON CONFLICT (session_id) DO NOTHING
 RETURNING session_id
 
 -- name: sessions_registration
--- session_registration for many ids (a JSON array of texts).
+-- Content hashes of the stored sessions among :session_ids (a JSON array of texts): session_registration
+-- for many ids.
 SELECT session_id, content_hash FROM cs_session
 WHERE session_id IN (SELECT jsonb_array_elements_text(CAST(:session_ids AS jsonb)))
 
 -- name: batch_page
+-- One page of a batch's sessions numbered in (:after_number, :until_number], each with its events (JSON).
 -- Keyset page: cost depends on limit and events_limit, never on after_number or the batch's size.
 -- Events of the whole page come back in the same round trip, earliest first, at most events_limit each.
 SELECT s.session_number, s.session_id, s.search_query, s.search_results, s.search_meta, s.payload_filter,
@@ -112,6 +125,7 @@ LEFT JOIN LATERAL (
 ORDER BY s.session_number
 
 -- name: claim_marks
+-- Hands up to :limit pending (or stale processing) marks to a worker: processing, attempts + 1; returns them.
 -- Concurrent workers skip each other's locked rows, so no mark is handed out twice.
 -- A mark stuck in processing longer than the stale timeout (its worker died) is claimed again.
 UPDATE cs_improvement_mark m

@@ -1,8 +1,30 @@
--- Named queries shared by every dialect. A dialect file (queries.<dialect>.sql) overrides a name.
--- Format: a line "-- name: <name>" starts a query; it runs to the next such line.
--- Bind parameters use :name. No "::" casts here (they clash with :name): write CAST(x AS t).
+-- Named queries shared by every dialect: those whose SQL is the same on PostgreSQL and SQLite.
+--
+-- Files (loaded by clickstream.store.sql.queries(dialect), in this order):
+--   queries.sql              this file: the queries every dialect runs unchanged (fragments aside).
+--   queries.<dialect>.sql    adds the queries that differ per dialect (each dialect file has its own
+--                            version, e.g. insert_session, claim_marks, batch_page) and those that exist
+--                            for one dialect only (PostgreSQL's lock_* queries, SQLite's
+--                            count_events_over_limit).
+--   import.sql, import.<dialect>.sql   the history import's queries (clickstream.store.import_load), split
+--                            the same way.
+-- A name lives in exactly one file of a dialect's set: no dialect file overrides a name of this file today
+-- (the loader would let the later file win; tests/store/test_sql_files.py fails on any such repeat that it
+-- does not list as an intended override).
+--
+-- Dialect differences are told by a query's presence, not by the dialect's name: the Python side asks
+-- Database.has("lock_batch_creation") and so on, so a step one dialect does not need (SQLite's write lock
+-- makes PostgreSQL's explicit locks unnecessary) is a query that is simply not defined for it. (Exception
+-- today: import_load stages rows with COPY, a psycopg feature, on PostgreSQL, and with INSERTs elsewhere.)
+--
+-- Format: a line "-- name: <name>" starts a query; it runs to the next such line. The first comment line
+-- after it says what the query does or returns; comment lines in a body are dropped when loading.
+-- Names wrapped in __ (e.g. __EVENT_ON_RESULT__) are fragments: each dialect file defines them, and their
+-- text replaces the name in every query of that dialect (shared ones included).
+-- Bind parameters use :name. No "::" casts (they clash with :name): write CAST(x AS t).
 
 -- name: create_migrations_table
+-- Creates cs_schema_migrations (one row a migration applied) if missing; first step of every migration run.
 CREATE TABLE IF NOT EXISTS cs_schema_migrations (
     version    INTEGER PRIMARY KEY,
     name       TEXT    NOT NULL,
@@ -10,51 +32,63 @@ CREATE TABLE IF NOT EXISTS cs_schema_migrations (
 )
 
 -- name: applied_migrations
+-- Versions of the migrations already applied, ascending.
 SELECT version FROM cs_schema_migrations ORDER BY version
 
 -- name: record_migration
+-- Records a migration as applied (version, name, time), in the transaction that applied it.
 INSERT INTO cs_schema_migrations (version, name, applied_at) VALUES (:version, :name, :now)
 
 -- name: latest_batch_created_at
+-- The newest batch's created_at (NULL with no batch yet): a new batch is created later than it.
 SELECT max(created_at) FROM cs_batch
 
 -- name: insert_collecting_batch
+-- Opens a new collecting batch; returns its batch_id, or no row when one is collecting already.
 -- The partial unique index cs_batch_one_collecting makes a concurrent second insert a no-op.
 INSERT INTO cs_batch (batch_id, status, created_at) VALUES (:batch_id, 'collecting', :now)
 ON CONFLICT DO NOTHING
 RETURNING batch_id
 
 -- name: session_registration
+-- A stored session's number, batch and content hash (no row: unknown session_id).
 SELECT session_number, batch_id, content_hash FROM cs_session WHERE session_id = :session_id
 
 -- name: get_session
+-- One session's stored columns (no row: unknown session_id); its events come from get_session_events.
 SELECT session_number, session_id, batch_id, search_query, search_results, search_meta, payload_filter,
        sort_by, user_id, created_at, is_irrelevant, is_payload_search
 FROM cs_session WHERE session_id = :session_id
 
 -- name: get_session_events
+-- A session's events, earliest first (created_at, then arrival order), at most :events_limit.
 SELECT event_id, object_id, event_type, created_at, meta
 FROM cs_event WHERE session_id = :session_id
 ORDER BY created_at, event_seq
 LIMIT :events_limit
 
 -- name: mark_irrelevant
+-- Flags a session irrelevant; rowcount 1 only if it was not flagged yet (0: flagged already, or unknown).
 UPDATE cs_session SET is_irrelevant = TRUE WHERE session_id = :session_id AND NOT is_irrelevant
 
 -- name: session_exists
+-- One row if session_id is registered: tells mark_irrelevant's "unchanged" from "not found".
 SELECT 1 FROM cs_session WHERE session_id = :session_id
 
 -- name: insert_mark
+-- Queues a session for improvement (a pending mark); returns its session_id, or no row if already marked.
 INSERT INTO cs_improvement_mark (session_id, status, attempts, created_at, updated_at)
 VALUES (:session_id, 'pending', 0, :now, :now)
 ON CONFLICT (session_id) DO NOTHING
 RETURNING session_id
 
 -- name: get_mark
+-- A session's improvement mark (no row: it has none).
 SELECT session_id, status, attempts, created_at, updated_at, last_error
 FROM cs_improvement_mark WHERE session_id = :session_id
 
 -- name: complete_mark
+-- Finishes a claimed (processing) mark as done; returns the mark, or no row if it is not processing.
 -- :attempt, when given, is the claim's attempt number: a worker whose claim went stale and was handed to
 -- another worker cannot finish the mark any more.
 UPDATE cs_improvement_mark SET status = 'done', updated_at = :now, last_error = NULL
@@ -63,6 +97,7 @@ WHERE session_id = :session_id AND status = 'processing'
 RETURNING session_id, status, attempts, created_at, updated_at, last_error
 
 -- name: fail_mark
+-- Finishes a claimed (processing) mark as failed with :error; returns the mark, or no row as complete_mark.
 -- Back to pending for another attempt, or failed for good once max_attempts is reached.
 UPDATE cs_improvement_mark
 SET status = CASE WHEN attempts >= :max_attempts THEN 'failed' ELSE 'pending' END,
@@ -79,9 +114,11 @@ SET status = 'failed', updated_at = :now,
 WHERE status = 'processing' AND updated_at < :stale_before AND attempts >= :max_attempts
 
 -- name: find_release
+-- The release made under :release_id (release_id, batch_id, released_at), if any: releases are idempotent.
 SELECT release_id, batch_id, released_at FROM cs_batch WHERE release_id = :release_id
 
 -- name: release_collecting
+-- Releases the collecting batch under :release_id, with the late-event watermark; returns it, or no row.
 -- Waits for registrations holding the batch row (FOR SHARE on PostgreSQL); re-checked after they commit.
 UPDATE cs_batch SET status = 'released', release_id = :release_id, released_at = :now,
                     released_event_seq = (SELECT coalesce(max(event_seq), 0) FROM cs_event)
@@ -89,24 +126,29 @@ WHERE status = 'collecting'
 RETURNING release_id, batch_id, released_at
 
 -- name: get_batch
+-- A batch's row: status, creation and release (no row: unknown batch_id).
 SELECT batch_id, status, created_at, release_id, released_at FROM cs_batch WHERE batch_id = :batch_id
 
 -- name: batch_number_stats
+-- How many sessions a batch holds and the range of their session numbers.
 SELECT count(*) AS sessions, min(session_number) AS min_number, max(session_number) AS max_number
 FROM cs_session WHERE batch_id = :batch_id
 
 -- name: list_batches
+-- Batches, newest first, at most :limit, only those of :status unless it is NULL.
 SELECT batch_id, status, created_at, release_id, released_at FROM cs_batch
 WHERE (CAST(:status AS TEXT) IS NULL OR status = :status)
 ORDER BY created_at DESC, batch_id DESC
 LIMIT :limit
 
 -- name: batch_session_counts
+-- Batch metrics: a batch's sessions and how many of them are flagged irrelevant.
 SELECT count(*) AS sessions,
        coalesce(sum(CASE WHEN is_irrelevant THEN 1 ELSE 0 END), 0) AS irrelevant
 FROM cs_session WHERE batch_id = :batch_id
 
 -- name: batch_event_counts
+-- Batch metrics: events of a batch's sessions, clicks, sessions with a click, late events (after release).
 SELECT count(e.event_seq) AS events,
        count(e.event_seq) FILTER (WHERE e.event_type = 'click') AS clicks,
        count(DISTINCT e.session_id) FILTER (WHERE e.event_type = 'click') AS sessions_with_click,
@@ -128,6 +170,7 @@ LEFT JOIN cs_improvement_mark m ON m.session_id = s.session_id
 WHERE s.batch_id = :batch_id
 
 -- name: mark_batch_eligible
+-- Queues every unmarked session of a batch that is eligible (as improvement_status); rowcount: marks added.
 INSERT INTO cs_improvement_mark (session_id, status, attempts, created_at, updated_at)
 SELECT s.session_id, 'pending', 0, :now, :now
 FROM cs_session s
@@ -137,19 +180,24 @@ WHERE s.batch_id = :batch_id AND NOT s.is_payload_search
 ON CONFLICT (session_id) DO NOTHING
 
 -- name: improvement_status
+-- Whether a session can be queued for improvement: its flags, marked already, an event on one of its results.
 SELECT s.is_payload_search, s.is_irrelevant,
        EXISTS (SELECT 1 FROM cs_improvement_mark m WHERE m.session_id = s.session_id) AS marked,
        EXISTS (SELECT 1 FROM cs_event e WHERE e.session_id = s.session_id AND __EVENT_ON_RESULT__) AS has_event_on_result
 FROM cs_session s WHERE s.session_id = :session_id
 
 -- name: user_batches
+-- The batches holding sessions of :user_id (reported by the erasure).
 SELECT DISTINCT batch_id FROM cs_session WHERE user_id = :user_id ORDER BY batch_id
 
 -- name: erase_user_events
+-- Erasure: deletes the events of :user_id's sessions (before the sessions, which the subquery reads).
 DELETE FROM cs_event WHERE session_id IN (SELECT session_id FROM cs_session WHERE user_id = :user_id)
 
 -- name: erase_user_marks
+-- Erasure: deletes the improvement marks of :user_id's sessions.
 DELETE FROM cs_improvement_mark WHERE session_id IN (SELECT session_id FROM cs_session WHERE user_id = :user_id)
 
 -- name: erase_user_sessions
+-- Erasure: deletes :user_id's sessions (last: the other erase_user_* queries find them through it).
 DELETE FROM cs_session WHERE user_id = :user_id

@@ -1,10 +1,17 @@
--- SQLite versions of the queries that differ from queries.sql. Writers are serialised by
--- BEGIN IMMEDIATE (see clickstream.store.engine), so no row locks appear here.
+-- SQLite's own queries, added to queries.sql (see its header for the convention): the SQLite version of
+-- each query whose SQL differs per dialect (queries.postgresql.sql has the PostgreSQL one), and the queries
+-- only SQLite runs: count_events_over_limit (with its fragment __NEW_EVENTS__), whose presence
+-- (Database.has) makes the event insert (push_events, ingest_bulk) count the events over the cap first.
+-- No name here overrides one of queries.sql.
+-- Writers are serialised by BEGIN IMMEDIATE (see clickstream.store.engine), so no row locks appear here and
+-- PostgreSQL's lock_* queries have no SQLite version.
 
 -- name: __EVENT_ON_RESULT__
+-- Fragment: true when event e's object_id is among session s's search_results (json_each).
 EXISTS (SELECT 1 FROM json_each(s.search_results) r WHERE json_extract(r.value, '$.object_id') = e.object_id)
 
 -- name: insert_session
+-- Registers a session in the collecting batch; returns session_number, batch_id, events_attached, or no row.
 INSERT INTO cs_session (session_id, batch_id, search_query, search_results, search_meta, payload_filter,
                         sort_by, user_id, created_at, is_irrelevant, is_payload_search, content_hash,
                         registered_at)
@@ -17,7 +24,8 @@ RETURNING session_number, batch_id,
           (SELECT count(*) FROM cs_event e WHERE e.session_id = cs_session.session_id) AS events_attached
 
 -- name: __NEW_EVENTS__
--- The events of :events not stored yet, numbered per session (k) in array order, with the session's count.
+-- Fragment (CTEs x, fresh): the events of :events not stored yet, numbered per session (k) in array order,
+-- with the count (n) the session holds already.
 x AS (
     SELECT json_extract(j.value, '$.session_id') AS session_id, json_extract(j.value, '$.event_id') AS event_id,
            json_extract(j.value, '$.object_id') AS object_id, json_extract(j.value, '$.event_type') AS event_type,
@@ -31,11 +39,13 @@ fresh AS (
     WHERE NOT EXISTS (SELECT 1 FROM cs_event e WHERE e.session_id = x.session_id AND e.event_id = x.event_id))
 
 -- name: count_events_over_limit
+-- SQLite only: how many new events of :events would pass their session's cap :max_events.
 -- Run before insert_events in the same write transaction (SQLite has no INSERT inside WITH).
 WITH __NEW_EVENTS__
 SELECT count(*) FROM fresh WHERE n + k > :max_events
 
 -- name: insert_events
+-- Stores the new events of :events (a JSON array), capped per session; one row per event stored.
 -- Events of one or many sessions in one statement; arrival order follows the array order. At most
 -- :max_events a session; exact here, since SQLite serialises writers.
 WITH __NEW_EVENTS__
@@ -48,6 +58,7 @@ ON CONFLICT (session_id, event_id) DO NOTHING
 RETURNING 1
 
 -- name: insert_sessions
+-- Registers many sessions (:sessions, a JSON array) into the collecting batch; returns the ids inserted.
 -- Many registrations in one statement into the collecting batch (none: nothing inserted, the caller opens
 -- one). session_number follows the array order; ids already stored are left alone.
 INSERT INTO cs_session (session_id, batch_id, search_query, search_results, search_meta, payload_filter,
@@ -66,9 +77,12 @@ ON CONFLICT (session_id) DO NOTHING
 RETURNING session_id
 
 -- name: sessions_registration
+-- Content hashes of the stored sessions among :session_ids (a JSON array of texts): session_registration
+-- for many ids.
 SELECT session_id, content_hash FROM cs_session WHERE session_id IN (SELECT value FROM json_each(:session_ids))
 
 -- name: batch_page
+-- One page of a batch's sessions numbered in (:after_number, :until_number], each with its events (JSON).
 -- SQLite 3.40 has no ORDER BY inside aggregates: each event carries _seq and Python restores the order.
 SELECT s.session_number, s.session_id, s.search_query, s.search_results, s.search_meta, s.payload_filter,
        s.sort_by, s.user_id, s.created_at, s.is_irrelevant,
@@ -83,6 +97,8 @@ ORDER BY s.session_number
 LIMIT :limit
 
 -- name: claim_marks
+-- Hands up to :limit pending (or stale processing) marks to a worker: processing, attempts + 1; returns them.
+-- No SKIP LOCKED: the write transaction (BEGIN IMMEDIATE) already serialises workers.
 UPDATE cs_improvement_mark
 SET status = 'processing', attempts = attempts + 1, updated_at = :now
 WHERE session_id IN (
@@ -94,6 +110,7 @@ WHERE session_id IN (
 RETURNING session_id, status, attempts, created_at, updated_at, last_error
 
 -- name: batch_rr_sum
+-- Sum over sessions of 1 / (1-based position in search_results of the first clicked object).
 SELECT coalesce(sum(1.0 / r.pos), 0) AS rr_sum
 FROM (SELECT fc.session_id,
              (SELECT min(CAST(j.key AS INTEGER)) + 1 FROM json_each(s.search_results) j

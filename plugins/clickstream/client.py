@@ -92,8 +92,9 @@ class ClickstreamError(Exception):
     :param retry_after: the ``Retry-After`` header in seconds, if the server sent one (503).
     """
 
-    def __init__(self, status: int, detail: str, errors: list[dict[str, Any]] | None = None, *,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self, status: int, detail: str, errors: list[dict[str, Any]] | None = None, *, retry_after: float | None = None
+    ) -> None:
         super().__init__(f"{status}: {detail}")
         self.status = status
         self.detail = detail
@@ -173,8 +174,10 @@ class BulkDeliveryError(Exception):
     def __init__(self, undelivered: list[dict[str, list[dict[str, Any]]]], errors: list[BaseException]) -> None:
         items = sum(len(body["sessions"]) + len(body["events"]) for body in undelivered)
         last = errors[-1] if errors else None
-        super().__init__(f"{items} item(s) in {len(undelivered)} request(s) could not be delivered"
-                         + (f"; last error: {type(last).__name__}: {last}" if last else ""))
+        super().__init__(
+            f"{items} item(s) in {len(undelivered)} request(s) could not be delivered"
+            + (f"; last error: {type(last).__name__}: {last}" if last else "")
+        )
         self.undelivered = undelivered
         self.errors = errors
 
@@ -249,8 +252,9 @@ class ClickstreamClient:
     def __enter__(self) -> ClickstreamClient:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     # ------------------------------------------------------------------------------------ auth
@@ -281,8 +285,9 @@ class ClickstreamClient:
 
     # ------------------------------------------------------------------------------------ requests
 
-    def _request(self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None
-                 ) -> httpx.Response:
+    def _request(
+        self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None
+    ) -> httpx.Response:
         """Send a request to ``<base_url>/clickstream<path>``; renew the token once on a 401.
 
         :raises ClickstreamError: a non-2xx answer.
@@ -301,8 +306,9 @@ class ClickstreamClient:
             raise ClickstreamError.from_response(response)
         return response
 
-    def _call(self, model: type[_M], method: str, path: str, *, json: Any = None,
-              params: Mapping[str, Any] | None = None) -> _M:
+    def _call(
+        self, model: type[_M], method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None
+    ) -> _M:
         return model.model_validate_json(self._request(method, path, json=json, params=params).content)
 
     # ------------------------------------------------------------------------------------ sessions
@@ -331,8 +337,9 @@ class ClickstreamClient:
             params["events_limit"] = events_limit
         return self._call(models.SessionOut, "GET", "/session", params=params)
 
-    def push_events(self, session_id: str, events: Iterable[models.EventIn | Mapping[str, Any]]
-                    ) -> models.PushEventsResult:
+    def push_events(
+        self, session_id: str, events: Iterable[models.EventIn | Mapping[str, Any]]
+    ) -> models.PushEventsResult:
         """Store events of a session, registered or not yet (``POST /clickstream/session/events``).
 
         :param session_id: the session.
@@ -357,13 +364,15 @@ class ClickstreamClient:
         :returns: ``status`` ``marked``, ``already_marked`` or ``skipped`` (with its ``reason``).
         :raises NotFoundError: unknown session.
         """
-        return self._call(models.UseForImprovementResult, "POST", "/session/use-for-improvement",
-                          json={"session_id": session_id})
+        return self._call(
+            models.UseForImprovementResult, "POST", "/session/use-for-improvement", json={"session_id": session_id}
+        )
 
     # ------------------------------------------------------------------------------------ batches
 
-    def get_batch_sessions(self, batch_id: str, after_number: int = 0, limit: int = 10,
-                           events_limit: int = 100) -> models.BatchSessionsPage:
+    def get_batch_sessions(
+        self, batch_id: str, after_number: int = 0, limit: int = 10, events_limit: int = 100
+    ) -> models.BatchSessionsPage:
         """One page of a batch's sessions numbered above ``after_number`` (``GET /clickstream/batch/sessions``).
 
         :param batch_id: the batch.
@@ -375,8 +384,9 @@ class ClickstreamClient:
         params = {"batch_id": batch_id, "after_number": after_number, "limit": limit, "events_limit": events_limit}
         return self._call(models.BatchSessionsPage, "GET", "/batch/sessions", params=params)
 
-    def iter_batch_sessions(self, batch_id: str, page_size: int = 1000, events_limit: int = 100,
-                            after_number: int = 0) -> Iterator[models.BatchSession]:
+    def iter_batch_sessions(
+        self, batch_id: str, page_size: int = 1000, events_limit: int = 100, after_number: int = 0
+    ) -> Iterator[models.BatchSession]:
         """Every session of a batch numbered above ``after_number``, in order, one page request at a time.
 
         Pages with the keyset ``after_number = last_number`` until a page is empty, so each session is
@@ -417,8 +427,11 @@ class ClickstreamClient:
 
     # ------------------------------------------------------------------------------------ bulk
 
-    def bulk(self, sessions: Iterable[models.SessionIn | Mapping[str, Any]] = (),
-             events: Iterable[BaseModel | Mapping[str, Any]] = ()) -> models.BulkResult:
+    def bulk(
+        self,
+        sessions: Iterable[models.SessionIn | Mapping[str, Any]] = (),
+        events: Iterable[BaseModel | Mapping[str, Any]] = (),
+    ) -> models.BulkResult:
         """Register sessions and store events in one request (``POST /clickstream/bulk``).
 
         Each item is validated and counted on its own: an invalid item is listed in ``rejected`` (with
@@ -539,14 +552,14 @@ class BulkWriter:
 
         self._cond = threading.Condition()
         self._buffer: deque[_Item] = deque()
-        self._seq = 0            # seq of the last item added
-        self._done_seq = 0       # every item with seq <= this was delivered or given up on
-        self._flush_upto = 0     # deliver every item with seq <= this now
+        self._seq = 0  # seq of the last item added
+        self._done_seq = 0  # every item with seq <= this was delivered or given up on
+        self._flush_upto = 0  # deliver every item with seq <= this now
         self._inflight = 0
         self._closing = False
         self._closed = False
         self._close_deadline: float | None = None
-        self._reported = 0       # failures already raised by flush()/close()
+        self._reported = 0  # failures already raised by flush()/close()
         self._outage: Exception | None = None  # the retryable error the last request gave up on
         self._thread = threading.Thread(target=self._run, name="clickstream-bulk-writer", daemon=True)
         self._thread.start()
@@ -562,13 +575,15 @@ class BulkWriter:
         """
         self._add([(True, self._prepare(session))], timeout)
 
-    def add_event(self, session_id: str, event: models.EventIn | Mapping[str, Any], *,
-                  timeout: float | None = None) -> None:
+    def add_event(
+        self, session_id: str, event: models.EventIn | Mapping[str, Any], *, timeout: float | None = None
+    ) -> None:
         """Buffer one event of ``session_id``; see :meth:`add_events`."""
         self.add_events(session_id, [event], timeout=timeout)
 
-    def add_events(self, session_id: str, events: Iterable[models.EventIn | Mapping[str, Any]], *,
-                   timeout: float | None = None) -> None:
+    def add_events(
+        self, session_id: str, events: Iterable[models.EventIn | Mapping[str, Any]], *, timeout: float | None = None
+    ) -> None:
         """Buffer events of a session (as for :meth:`ClickstreamClient.push_events`).
 
         :param session_id: the session (registered or not yet).
@@ -597,8 +612,9 @@ class BulkWriter:
                 while len(self._buffer) >= self.max_buffer_items and not self._closing:
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
-                        raise TimeoutError(f"the writer's buffer stayed full ({len(self._buffer)} items) "
-                                           f"for {timeout} s")
+                        raise TimeoutError(
+                            f"the writer's buffer stayed full ({len(self._buffer)} items) for {timeout} s"
+                        )
                     self._cond.wait(remaining)
                 if self._closing:
                     raise RuntimeError("the writer is closed")
@@ -632,8 +648,9 @@ class BulkWriter:
                     break
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"flush not done after {timeout} s "
-                                       f"({len(self._buffer) + self._inflight} items pending)")
+                    raise TimeoutError(
+                        f"flush not done after {timeout} s ({len(self._buffer) + self._inflight} items pending)"
+                    )
                 self._cond.wait(remaining)
         self._raise_failures()
 
@@ -658,8 +675,9 @@ class BulkWriter:
     def __enter__(self) -> BulkWriter:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def _raise_failures(self) -> None:
@@ -678,8 +696,11 @@ class BulkWriter:
             with self._cond:
                 while True:
                     if self._buffer:
-                        if (len(self._buffer) >= self.max_items or self._closing
-                                or self._flush_upto >= self._buffer[0].seq):
+                        if (
+                            len(self._buffer) >= self.max_items
+                            or self._closing
+                            or self._flush_upto >= self._buffer[0].seq
+                        ):
                             break
                         age = time.monotonic() - self._buffer[0].added
                         if age >= self.max_age_s:
@@ -695,7 +716,7 @@ class BulkWriter:
                 self._cond.notify_all()  # room for blocked add_*
             try:
                 self._deliver(chunk, time.monotonic() + self.max_retry_s)
-            except BaseException as err:  # noqa: BLE001 - the thread must survive whatever happens
+            except BaseException as err:
                 log.exception("clickstream bulk writer: unexpected error")
                 self._fail(chunk, err)
             finally:
@@ -754,14 +775,15 @@ class BulkWriter:
             if remaining <= 0:
                 self._outage = error
                 raise error
-            delay = min(self.backoff_max_s, self.backoff_initial_s * 2 ** attempt) * random.uniform(0.5, 1.0)
+            delay = min(self.backoff_max_s, self.backoff_initial_s * 2**attempt) * random.uniform(0.5, 1.0)
             if hint is not None:
                 delay = max(delay, min(hint, self.backoff_max_s))
             delay = min(delay, remaining)
             attempt += 1
             self.retries += 1
-            log.warning("clickstream bulk writer: %s: %s; retry %d in %.1f s", type(error).__name__, error,
-                        attempt, delay)
+            log.warning(
+                "clickstream bulk writer: %s: %s; retry %d in %.1f s", type(error).__name__, error, attempt, delay
+            )
             time.sleep(delay)
 
     def _count(self, result: models.BulkResult, body: dict[str, list[dict[str, Any]]]) -> None:
@@ -774,12 +796,16 @@ class BulkWriter:
         if result.rejected:
             self.rejected.extend(result.rejected)
             for rejection in result.rejected:
-                log.warning("clickstream bulk writer: %s (session_id %r) rejected: %s", rejection.item,
-                            rejection.session_id, rejection.error)
+                log.warning(
+                    "clickstream bulk writer: %s (session_id %r) rejected: %s",
+                    rejection.item,
+                    rejection.session_id,
+                    rejection.error,
+                )
         if self.on_result is not None:
             try:
                 self.on_result(result)
-            except Exception:  # noqa: BLE001 - a faulty callback must not stop delivery
+            except Exception:
                 log.exception("clickstream bulk writer: on_result callback failed")
 
     def _fail(self, chunk: list[_Item], err: BaseException) -> None:

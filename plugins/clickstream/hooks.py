@@ -11,19 +11,21 @@ from clickstream import models
 from clickstream.store import ExtractPage, SessionStore, StoreConfig, create_store_engine
 
 if TYPE_CHECKING:
+    from airflow.sdk import Connection
     from sqlalchemy.engine import URL
 
-    from airflow.sdk import Connection
 
 def store_config_from_airflow() -> StoreConfig:
     """:class:`StoreConfig` from the ``[clickstream]`` config section (env ``AIRFLOW__CLICKSTREAM__*``)."""
     from airflow.sdk import conf
 
     defaults = StoreConfig()
-    return StoreConfig(**{
-        name: conf.getint("clickstream", name, fallback=getattr(defaults, name))
-        for name in StoreConfig.__dataclass_fields__
-    })
+    return StoreConfig(
+        **{
+            name: conf.getint("clickstream", name, fallback=getattr(defaults, name))
+            for name in StoreConfig.__dataclass_fields__
+        }
+    )
 
 
 def connection_url(conn: Connection) -> URL:
@@ -39,8 +41,15 @@ def connection_url(conn: Connection) -> URL:
     conn_type = (conn.conn_type or "").split("+", 1)[0].replace("postgresql", "postgres")
     if conn_type == "postgres":
         extra = {k: str(v) for k, v in conn.extra_dejson.items() if isinstance(v, (str, int, float))}
-        return URL.create("postgresql+psycopg", username=conn.login or None, password=conn.password or None,
-                          host=conn.host or None, port=conn.port, database=conn.schema or None, query=extra)
+        return URL.create(
+            "postgresql+psycopg",
+            username=conn.login or None,
+            password=conn.password or None,
+            host=conn.host or None,
+            port=conn.port,
+            database=conn.schema or None,
+            query=extra,
+        )
     if conn_type == "sqlite":
         path = conn.host or conn.schema
         if not path:
@@ -53,7 +62,8 @@ class ClickstreamHook(BaseHook):
     """Interact with the clickstream session store (PostgreSQL or SQLite) through an Airflow Connection.
 
     Every public operation of :class:`clickstream.store.SessionStore` is a method of this hook with the
-    same name and signature, delegating to the store (a test keeps the two lists equal). The engine is created on first use and
+    same name and signature, delegating to the store (a test keeps the two lists equal). The engine is
+    created on first use and
     released by :meth:`close` (or by using the hook as a context manager). The hook never touches Airflow's
     metadata database.
 
@@ -258,7 +268,8 @@ class ClickstreamHook(BaseHook):
         Delegates to :meth:`clickstream.store.SessionStore.iter_batch_pages`.
         """
         return self.get_conn().iter_batch_pages(
-            batch_id, page_size=page_size, after_number=after_number, until_number=until_number)
+            batch_id, page_size=page_size, after_number=after_number, until_number=until_number
+        )
 
     def iter_extract_pages(
         self,
@@ -273,7 +284,8 @@ class ClickstreamHook(BaseHook):
         Delegates to :meth:`clickstream.store.SessionStore.iter_extract_pages`.
         """
         return self.get_conn().iter_extract_pages(
-            batch_id, page_size=page_size, after_number=after_number, until_number=until_number)
+            batch_id, page_size=page_size, after_number=after_number, until_number=until_number
+        )
 
     def release_batch(self, release_id: str) -> models.ReleaseResult:
         """Release the collecting batch under an idempotent ``release_id``.
@@ -314,8 +326,16 @@ class ClickstreamHook(BaseHook):
 
     # -------------------------------------------------------------------------------- history import
 
-    def import_history(self, path: str, format: str = "jsonl", invalid_threshold: float = 0.01,
-                       max_errors: int = 100, chunk_rows: int = 5000, *, logger: Any = None) -> Any:
+    def import_history(
+        self,
+        path: str,
+        format: str = "jsonl",
+        invalid_threshold: float = 0.01,
+        max_errors: int = 100,
+        chunk_rows: int = 5000,
+        *,
+        logger: Any = None,
+    ) -> Any:
         """Import history files read through :class:`~airflow.sdk.ObjectStoragePath` (see
         :func:`clickstream.importing.import_history`, which does the work and returns its report).
 
@@ -336,8 +356,9 @@ class ClickstreamHook(BaseHook):
         importing.check_options(format, invalid_threshold, max_errors, chunk_rows)
         root = ObjectStoragePath(path)
         if root.is_dir():
-            files = sorted((p for p in root.iterdir()
-                            if p.is_file() and p.name.endswith(importing.FILE_SUFFIXES[format])), key=str)
+            files = sorted(
+                (p for p in root.iterdir() if p.is_file() and p.name.endswith(importing.FILE_SUFFIXES[format])), key=str
+            )
             if not files:
                 raise InvalidInput.field("path", f"no {'/'.join(importing.FILE_SUFFIXES[format])} file in {path}")
         elif root.is_file():
@@ -345,5 +366,12 @@ class ClickstreamHook(BaseHook):
         else:
             raise InvalidInput.field("path", f"{path} does not exist")
         sources = [(str(p), (lambda p=p: p.open("rb"))) for p in files]
-        return importing.import_history(self.get_conn(), sources, format, invalid_threshold=invalid_threshold,
-                                        max_errors=max_errors, chunk_rows=chunk_rows, logger=logger)
+        return importing.import_history(
+            self.get_conn(),
+            sources,
+            format,
+            invalid_threshold=invalid_threshold,
+            max_errors=max_errors,
+            chunk_rows=chunk_rows,
+            logger=logger,
+        )

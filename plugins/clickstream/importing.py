@@ -26,8 +26,9 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timezone
-from typing import IO, TYPE_CHECKING, Any, ContextManager, Literal, TypeVar
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from pydantic import BaseModel, Field
 
@@ -50,7 +51,7 @@ FILE_SUFFIXES: dict[str, tuple[str, ...]] = {
     "parquet": (".parquet", ".pq"),
 }
 #: A source: a display name (path or URI) and a callable opening it as a binary file object.
-Source = tuple[str, Callable[[], ContextManager[IO[bytes]]]]
+Source = tuple[str, Callable[[], AbstractContextManager[IO[bytes]]]]
 
 DEFAULT_INVALID_THRESHOLD = 0.01
 DEFAULT_MAX_ERRORS = 100
@@ -124,7 +125,11 @@ def check_options(fmt: str, invalid_threshold: float, max_errors: int, chunk_row
 
 def local_sources(*paths: str) -> list[Source]:
     """Sources for local files (tests, scripts); the Airflow hook builds them from ``ObjectStoragePath``."""
-    return [(str(p), (lambda p=p: open(p, "rb"))) for p in paths]
+
+    def opener(path: str) -> Callable[[], IO[bytes]]:
+        return lambda: open(path, "rb")
+
+    return [(str(p), opener(p)) for p in paths]
 
 
 def import_history(
@@ -178,7 +183,7 @@ def import_history(
                     for line, row in chunk:
                         counts["rows"] += 1
                         seq = counts["rows"]
-                        body = _validate_line(row) if isinstance(row, bytes) else None
+                        body: _SessionRow | _EventRow | None = _validate_line(row) if isinstance(row, bytes) else None
                         if body is None:
                             if isinstance(row, bytes):
                                 row = _parse_line(row)
@@ -187,7 +192,7 @@ def import_history(
                                 continue
                             is_event = "event_id" in row
                             try:
-                                body = validate(_EventRow if is_event else _SessionRow, row)
+                                body = validate(_EventRow, row) if is_event else validate(_SessionRow, row)
                             except InvalidInput as err:
                                 if not is_event:  # invalid session rows count as session rows (not events)
                                     counts["session_rows"] += 1
@@ -197,48 +202,97 @@ def import_history(
                             counts["event_rows"] += 1
                             events.append(StagedEvent(seq, 0, body.session_id, _validated(models.EventIn, body)))
                         else:
+                            assert body is not None
                             counts["session_rows"] += 1
                             session = _validated(models.SessionIn, body)
                             sessions.append(StagedSession(seq, file_no, line, session))
-                            events.extend(StagedEvent(seq, pos, session.session_id, _validated(models.EventIn, e))
-                                          for pos, e in enumerate(body.events))
+                            events.extend(
+                                StagedEvent(seq, pos, session.session_id, _validated(models.EventIn, e))
+                                for pos, e in enumerate(body.events)
+                            )
                     load.stage(sessions, events)
                     now = time.monotonic()
                     if now - last_log >= 5 or len(chunk) < chunk_rows:
                         last_log = now
-                        out.info("import: %d rows read (%d invalid) from %d/%d file(s), %.0f rows/s; at %s line %d",
-                                 counts["rows"], counts["invalid"], file_no + 1, len(sources),
-                                 counts["rows"] / max(now - started, 1e-6), name, chunk[-1][0] if chunk else 0)
+                        out.info(
+                            "import: %d rows read (%d invalid) from %d/%d file(s), %.0f rows/s; at %s line %d",
+                            counts["rows"],
+                            counts["invalid"],
+                            file_no + 1,
+                            len(sources),
+                            counts["rows"] / max(now - started, 1e-6),
+                            name,
+                            chunk[-1][0] if chunk else 0,
+                        )
 
         rows = counts["rows"]
-        share_of = (lambda invalid: invalid / rows if rows else 0.0)
-        out.info("import: %d rows read in %.1f s; loading %d staged sessions and %d staged events",
-                 rows, time.monotonic() - started, load.staged_sessions, load.staged_events)
-        outcome = load.finish(accept=lambda conflicts: share_of(counts["invalid"] + conflicts) <= invalid_threshold,
-                              error_limit=max_errors - len(errors))
+
+        def share_of(invalid: int) -> float:
+            return invalid / rows if rows else 0.0
+
+        out.info(
+            "import: %d rows read in %.1f s; loading %d staged sessions and %d staged events",
+            rows,
+            time.monotonic() - started,
+            load.staged_sessions,
+            load.staged_events,
+        )
+        outcome = load.finish(
+            accept=lambda conflicts: share_of(counts["invalid"] + conflicts) <= invalid_threshold,
+            error_limit=max_errors - len(errors),
+        )
 
     for c in outcome.conflict_rows:
-        errors.append(RowError(file=names[c.file_no], line=c.line, reason=(
-            f"session_id {c.session_id!r} is already registered (or appears earlier in the import) with "
-            "different content; the stored session is kept")))
+        errors.append(
+            RowError(
+                file=names[c.file_no],
+                line=c.line,
+                reason=(
+                    f"session_id {c.session_id!r} is already registered (or appears earlier in the import) with "
+                    "different content; the stored session is kept"
+                ),
+            )
+        )
     invalid = counts["invalid"] + outcome.conflicts
     report = ImportReport(
-        files=names, **{k: counts[k] for k in ("rows", "session_rows", "event_rows")},
-        loaded_sessions=outcome.loaded_sessions, loaded_events=outcome.loaded_events,
-        duplicate_sessions=outcome.duplicate_sessions, duplicate_events=outcome.duplicate_events,
+        files=names,
+        **{k: counts[k] for k in ("rows", "session_rows", "event_rows")},
+        loaded_sessions=outcome.loaded_sessions,
+        loaded_events=outcome.loaded_events,
+        duplicate_sessions=outcome.duplicate_sessions,
+        duplicate_events=outcome.duplicate_events,
         duplicates=outcome.duplicate_sessions + outcome.duplicate_events,
-        invalid=invalid, invalid_share=round(share_of(invalid), 6), invalid_threshold=invalid_threshold,
-        errors=sorted(errors, key=lambda e: (names.index(e.file), e.line)), errors_truncated=invalid > len(errors),
-        loaded=outcome.committed, batch_id=outcome.batch_id)
+        invalid=invalid,
+        invalid_share=round(share_of(invalid), 6),
+        invalid_threshold=invalid_threshold,
+        errors=sorted(errors, key=lambda e: (names.index(e.file), e.line)),
+        errors_truncated=invalid > len(errors),
+        loaded=outcome.committed,
+        batch_id=outcome.batch_id,
+    )
     elapsed = time.monotonic() - started
     if report.loaded:
-        out.info("import: done in %.1f s (%.0f rows/s): %d rows, %d new sessions, %d new events, %d duplicates, "
-                 "%d invalid (%.2f%% <= threshold %.2f%%)", elapsed, rows / max(elapsed, 1e-6), rows,
-                 report.loaded_sessions, report.loaded_events, report.duplicates, invalid,
-                 100 * report.invalid_share, 100 * invalid_threshold)
+        out.info(
+            "import: done in %.1f s (%.0f rows/s): %d rows, %d new sessions, %d new events, %d duplicates, "
+            "%d invalid (%.2f%% <= threshold %.2f%%)",
+            elapsed,
+            rows / max(elapsed, 1e-6),
+            rows,
+            report.loaded_sessions,
+            report.loaded_events,
+            report.duplicates,
+            invalid,
+            100 * report.invalid_share,
+            100 * invalid_threshold,
+        )
     else:
-        out.warning("import: NOTHING LOADED: %d of %d rows invalid (%.2f%% > threshold %.2f%%)", invalid, rows,
-                    100 * report.invalid_share, 100 * invalid_threshold)
+        out.warning(
+            "import: NOTHING LOADED: %d of %d rows invalid (%.2f%% > threshold %.2f%%)",
+            invalid,
+            rows,
+            100 * report.invalid_share,
+            100 * invalid_threshold,
+        )
     return report
 
 
@@ -249,7 +303,7 @@ def import_history(
 def _decompressed(raw: IO[bytes], name: str, fmt: str) -> Iterator[IO[bytes]]:
     if fmt == "jsonl" and name.endswith(".gz"):
         with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
-            yield unzipped
+            yield cast(IO[bytes], unzipped)
     else:
         yield raw
 
@@ -348,5 +402,5 @@ def _parquet_row(record: dict[str, Any]) -> dict | str:
 
 def _millis(value: datetime) -> int:
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     return int(value.timestamp() * 1000)

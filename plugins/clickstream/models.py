@@ -1,8 +1,9 @@
 """Request and response shapes shared by the REST views, the hook and the operators.
 
-The shapes follow ``internal-clickstream-api.md`` (names and JSON layout) and ``semantics.md``
-(bounds and units). They hold no business rules beyond field-level validation: everything that needs
-the store (windows relative to *now*, eligibility, conflicts) lives in :mod:`clickstream.store`.
+The shapes are the REST API's (docs/rest-api.md: names, JSON layout, bounds and units); the store's
+operations that take and answer them are in docs/store.md. They hold no business rules beyond
+field-level validation: everything that needs the store (windows relative to *now*, eligibility,
+conflicts) lives in :mod:`clickstream.store`.
 """
 
 from __future__ import annotations
@@ -117,7 +118,8 @@ class SessionIn(_Strict):
     sort_by: SortBy | None = None
     user_id: UserId | None = None
     created_at: Millis | None = Field(
-        None, description="milliseconds since epoch; omitted means the server's time of receipt")
+        None, description="milliseconds since epoch; omitted means the server's time of receipt"
+    )
     is_irrelevant: bool = False
     is_payload_search: bool = False
 
@@ -129,7 +131,8 @@ class EventIn(_Strict):
     object_id: ShortId
     event_type: str = Field(default="click", min_length=1, max_length=64)
     created_at: Millis | None = Field(
-        None, description="milliseconds since epoch; omitted means the server's time of receipt")
+        None, description="milliseconds since epoch; omitted means the server's time of receipt"
+    )
     meta: JsonObject | None = None
 
     _millis = field_validator("created_at")(_check_millis)
@@ -152,9 +155,11 @@ class BulkIn(_Strict):
     :class:`SessionIn` and :class:`BulkEventIn`."""
 
     sessions: list[Annotated[Any, WithJsonSchema({"$ref": "#/components/schemas/SessionIn"})]] = Field(
-        default_factory=list, description="sessions, each as the body of POST /session")
+        default_factory=list, description="sessions, each as the body of POST /session"
+    )
     events: list[Annotated[Any, WithJsonSchema(BulkEventIn.model_json_schema())]] = Field(
-        default_factory=list, description="events, each as an item of POST /session/events plus its session_id")
+        default_factory=list, description="events, each as an item of POST /session/events plus its session_id"
+    )
 
 
 class SessionIdIn(_Strict):
@@ -221,8 +226,9 @@ class PushEventsResult(BaseModel):
     session_id: str
     stored: int
     duplicates: int
-    over_limit: int = Field(0, description="events not stored: the session already holds "
-                                           "[clickstream] max_events_per_session events")
+    over_limit: int = Field(
+        0, description="events not stored: the session already holds [clickstream] max_events_per_session events"
+    )
 
 
 class BulkSessionCounts(BaseModel):

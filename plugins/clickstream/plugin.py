@@ -41,12 +41,14 @@ def _fastapi_apps() -> list[dict[str, Any]]:
 
 
 def _external_views() -> list[dict[str, Any]]:
-    return [{
-        "name": "Clickstream API",
-        "href": base_url_path(f"{URL_PREFIX}/docs"),
-        "destination": "nav",
-        "category": "docs",
-    }]
+    return [
+        {
+            "name": "Clickstream API",
+            "href": base_url_path(f"{URL_PREFIX}/docs"),
+            "destination": "nav",
+            "category": "docs",
+        }
+    ]
 
 
 class _Lazy:

@@ -35,13 +35,46 @@ if TYPE_CHECKING:
     from clickstream.store import SessionStore
 
 _TOPICS = (
-    "transformer", "bert", "llama", "resnet", "yolo", "diffusion", "whisper", "clip", "gpt", "t5", "vit",
-    "unet", "xgboost", "lightgbm", "wav2vec", "segment anything", "mistral", "stable diffusion", "detr",
-    "roberta", "electra", "mobilenet", "efficientnet", "sentence embeddings", "reranker", "tokenizer",
+    "transformer",
+    "bert",
+    "llama",
+    "resnet",
+    "yolo",
+    "diffusion",
+    "whisper",
+    "clip",
+    "gpt",
+    "t5",
+    "vit",
+    "unet",
+    "xgboost",
+    "lightgbm",
+    "wav2vec",
+    "segment anything",
+    "mistral",
+    "stable diffusion",
+    "detr",
+    "roberta",
+    "electra",
+    "mobilenet",
+    "efficientnet",
+    "sentence embeddings",
+    "reranker",
+    "tokenizer",
 )
 _TASKS = (
-    "classification", "summarization", "translation", "detection", "segmentation", "question answering",
-    "speech recognition", "text generation", "embeddings", "ner", "sentiment", "retrieval",
+    "classification",
+    "summarization",
+    "translation",
+    "detection",
+    "segmentation",
+    "question answering",
+    "speech recognition",
+    "text generation",
+    "embeddings",
+    "ner",
+    "sentiment",
+    "retrieval",
 )
 _QUALIFIERS = ("", "", "", "small", "large", "fine-tuned", "multilingual", "quantized", "onnx", "distilled")
 _SORT_FIELDS = ("stars", "downloads", "updated_at", "likes")
@@ -94,16 +127,13 @@ class SeedCounts:
 
 
 def _query_pool(rng: random.Random, size: int) -> list[str]:
-    combos = [
-        " ".join(p for p in (q, t, k) if p)
-        for t in _TOPICS for k in _TASKS for q in _QUALIFIERS
-    ]
+    combos = [" ".join(p for p in (q, t, k) if p) for t in _TOPICS for k in _TASKS for q in _QUALIFIERS]
     rng.shuffle(combos)
     return list(dict.fromkeys(combos))[:size]
 
 
 def _zipf_cdf(n: int, s: float) -> list[float]:
-    weights = [1.0 / (k ** s) for k in range(1, n + 1)]
+    weights = [1.0 / (k**s) for k in range(1, n + 1)]
     return list(itertools.accumulate(weights))
 
 
@@ -172,12 +202,17 @@ def generate(
             "session_id": sid,
             "search_query": None if payload_search else queries[qi],
             "search_results": search_results,
-            "search_meta": {"latency_ms": int(rng.lognormvariate(4.8, 0.5)), "engine": rng.choice(_ENGINES),
-                            "total_hits": rng.randint(len(shown), 5000)},
+            "search_meta": {
+                "latency_ms": int(rng.lognormvariate(4.8, 0.5)),
+                "engine": rng.choice(_ENGINES),
+                "total_hits": rng.randint(len(shown), 5000),
+            },
             "payload_filter": {"task": rng.choice(_TASKS), "library": rng.choice(("pytorch", "jax", "onnx"))}
-            if with_filter else None,
+            if with_filter
+            else None,
             "sort_by": {"field": rng.choice(_SORT_FIELDS), "order": rng.choice(("desc", "desc", "asc"))}
-            if rng.random() < 0.15 else None,
+            if rng.random() < 0.15
+            else None,
             "user_id": None if rng.random() < 0.05 else f"user-{int(rng.paretovariate(1.2)) % n_users}",
             "created_at": created,
             "is_irrelevant": (not payload_search) and rng.random() < irrelevant_rate,
@@ -189,28 +224,52 @@ def generate(
         if not session["is_irrelevant"]:
             # position-biased cascade: examine ranks top-down, click with a probability falling with rank
             for rank, obj in enumerate(shown, start=1):
-                if len(events) >= 6 or rng.random() > 0.93 ** rank + 0.1:
+                if len(events) >= 6 or rng.random() > 0.93**rank + 0.1:
                     continue
-                if rng.random() < 0.42 / rank ** 0.9:
+                if rng.random() < 0.42 / rank**0.9:
                     t += rng.randint(1_000, 15_000)
-                    events.append({"event_id": f"evt-{len(events):03d}", "object_id": obj, "event_type": "click",
-                                   "created_at": t, "meta": {"clicked_rank": rank}})
+                    events.append(
+                        {
+                            "event_id": f"evt-{len(events):03d}",
+                            "object_id": obj,
+                            "event_type": "click",
+                            "created_at": t,
+                            "meta": {"clicked_rank": rank},
+                        }
+                    )
                     if rng.random() < 0.15:
                         t += rng.randint(1_000, 10_000)
-                        events.append({"event_id": f"evt-{len(events):03d}", "object_id": obj,
-                                       "event_type": rng.choice(("download", "like")), "created_at": t,
-                                       "meta": None})
+                        events.append(
+                            {
+                                "event_id": f"evt-{len(events):03d}",
+                                "object_id": obj,
+                                "event_type": rng.choice(("download", "like")),
+                                "created_at": t,
+                                "meta": None,
+                            }
+                        )
             if rng.random() < 0.02:  # navigation to an object that was not shown
                 t += rng.randint(1_000, 10_000)
-                events.append({"event_id": f"evt-{len(events):03d}", "object_id": f"obj-{rng.randrange(n_objects)}",
-                               "event_type": "navigate", "created_at": t, "meta": {"from": "related"}})
+                events.append(
+                    {
+                        "event_id": f"evt-{len(events):03d}",
+                        "object_id": f"obj-{rng.randrange(n_objects)}",
+                        "event_type": "navigate",
+                        "created_at": t,
+                        "meta": {"from": "related"},
+                    }
+                )
         late: list[dict[str, Any]] = []
         if events and rng.random() < late_rate:
             cut = rng.randrange(len(events))
             events, late = events[:cut], events[cut:]
-        yield SyntheticSession(session, events, late,
-                               duplicate_push=bool(events) and rng.random() < duplicate_rate,
-                               events_first=bool(events) and rng.random() < events_first_rate)
+        yield SyntheticSession(
+            session,
+            events,
+            late,
+            duplicate_push=bool(events) and rng.random() < duplicate_rate,
+            events_first=bool(events) and rng.random() < events_first_rate,
+        )
 
 
 # ------------------------------------------------------------------------------------------ seeding
@@ -265,24 +324,44 @@ def seed_store(
     if owned:
         store.migrate()
     try:
-        return _seed(store, n_sessions, seed=seed, release_id=release_id,
-                     hold_late=bool(hold_late), id_prefix=id_prefix, span_ms=span_ms, log_every=log_every,
-                     generate_kwargs=generate_kwargs)
+        return _seed(
+            store,
+            n_sessions,
+            seed=seed,
+            release_id=release_id,
+            hold_late=bool(hold_late),
+            id_prefix=id_prefix,
+            span_ms=span_ms,
+            log_every=log_every,
+            generate_kwargs=generate_kwargs,
+        )
     finally:
         if owned:
             store.dispose()
 
 
-def _seed(store: SessionStore, n_sessions: int, *, seed: int, release_id: str | None, hold_late: bool,
-          id_prefix: str | None, span_ms: int, log_every: int, generate_kwargs: dict[str, Any]) -> SeedCounts:
+def _seed(
+    store: SessionStore,
+    n_sessions: int,
+    *,
+    seed: int,
+    release_id: str | None,
+    hold_late: bool,
+    id_prefix: str | None,
+    span_ms: int,
+    log_every: int,
+    generate_kwargs: dict[str, Any],
+) -> SeedCounts:
     started = time.monotonic()
     counts = SeedCounts()
     now = store.clock()
     start_ms = now - span_ms - 5 * 60 * 1000
     late: list[tuple[str, list[dict[str, Any]]]] = []
     batches: dict[str, None] = {}
-    for i, s in enumerate(generate(n_sessions, seed=seed, start_ms=start_ms, span_ms=span_ms,
-                                   id_prefix=id_prefix, **generate_kwargs), start=1):
+    for i, s in enumerate(
+        generate(n_sessions, seed=seed, start_ms=start_ms, span_ms=span_ms, id_prefix=id_prefix, **generate_kwargs),
+        start=1,
+    ):
         sid = s.session["session_id"]
         if s.events_first:
             _push(store, counts, sid, s.events)
@@ -319,8 +398,9 @@ def _seed(store: SessionStore, n_sessions: int, *, seed: int, release_id: str | 
     return counts
 
 
-def _push(store: SessionStore, counts: SeedCounts, session_id: str, events: list[dict[str, Any]], *,
-          late: bool = False) -> int:
+def _push(
+    store: SessionStore, counts: SeedCounts, session_id: str, events: list[dict[str, Any]], *, late: bool = False
+) -> int:
     if not events:
         return 0
     result = store.push_events(session_id, events)
@@ -358,15 +438,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", required=True, help="session store URL (postgresql://... or sqlite:////abs/path.db)")
     parser.add_argument("--sessions", type=int, default=1000, help="how many sessions (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--release-id", default=None,
-                        help="release the batch under this id after seeding, then push the late events")
+    parser.add_argument(
+        "--release-id", default=None, help="release the batch under this id after seeding, then push the late events"
+    )
     parser.add_argument("--id-prefix", default=None, help="session id prefix (default sess-<seed>)")
     parser.add_argument("--progress", type=int, default=0, metavar="N", help="print progress every N sessions")
     args = parser.parse_args(argv)
     if args.sessions < 0:
         parser.error("--sessions must be >= 0")
-    counts = seed_store(args.url, args.sessions, seed=args.seed, release_id=args.release_id,
-                        id_prefix=args.id_prefix, log_every=args.progress)
+    counts = seed_store(
+        args.url,
+        args.sessions,
+        seed=args.seed,
+        release_id=args.release_id,
+        id_prefix=args.id_prefix,
+        log_every=args.progress,
+    )
     print(json.dumps(counts.as_dict(), indent=2))
     return 0
 

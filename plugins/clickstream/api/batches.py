@@ -9,9 +9,6 @@ from clickstream.api.deps import StoreDep, require_write
 from clickstream.api.errors import error_responses
 from clickstream.store import StoreConfig
 
-#: Largest value of a BIGINT column: session numbers never exceed it.
-_MAX_NUMBER = 2**63 - 1
-
 
 def batches_router(config: StoreConfig) -> APIRouter:
     """The ``/batch`` routes; ``config`` gives the page bounds (``[clickstream] max_page``, ``max_events``)."""
@@ -26,20 +23,30 @@ def batches_router(config: StoreConfig) -> APIRouter:
     def get_batch_sessions(
         store: StoreDep,
         batch_id: str = Query(min_length=1, max_length=128, description="the batch to read"),
-        after_number: int = Query(0, ge=0, le=_MAX_NUMBER, description="sessions numbered above this; pass "
-                                                                        "the previous page's last_number"),
-        limit: int = Query(min(10, config.max_page), ge=1, le=config.max_page,
-                           description="at most this many sessions"),
-        events_limit: int = Query(min(100, config.max_events), ge=0, le=config.max_events,
-                                  description="at most this many events per session, earliest first; 0 for none"),
+        after_number: int = Query(
+            0,
+            ge=0,
+            le=models.MAX_BIGINT,
+            description="sessions numbered above this; pass the previous page's last_number",
+        ),
+        limit: int = Query(
+            min(10, config.max_page), ge=1, le=config.max_page, description="at most this many sessions"
+        ),
+        events_limit: int = Query(
+            min(100, config.max_events),
+            ge=0,
+            le=config.max_events,
+            description="at most this many events per session, earliest first; 0 for none",
+        ),
     ) -> models.BatchSessionsPage:
         """Sessions of the batch numbered above ``after_number``, ascending, with their events.
 
         ``last_number`` is the number of the page's last session (null when the page is empty): pass it
         as ``after_number`` to get the next page. An unknown ``batch_id`` is a 404.
         """
-        return store.get().get_batch_sessions(batch_id, after_number=after_number, limit=limit,
-                                        events_limit=events_limit)
+        return store.get().get_batch_sessions(
+            batch_id, after_number=after_number, limit=limit, events_limit=events_limit
+        )
 
     @router.post(
         "/release",

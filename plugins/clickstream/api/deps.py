@@ -17,12 +17,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated
 
+from airflow.api_fastapi.core_api.security import GetUserDep, get_user
 from fastapi import Depends, HTTPException, Request, status
 
-from airflow.api_fastapi.core_api.security import GetUserDep, get_user
-
 from clickstream.api.holder import StoreHolder
-
 
 if TYPE_CHECKING:
     from airflow.api_fastapi.auth.managers.base_auth_manager import BaseAuthManager
@@ -53,15 +51,15 @@ def is_admin(user: BaseUser, auth_manager: BaseAuthManager) -> bool:
 def require_write(user: GetUserDep) -> None:
     """Writes need permission to edit DAGs (403 otherwise)."""
     if not _auth_manager().is_authorized_dag(method="PUT", user=user):
-        raise HTTPException(status.HTTP_403_FORBIDDEN,
-                            "Forbidden: writing clickstream data needs permission to edit DAGs")
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "Forbidden: writing clickstream data needs permission to edit DAGs"
+        )
 
 
 def require_admin(user: GetUserDep) -> None:
     """Erasure needs an administrator (403 otherwise)."""
     if not is_admin(user, _auth_manager()):
-        raise HTTPException(status.HTTP_403_FORBIDDEN,
-                            "Forbidden: erasing a user's data needs an administrator")
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "Forbidden: erasing a user's data needs an administrator")
 
 
 def get_store(request: Request) -> StoreHolder:

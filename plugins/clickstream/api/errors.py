@@ -63,10 +63,7 @@ def _store_error(_request: Request, err: Exception) -> JSONResponse:
 
 def _validation_error(_request: Request, err: Exception) -> JSONResponse:
     assert isinstance(err, RequestValidationError)
-    errors = [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-        for e in err.errors()
-    ]
+    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in err.errors()]
     detail = "; ".join(f"{_loc(e['loc'])}: {e['msg']}" for e in errors) or "invalid request"
     return JSONResponse({"detail": detail, "errors": jsonable_encoder(errors)}, status_code=422)
 
@@ -82,8 +79,7 @@ def _pool_timeout(_request: Request, err: Exception) -> JSONResponse:
 
 def _unexpected(_request: Request, err: Exception) -> JSONResponse:
     log.exception("clickstream API: unexpected error", exc_info=err)
-    return JSONResponse({"detail": f"internal error ({type(err).__name__}); see the API server log"},
-                        status_code=500)
+    return JSONResponse({"detail": f"internal error ({type(err).__name__}); see the API server log"}, status_code=500)
 
 
 def install_error_handlers(app: FastAPI) -> None:

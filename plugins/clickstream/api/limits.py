@@ -27,8 +27,10 @@ class BodyTooLarge(HTTPException):
 
 
 def _detail(max_bytes: int) -> str:
-    return (f"body: request body larger than {max_bytes} bytes ([clickstream] max_request_bytes); "
-            "send fewer items per request")
+    return (
+        f"body: request body larger than {max_bytes} bytes ([clickstream] max_request_bytes); "
+        "send fewer items per request"
+    )
 
 
 class BodySizeLimit:
@@ -84,7 +86,10 @@ def _content_length(scope: Scope) -> int | None:
 
 async def _answer_413(send: Send, max_bytes: int) -> None:
     body = json.dumps({"detail": _detail(max_bytes)}).encode()
-    headers: list[Any] = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                          (b"connection", b"close")]
+    headers: list[Any] = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
     await send({"type": "http.response.start", "status": 413, "headers": headers})
     await send({"type": "http.response.body", "body": body})

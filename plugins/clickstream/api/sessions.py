@@ -46,8 +46,8 @@ def sessions_router(config: StoreConfig) -> APIRouter:
         store: StoreDep,
         session_id: str = Query(min_length=1, max_length=128, description="the session's id"),
         events_limit: int | None = Query(
-            None, ge=0, le=config.max_events, description="at most this many events, earliest first; all "
-                                                          "when omitted"),
+            None, ge=0, le=config.max_events, description="at most this many events, earliest first; all when omitted"
+        ),
     ) -> models.SessionOut:
         """A session by id with its events (earliest first), its batch and its session number."""
         return store.get().get_session(session_id, events_limit=events_limit)

@@ -13,7 +13,7 @@ _EXPORTS = {
     "ExtractBatchOperator": "clickstream.operators.extract",
     "MarkForImprovementOperator": "clickstream.operators.mark",
     "BatchMetricsOperator": "clickstream.operators.metrics",
-    "ImportHistoryOperator": "clickstream.operators.history",
+    "ImportHistoryOperator": "clickstream.operators.import_history",
     "EraseUserOperator": "clickstream.operators.erasure",
 }
 

@@ -31,8 +31,9 @@ class EraseUserOperator(BaseOperator):
     template_fields: Sequence[str] = ("user_id",)
     ui_color = "#ffd9d9"
 
-    def __init__(self, *, user_id: str, clickstream_conn_id: str = ClickstreamHook.default_conn_name,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, *, user_id: str, clickstream_conn_id: str = ClickstreamHook.default_conn_name, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.user_id = user_id
         self.clickstream_conn_id = clickstream_conn_id
@@ -43,8 +44,14 @@ class EraseUserOperator(BaseOperator):
                 result = hook.erase_user(self.user_id)
             except InvalidInput as err:
                 raise AirflowFailException(err.detail) from None
-            self.log.info("erased user %r: %d sessions, %d events, %d improvement marks, from %d batch(es)",
-                          result.user_id, result.sessions, result.events, result.marks, len(result.batches))
+            self.log.info(
+                "erased user %r: %d sessions, %d events, %d improvement marks, from %d batch(es)",
+                result.user_id,
+                result.sessions,
+                result.events,
+                result.marks,
+                len(result.batches),
+            )
             released, collecting = [], []
             for batch_id in result.batches:
                 try:
@@ -52,20 +59,29 @@ class EraseUserOperator(BaseOperator):
                 except NotFound:  # cannot happen today (batches are never deleted); do not fail the erasure
                     continue
                 if batch.status == "released":
-                    released.append({"batch_id": batch.batch_id, "release_id": batch.release_id,
-                                     "released_at": batch.released_at})
+                    released.append(
+                        {"batch_id": batch.batch_id, "release_id": batch.release_id, "released_at": batch.released_at}
+                    )
                 else:
                     collecting.append(batch.batch_id)
         if collecting:
-            self.log.info("collecting batch %s held the user's sessions: nothing of them will be released",
-                          ", ".join(collecting))
+            self.log.info(
+                "collecting batch %s held the user's sessions: nothing of them will be released", ", ".join(collecting)
+            )
         if released:
             self.log.warning(
                 "the user's sessions were in %d RELEASED batch(es); datasets extracted from them are outside "
-                "the store and still hold the user's data: erase user %r there too", len(released), result.user_id)
+                "the store and still hold the user's data: erase user %r there too",
+                len(released),
+                result.user_id,
+            )
             for b in released:
-                self.log.warning("released batch %s (release_id %s, released_at %d)",
-                                 b["batch_id"], b["release_id"], b["released_at"])
+                self.log.warning(
+                    "released batch %s (release_id %s, released_at %d)",
+                    b["batch_id"],
+                    b["release_id"],
+                    b["released_at"],
+                )
         else:
             self.log.info("no released batch held the user's sessions: no extracted dataset holds them")
         return {**result.model_dump(mode="json"), "released_batches": released}

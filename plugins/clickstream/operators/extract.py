@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -70,8 +71,9 @@ def _require_released(hook: ClickstreamHook, batch_id: str):
     return info
 
 
-def plan_shards(batch_id: str, shards: int, *, clickstream_conn_id: str = "clickstream_default",
-                base_path: str | None = None) -> list[dict[str, Any]]:
+def plan_shards(
+    batch_id: str, shards: int, *, clickstream_conn_id: str = "clickstream_default", base_path: str | None = None
+) -> list[dict[str, Any]]:
     """Split a released batch into at most ``shards`` ranges of ``session_number`` for mapped extraction.
 
     The ranges ``(after_number, until_number]`` are contiguous and cover every number (the first starts at
@@ -97,12 +99,17 @@ def plan_shards(batch_id: str, shards: int, *, clickstream_conn_id: str = "click
     step = max(1, math.ceil((high - low) / shards))
     cuts = sorted({min(low + step * k, high) for k in range(1, shards)} - {high})
     bounds = [0, *cuts, None]
-    return [{"batch_id": batch_id, "after_number": a, "until_number": u} for a, u in zip(bounds, bounds[1:])]
+    return [{"batch_id": batch_id, "after_number": a, "until_number": u} for a, u in pairwise(bounds)]
 
 
-def write_dataset_manifest(batch_id: str, shard_results: Sequence[dict[str, Any]], *,
-                           clickstream_conn_id: str = "clickstream_default", base_path: str | None = None,
-                           logger: Any = None) -> dict[str, Any]:
+def write_dataset_manifest(
+    batch_id: str,
+    shard_results: Sequence[dict[str, Any]],
+    *,
+    clickstream_conn_id: str = "clickstream_default",
+    base_path: str | None = None,
+    logger: Any = None,
+) -> dict[str, Any]:
     """Write the manifest of a sharded extraction (last step); returns the small summary for XCom.
 
     When the shards cover the whole batch, checks that their session counts add up to the batch's; removes
@@ -117,14 +124,24 @@ def write_dataset_manifest(batch_id: str, shard_results: Sequence[dict[str, Any]
         info = _require_released(hook, batch_id)
     results = sorted(shard_results, key=lambda r: r["after_number"])
     sessions = sum(r["sessions"] for r in results)
-    whole = bool(results) and results[0]["after_number"] == 0 and results[-1]["until_number"] is None and all(
-        a["until_number"] == b["after_number"] for a, b in zip(results, results[1:]))
+    whole = (
+        bool(results)
+        and results[0]["after_number"] == 0
+        and results[-1]["until_number"] is None
+        and all(a["until_number"] == b["after_number"] for a, b in pairwise(results))
+    )
     if whole and info.sessions is not None and sessions != info.sessions:
-        raise AirflowFailException(f"batch_id {batch_id!r}: the shards wrote {sessions} sessions but the batch "
-                                   f"has {info.sessions}; clear the extraction to rewrite it")
-    manifest = write_manifest(dataset_root(base_path, batch_id), batch_id, results, logger=logger,
-                              extra={"release_id": info.release_id, "released_at": info.released_at,
-                                     "complete": whole})
+        raise AirflowFailException(
+            f"batch_id {batch_id!r}: the shards wrote {sessions} sessions but the batch "
+            f"has {info.sessions}; clear the extraction to rewrite it"
+        )
+    manifest = write_manifest(
+        dataset_root(base_path, batch_id),
+        batch_id,
+        results,
+        logger=logger,
+        extra={"release_id": info.release_id, "released_at": info.released_at, "complete": whole},
+    )
     return {**manifest_summary(manifest), "release_id": info.release_id, "released_at": info.released_at}
 
 
@@ -132,9 +149,9 @@ class ExtractBatchOperator(BaseOperator):
     """Write a released batch (or one shard of it) as Parquet under ``<base_path>/<batch_id>/``.
 
     Pages through the batch with ``iter_extract_pages`` (``page_size`` sessions with all their events at a
-    time, as JSON lines in the dataset's layout that Arrow parses directly) and writes each page as a row group, ``pages_per_part`` pages per part file, so memory is bounded
-    by one page whatever the batch's size. Part files are named after their first ``session_number``; a
-    run first deletes the parts its range owns, so a retry after a failure half-way ends with exactly the
+    time, as JSON lines in the dataset's layout that Arrow parses directly) and writes each page as a row
+    group, ``pages_per_part`` pages per part file, so memory is bounded by one page whatever the batch's
+    size. Part files are named after their first ``session_number``; a run first deletes the parts its range owns, so a retry after a failure half-way ends with exactly the
     batch's rows, none twice, none missing. Logs pages, rows and rate.
 
     With ``write_manifest=True`` (default) this task is the whole extraction: it removes an old manifest,
@@ -155,15 +172,30 @@ class ExtractBatchOperator(BaseOperator):
     :param clickstream_conn_id: Airflow Connection of the session store (templated).
     """
 
-    template_fields: Sequence[str] = ("batch_id", "base_path", "after_number", "until_number", "page_size",
-                                      "pages_per_part", "clickstream_conn_id")
+    template_fields: Sequence[str] = (
+        "batch_id",
+        "base_path",
+        "after_number",
+        "until_number",
+        "page_size",
+        "pages_per_part",
+        "clickstream_conn_id",
+    )
     ui_color = "#eae4f7"
 
-    def __init__(self, *, batch_id: str, base_path: str | None = None, after_number: int | str = 0,
-                 until_number: int | str | None = None, page_size: int | str = 1000,
-                 pages_per_part: int | str = 10,
-                 write_manifest: bool = True, clickstream_conn_id: str = "clickstream_default",
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        batch_id: str,
+        base_path: str | None = None,
+        after_number: int | str = 0,
+        until_number: int | str | None = None,
+        page_size: int | str = 1000,
+        pages_per_part: int | str = 10,
+        write_manifest: bool = True,
+        clickstream_conn_id: str = "clickstream_default",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.batch_id = batch_id
         self.base_path = base_path
@@ -178,41 +210,63 @@ class ExtractBatchOperator(BaseOperator):
         """The writer of this run (override to observe pages, e.g. to simulate a crash in tests)."""
         from clickstream.dataset import ShardWriter
 
-        return ShardWriter(root, self.batch_id, after_number=after, until_number=until,
-                           pages_per_part=_as_int("pages_per_part", self.pages_per_part, default=10, minimum=1),
-                           logger=self.log)
+        return ShardWriter(
+            root,
+            self.batch_id,
+            after_number=after,
+            until_number=until,
+            pages_per_part=_as_int("pages_per_part", self.pages_per_part, default=10, minimum=1),
+            logger=self.log,
+        )
 
     def execute(self, context: Context) -> dict[str, Any]:
         from clickstream.dataset import remove_manifest
         from clickstream.hooks import ClickstreamHook
 
         after = _as_int("after_number", self.after_number, default=0)
-        until = _as_int("until_number", self.until_number, default=None)
+        until = _as_optional_int("until_number", self.until_number)
         page_size = _as_int("page_size", self.page_size, default=1000, minimum=1)
         if after < 0 or (until is not None and until < after):
-            raise ValueError(f"after_number/until_number: need 0 <= after_number <= until_number, "
-                             f"got ({after}, {until}]")
+            raise ValueError(
+                f"after_number/until_number: need 0 <= after_number <= until_number, got ({after}, {until}]"
+            )
         root = dataset_root(self.base_path, self.batch_id)
         with ClickstreamHook(self.clickstream_conn_id) as hook:
             _require_released(hook, self.batch_id)
             if self.write_manifest:
                 remove_manifest(root)
-            self.log.info("Extracting batch %s, sessions (%s, %s], to %s (page size %d)",
-                          self.batch_id, after, until, root, page_size)
-            pages = hook.iter_extract_pages(self.batch_id, page_size=page_size, after_number=after,
-                                            until_number=until)
+            self.log.info(
+                "Extracting batch %s, sessions (%s, %s], to %s (page size %d)",
+                self.batch_id,
+                after,
+                until,
+                root,
+                page_size,
+            )
+            pages = hook.iter_extract_pages(self.batch_id, page_size=page_size, after_number=after, until_number=until)
             result = self.make_writer(root, after, until).write(pages)
         result = {"batch_id": self.batch_id, **result}
         if not self.write_manifest:
             return result
-        return write_dataset_manifest(self.batch_id, [result], clickstream_conn_id=self.clickstream_conn_id,
-                                      base_path=self.base_path, logger=self.log)
+        return write_dataset_manifest(
+            self.batch_id,
+            [result],
+            clickstream_conn_id=self.clickstream_conn_id,
+            base_path=self.base_path,
+            logger=self.log,
+        )
 
 
-def _as_int(field: str, value: Any, *, default: int | None, minimum: int | None = None) -> int | None:
+def _as_int(field: str, value: Any, *, default: int, minimum: int | None = None) -> int:
     """Templated numbers arrive as strings; '' and 'None' mean the default."""
+    number = _as_optional_int(field, value, minimum=minimum)
+    return default if number is None else number
+
+
+def _as_optional_int(field: str, value: Any, *, minimum: int | None = None) -> int | None:
+    """As :func:`_as_int`, with None (no value) as the default."""
     if value is None or (isinstance(value, str) and value.strip() in ("", "None")):
-        return default
+        return None
     try:
         number = int(value)
     except (TypeError, ValueError):

@@ -63,8 +63,14 @@ class MarkForImprovementOperator(BaseOperator):
     template_fields: Sequence[str] = ("session_ids", "batch_id", "clickstream_conn_id")
     ui_color = "#fdf2d0"
 
-    def __init__(self, *, session_ids: Any = None, batch_id: str | None = None,
-                 clickstream_conn_id: str = "clickstream_default", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        session_ids: Any = None,
+        batch_id: str | None = None,
+        clickstream_conn_id: str = "clickstream_default",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.session_ids = session_ids
         self.batch_id = batch_id
@@ -77,8 +83,10 @@ class MarkForImprovementOperator(BaseOperator):
         ids = parse_session_ids(self.session_ids)
         batch_id = (self.batch_id or "").strip() or None
         if bool(ids) == bool(batch_id):
-            raise ValueError("give exactly one of session_ids (a non-empty list) and batch_id; "
-                             f"got session_ids={self.session_ids!r}, batch_id={self.batch_id!r}")
+            raise ValueError(
+                "give exactly one of session_ids (a non-empty list) and batch_id; "
+                f"got session_ids={self.session_ids!r}, batch_id={self.batch_id!r}"
+            )
         with ClickstreamHook(self.clickstream_conn_id) as hook, fail_without_retry():
             if batch_id:
                 counts = hook.mark_batch_for_improvement(batch_id).model_dump()
@@ -86,8 +94,9 @@ class MarkForImprovementOperator(BaseOperator):
                 return {"batch_id": batch_id, "counts": counts}
             counts_model, outcomes = hook.mark_sessions_for_improvement(ids)
         for o in outcomes:
-            self.log.info("session %s: %s%s", o["session_id"], o["status"],
-                          f" ({o['reason']})" if o.get("reason") else "")
+            self.log.info(
+                "session %s: %s%s", o["session_id"], o["status"], f" ({o['reason']})" if o.get("reason") else ""
+            )
         counts = counts_model.model_dump()
         self.log.info("%d session(s) processed: %s", len(ids), _fmt(counts))
         return {"counts": counts, "outcomes": outcomes}

@@ -32,8 +32,15 @@ class BatchMetricsOperator(BaseOperator):
     template_fields: Sequence[str] = ("batch_id", "base_path", "clickstream_conn_id")
     ui_color = "#e4ecf7"
 
-    def __init__(self, *, batch_id: str, base_path: str | None = None, write_file: bool = True,
-                 clickstream_conn_id: str = "clickstream_default", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        batch_id: str,
+        base_path: str | None = None,
+        write_file: bool = True,
+        clickstream_conn_id: str = "clickstream_default",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.batch_id = batch_id
         self.base_path = base_path
@@ -54,8 +61,11 @@ class BatchMetricsOperator(BaseOperator):
             with target.open("w") as out:
                 json.dump(metrics, out, indent=2)
             path = str(target)
-        self.log.info("Metrics of batch %s: %s", self.batch_id,
-                      ", ".join(f"{k}={v}" for k, v in metrics.items() if k != "batch_id"))
+        self.log.info(
+            "Metrics of batch %s: %s",
+            self.batch_id,
+            ", ".join(f"{k}={v}" for k, v in metrics.items() if k != "batch_id"),
+        )
         if path:
             self.log.info("Written to %s", path)
         return {**metrics, "path": path}

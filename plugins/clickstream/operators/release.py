@@ -32,8 +32,14 @@ class ReleaseBatchOperator(BaseOperator):
     template_fields: Sequence[str] = ("release_id", "clickstream_conn_id")
     ui_color = "#e8f4ea"
 
-    def __init__(self, *, release_id: str = DEFAULT_RELEASE_ID, clickstream_conn_id: str = "clickstream_default",
-                 multiple_outputs: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        release_id: str = DEFAULT_RELEASE_ID,
+        clickstream_conn_id: str = "clickstream_default",
+        multiple_outputs: bool = True,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(multiple_outputs=multiple_outputs, **kwargs)
         self.release_id = release_id
         self.clickstream_conn_id = clickstream_conn_id
@@ -51,6 +57,10 @@ class ReleaseBatchOperator(BaseOperator):
             except NotFound as err:
                 self.log.info("Nothing to release (%s): skipping this task and its downstream tasks.", err.detail)
                 raise AirflowSkipException(f"nothing to release: {err.detail}") from None
-        self.log.info("Release %r: batch %s released at %d (ms since epoch).",
-                      result.release_id, result.batch_id, result.released_at)
+        self.log.info(
+            "Release %r: batch %s released at %d (ms since epoch).",
+            result.release_id,
+            result.batch_id,
+            result.released_at,
+        )
         return result.model_dump()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, exc
+from sqlalchemy import Connection, RowMapping, exc
 
 from clickstream import models
 from clickstream.models import MAX_BIGINT
@@ -18,7 +18,7 @@ from clickstream.store.rows import ExtractPage, new_batch_id, session_dict
 P = TypeVar("P", ExtractPage, list[dict[str, Any]])
 
 
-def require_batch(db: Database, conn: Connection, batch_id: str) -> Mapping[str, Any]:
+def require_batch(db: Database, conn: Connection, batch_id: str) -> RowMapping:
     """The batch row of ``batch_id``; :class:`NotFound` if there is none."""
     row = db.run(conn, "get_batch", batch_id=batch_id).mappings().first()
     if row is None:
@@ -42,52 +42,89 @@ def open_collecting_batch(db: Database, conn: Connection, clock: Callable[[], in
 
 
 class BatchOperations(StoreBase):
-    def get_batch_sessions(self, batch_id: str, after_number: int = 0, limit: int = 10,
-                           events_limit: int = 100) -> models.BatchSessionsPage:
+    def get_batch_sessions(
+        self, batch_id: str, after_number: int = 0, limit: int = 10, events_limit: int = 100
+    ) -> models.BatchSessionsPage:
         """One keyset page of a batch: sessions numbered above ``after_number``, ascending."""
         self.checks.page_bounds(after_number, limit, events_limit)
         with self.db.transaction(write=False) as conn:
             require_batch(self.db, conn, batch_id)
             sessions = self._page(conn, batch_id, after_number, MAX_BIGINT, limit, events_limit)
-        return models.BatchSessionsPage(batch_id=batch_id,
-                                        last_number=sessions[-1]["session_number"] if sessions else None,
-                                        sessions=sessions)  # type: ignore[arg-type]  # dicts, validated here
+        return models.BatchSessionsPage(
+            batch_id=batch_id, last_number=sessions[-1]["session_number"] if sessions else None, sessions=sessions
+        )  # dicts, validated into the page model here
 
-    def _page(self, conn: Connection, batch_id: str, after: int, until: int, limit: int,
-              events_limit: int) -> list[dict[str, Any]]:
-        rows = self.db.run(conn, "batch_page", batch_id=batch_id, after_number=after, until_number=until,
-                           limit=limit, events_limit=events_limit).mappings()
+    def _page(
+        self, conn: Connection, batch_id: str, after: int, until: int, limit: int, events_limit: int
+    ) -> list[dict[str, Any]]:
+        rows = self.db.run(
+            conn,
+            "batch_page",
+            batch_id=batch_id,
+            after_number=after,
+            until_number=until,
+            limit=limit,
+            events_limit=events_limit,
+        ).mappings()
         return [session_dict(r) for r in rows]
 
-    def iter_batch_pages(self, batch_id: str, *, page_size: int = 1000, after_number: int = 0,
-                         until_number: int | None = None) -> Iterator[list[dict[str, Any]]]:
+    def iter_batch_pages(
+        self, batch_id: str, *, page_size: int = 1000, after_number: int = 0, until_number: int | None = None
+    ) -> Iterator[list[dict[str, Any]]]:
         """Every session of a batch with its events (at most ``max_events_per_session`` each), page by page,
         as plain dicts.
 
         Memory is bounded by ``page_size``; each page is its own short read, so a long extraction holds no
         transaction open. ``after_number`` / ``until_number`` select a shard ``(after, until]``.
         """
+
         def read(conn: Connection, after: int, until: int) -> list[dict[str, Any]]:
             return self._page(conn, batch_id, after, until, page_size, self.config.max_events_per_session)
 
-        return self._keyset_pages(batch_id, page_size, after_number, until_number, read,
-                                  lambda page: page[-1]["session_number"])
+        return self._keyset_pages(
+            batch_id, page_size, after_number, until_number, read, lambda page: page[-1]["session_number"]
+        )
 
-    def iter_extract_pages(self, batch_id: str, *, page_size: int = 1000, after_number: int = 0,
-                           until_number: int | None = None) -> Iterator[ExtractPage]:
+    def iter_extract_pages(
+        self, batch_id: str, *, page_size: int = 1000, after_number: int = 0, until_number: int | None = None
+    ) -> Iterator[ExtractPage]:
         """Like :meth:`iter_batch_pages`, in the dataset's flat layout (:class:`ExtractPage`), built by the
         database in one statement a page (``extract_page``). Memory is bounded by ``page_size``."""
+
         def read(conn: Connection, after: int, until: int) -> ExtractPage:
-            row = self.db.run(conn, "extract_page", batch_id=batch_id, after_number=after, until_number=until,
-                              limit=page_size, max_events=self.config.max_events_per_session).mappings().one()
-            return ExtractPage(row["first_number"], row["last_number"], row["sessions"], row["events"],
-                               (row["sessions_json"] or "").encode(), (row["events_json"] or "").encode())
+            row = (
+                self.db.run(
+                    conn,
+                    "extract_page",
+                    batch_id=batch_id,
+                    after_number=after,
+                    until_number=until,
+                    limit=page_size,
+                    max_events=self.config.max_events_per_session,
+                )
+                .mappings()
+                .one()
+            )
+            return ExtractPage(
+                row["first_number"],
+                row["last_number"],
+                row["sessions"],
+                row["events"],
+                (row["sessions_json"] or "").encode(),
+                (row["events_json"] or "").encode(),
+            )
 
-        return self._keyset_pages(batch_id, page_size, after_number, until_number, read,
-                                  lambda page: page.last_number)
+        return self._keyset_pages(batch_id, page_size, after_number, until_number, read, lambda page: page.last_number)
 
-    def _keyset_pages(self, batch_id: str, page_size: int, after_number: int, until_number: int | None,
-                      read: Callable[[Connection, int, int], P], last_number: Callable[[P], int]) -> Iterator[P]:
+    def _keyset_pages(
+        self,
+        batch_id: str,
+        page_size: int,
+        after_number: int,
+        until_number: int | None,
+        read: Callable[[Connection, int, int], P],
+        last_number: Callable[[P], int],
+    ) -> Iterator[P]:
         """The keyset loop of the page iterators: each page is its own short read; a short page is the last."""
         if page_size < 1:
             raise InvalidInput.field("page_size", f"must be >= 1, got {page_size}")
@@ -123,8 +160,7 @@ class BatchOperations(StoreBase):
                 with db.transaction(write=True) as conn:
                     row = db.run(conn, "find_release", release_id=rid).mappings().first()
                     if row is None and self._lock_collecting_for_release(conn):
-                        row = db.run(conn, "release_collecting", release_id=rid, now=self.clock()
-                                     ).mappings().first()
+                        row = db.run(conn, "release_collecting", release_id=rid, now=self.clock()).mappings().first()
                     if row is None:
                         # A concurrent retry of this release_id may have released the batch we waited on
                         # (PostgreSQL re-checks the UPDATE after its commit and finds nothing collecting):
@@ -180,8 +216,14 @@ class BatchOperations(StoreBase):
             return round(x / n, 6) if n else None
 
         return models.BatchMetrics(
-            batch_id=batch_id, sessions=n, events=e["events"], clicks=e["clicks"],
+            batch_id=batch_id,
+            sessions=n,
+            events=e["events"],
+            clicks=e["clicks"],
             sessions_with_click=e["sessions_with_click"],
-            click_through_rate=ratio(e["sessions_with_click"]), mean_reciprocal_rank=ratio(rr_sum),
-            no_click_rate=ratio(n - e["sessions_with_click"]), irrelevant_rate=ratio(s["irrelevant"]),
-            late_events=e["late_events"])
+            click_through_rate=ratio(e["sessions_with_click"]),
+            mean_reciprocal_rank=ratio(rr_sum),
+            no_click_rate=ratio(n - e["sessions_with_click"]),
+            irrelevant_rate=ratio(s["irrelevant"]),
+            late_events=e["late_events"],
+        )

@@ -57,7 +57,8 @@ class Checks:
             raise InvalidInput.field(
                 field,
                 f"{value} is more than {self.config.window_back_ms // 1000} s in the past; "
-                "live ingestion only takes recent timestamps (use the bulk import for history)",
+                "live ingestion only takes recent timestamps (import older data with the history import, "
+                "DAG clickstream_import)",
             )
         if value > now + self.config.window_ahead_ms:
             raise InvalidInput.field(
@@ -68,8 +69,9 @@ class Checks:
         """A free-form JSON object (as its JSON text) holds at most ``max_json_bytes``."""
         bound = self.config.max_json_bytes
         if text is not None and (size := utf8_len(text, bound)) > bound:
-            raise InvalidInput.field(field, f"JSON object of {size} bytes; at most {bound} bytes "
-                                            "([clickstream] max_json_bytes)")
+            raise InvalidInput.field(
+                field, f"JSON object of {size} bytes; at most {bound} bytes ([clickstream] max_json_bytes)"
+            )
 
     def session_params(self, body: models.SessionIn, now: int, *, check_window: bool) -> dict[str, Any]:
         """The stored columns of a registration after the live checks: the window (if ``check_window``)
@@ -78,8 +80,10 @@ class Checks:
         if check_window:
             self.window("created_at", body.created_at, now)
         if len(body.search_results) > cfg.max_results:
-            raise InvalidInput.field("search_results", f"{len(body.search_results)} results; at most "
-                                                       f"{cfg.max_results} a session ([clickstream] max_results)")
+            raise InvalidInput.field(
+                "search_results",
+                f"{len(body.search_results)} results; at most {cfg.max_results} a session ([clickstream] max_results)",
+            )
         columns = session_columns(body, now)
         self.json_size("search_meta", columns["search_meta"])
         self.json_size("payload_filter", columns["payload_filter"])

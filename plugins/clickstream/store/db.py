@@ -101,8 +101,10 @@ def _is_unavailable(err: exc.OperationalError) -> bool:
     if err.connection_invalidated:
         return True
     message = str(err.orig).lower()
-    return any(s in message for s in ("connection", "could not connect", "database is locked", "timeout",
-                                      "server closed", "terminating"))
+    return any(
+        s in message
+        for s in ("connection", "could not connect", "database is locked", "timeout", "server closed", "terminating")
+    )
 
 
 def _first_line(err: BaseException) -> str:

@@ -107,9 +107,16 @@ class ImportOutcome:
 
 def _event_columns(item: StagedEvent) -> dict[str, Any]:
     e = item.event
-    return {"seq": item.seq, "pos": item.pos, "session_id": item.session_id, "event_id": e.event_id,
-            "object_id": e.object_id, "event_type": e.event_type, "created_at": e.created_at,
-            "meta": dumps(e.meta)}
+    return {
+        "seq": item.seq,
+        "pos": item.pos,
+        "session_id": item.session_id,
+        "event_id": e.event_id,
+        "object_id": e.object_id,
+        "event_type": e.event_type,
+        "created_at": e.created_at,
+        "meta": dumps(e.meta),
+    }
 
 
 def _json_text(value: Any) -> str | None:
@@ -124,16 +131,37 @@ def _session_copy_row(item: StagedSession) -> tuple[Any, ...]:
     """A staged session as a ``import_copy_sessions`` row (its column order): the values of
     :func:`session_columns`."""
     s = item.session
-    return (item.seq, item.file_no, item.line, s.session_id, s.search_query, _json_text(s.search_results),
-            _json_text(s.search_meta), _json_text(s.payload_filter), _json_text(s.sort_by), s.user_id,
-            s.created_at, s.is_irrelevant, s.is_payload_search, content_hash(s))
+    return (
+        item.seq,
+        item.file_no,
+        item.line,
+        s.session_id,
+        s.search_query,
+        _json_text(s.search_results),
+        _json_text(s.search_meta),
+        _json_text(s.payload_filter),
+        _json_text(s.sort_by),
+        s.user_id,
+        s.created_at,
+        s.is_irrelevant,
+        s.is_payload_search,
+        content_hash(s),
+    )
 
 
 def _event_copy_row(item: StagedEvent) -> tuple[Any, ...]:
     """A staged event as a ``import_copy_events`` row (its column order): the values of :func:`_event_columns`."""
     e = item.event
-    return (item.seq, item.pos, item.session_id, e.event_id, e.object_id, e.event_type, e.created_at,
-            _json_text(e.meta))
+    return (
+        item.seq,
+        item.pos,
+        item.session_id,
+        e.event_id,
+        e.object_id,
+        e.event_type,
+        e.created_at,
+        _json_text(e.meta),
+    )
 
 
 class ImportLoad:
@@ -159,9 +187,13 @@ class ImportLoad:
             with translate_errors(self.store.dialect):
                 self._conn = self.store.engine.connect()
                 with self._conn.begin():
-                    for query in ("import_drop_stage_sessions", "import_drop_stage_events",
-                                  "import_create_stage_sessions", "import_index_stage_sessions",
-                                  "import_create_stage_events"):
+                    for query in (
+                        "import_drop_stage_sessions",
+                        "import_drop_stage_events",
+                        "import_create_stage_sessions",
+                        "import_index_stage_sessions",
+                        "import_create_stage_events",
+                    ):
                         self._run(query)
         except BaseException:
             self._close()
@@ -187,9 +219,12 @@ class ImportLoad:
             self._conn.close()
             self._conn = None
 
-    def _run(self, query: str, /, params: Any = None):
+    def _active(self) -> Connection:
         assert self._conn is not None, "use ImportLoad as a context manager"
-        return self._conn.execute(self.store.db.clause(query), params if params is not None else {})
+        return self._conn
+
+    def _run(self, query: str, /, params: Any = None) -> Any:
+        return self._active().execute(self.store.db.clause(query), params if params is not None else {})
 
     # -------------------------------------------------------------------------------- staging
 
@@ -204,10 +239,11 @@ class ImportLoad:
             session_rows: list[Any] = [_session_copy_row(s) for s in sessions]
             event_rows: list[Any] = [_event_copy_row(e) for e in events]
         else:
-            session_rows = [{"seq": s.seq, "file_no": s.file_no, "line": s.line, **session_columns(s.session)}
-                            for s in sessions]
+            session_rows = [
+                {"seq": s.seq, "file_no": s.file_no, "line": s.line, **session_columns(s.session)} for s in sessions
+            ]
             event_rows = [_event_columns(e) for e in events]
-        with translate_errors(self.store.dialect), self._conn.begin():
+        with translate_errors(self.store.dialect), self._active().begin():
             if postgres:
                 self._copy("import_copy_sessions", session_rows)
                 self._copy("import_copy_events", event_rows)
@@ -224,7 +260,7 @@ class ImportLoad:
         connection under this SQLAlchemy connection (same transaction)."""
         if not rows:
             return
-        driver = self._conn.connection.driver_connection
+        driver: Any = self._active().connection.driver_connection
         with driver.cursor() as cursor, cursor.copy(self.store.db.queries[query]) as copy:
             write = copy.write_row
             for row in rows:
@@ -242,11 +278,11 @@ class ImportLoad:
         if self._finished:
             raise RuntimeError("this import load is finished")
         self._finished = True
-        conn = self._conn
+        conn = self._active()
         now = self.store.clock()
         started = time.monotonic()
         with translate_errors(self.store.dialect):
-            if self.store.dialect == "postgresql":  # planner statistics for the joins below
+            if self.store.db.has("import_analyze_stage"):  # planner statistics for the joins below (PostgreSQL)
                 with conn.begin():
                     self._run("import_analyze_stage")
             conn.execution_options(**{WRITE_OPTION: True})
@@ -256,33 +292,49 @@ class ImportLoad:
                 if self.staged_sessions:
                     if self._run("import_any_new_session").scalar_one():
                         batch_id = self._lock_collecting_batch(now)
-                        loaded_sessions = self._run("import_insert_sessions",
-                                                    {"batch_id": batch_id, "now": now}).rowcount
+                        loaded_sessions = self._run(
+                            "import_insert_sessions", {"batch_id": batch_id, "now": now}
+                        ).rowcount
                     self._run("import_mark_conflicts")
                     conflicts = self._run("import_conflict_count").scalar_one()
-                    conflict_rows = [ConflictRow(**r) for r in self._run(
-                        "import_conflict_rows", {"limit": max(error_limit, 0)}).mappings()]
+                    conflict_rows = [
+                        ConflictRow(**r)
+                        for r in self._run("import_conflict_rows", {"limit": max(error_limit, 0)}).mappings()
+                    ]
                 else:
                     conflicts, conflict_rows = 0, []
                 valid = self._run("import_staged_counts").mappings().one()
                 loaded_events = self._run("import_insert_events", {"now": now}).rowcount
                 outcome = ImportOutcome(
-                    committed=False, batch_id=batch_id if loaded_sessions else None, conflicts=conflicts,
-                    conflict_rows=conflict_rows, loaded_sessions=loaded_sessions,
-                    duplicate_sessions=valid["sessions"] - loaded_sessions, loaded_events=loaded_events,
-                    duplicate_events=valid["events"] - loaded_events)
+                    committed=False,
+                    batch_id=batch_id if loaded_sessions else None,
+                    conflicts=conflicts,
+                    conflict_rows=conflict_rows,
+                    loaded_sessions=loaded_sessions,
+                    duplicate_sessions=valid["sessions"] - loaded_sessions,
+                    loaded_events=loaded_events,
+                    duplicate_events=valid["events"] - loaded_events,
+                )
                 if accept(conflicts):
                     tx.commit()
                     outcome.committed = True
-                    log.info("import load committed: %d new sessions (batch %s), %d new events, %d duplicate "
-                             "sessions, %d duplicate events, %d conflicts, in %.1f s", loaded_sessions,
-                             outcome.batch_id, loaded_events, outcome.duplicate_sessions,
-                             outcome.duplicate_events, conflicts, time.monotonic() - started)
+                    log.info(
+                        "import load committed: %d new sessions (batch %s), %d new events, %d duplicate "
+                        "sessions, %d duplicate events, %d conflicts, in %.1f s",
+                        loaded_sessions,
+                        outcome.batch_id,
+                        loaded_events,
+                        outcome.duplicate_sessions,
+                        outcome.duplicate_events,
+                        conflicts,
+                        time.monotonic() - started,
+                    )
                 else:
                     tx.rollback()
                     log.info("import load rolled back: nothing loaded (%d conflicts)", conflicts)
-                    outcome = ImportOutcome(committed=False, batch_id=None, conflicts=conflicts,
-                                          conflict_rows=conflict_rows)
+                    outcome = ImportOutcome(
+                        committed=False, batch_id=None, conflicts=conflicts, conflict_rows=conflict_rows
+                    )
                 return outcome
             finally:
                 if tx.is_active:
@@ -294,5 +346,5 @@ class ImportLoad:
             batch_id = self._run("import_collecting_batch").scalar()
             if batch_id is not None:
                 return batch_id
-            open_collecting_batch(self.store.db, self._conn, self.store.clock)  # as live registration does
+            open_collecting_batch(self.store.db, self._active(), self.store.clock)  # as live registration does
         raise StoreUnavailable("could not obtain a collecting batch; the store is under heavy contention")

@@ -66,8 +66,11 @@ class ImprovementOperations(StoreBase):
         self.checks.limit(limit)
         now = self.clock()
         with self.db.transaction(write=True) as conn:
-            stale = {"now": now, "stale_before": now - self.config.claim_stale_ms,
-                     "max_attempts": self.config.max_attempts}
+            stale = {
+                "now": now,
+                "stale_before": now - self.config.claim_stale_ms,
+                "max_attempts": self.config.max_attempts,
+            }
             self.db.run(conn, "fail_abandoned_marks", **stale)
             rows = self.db.run(conn, "claim_marks", limit=limit, **stale).mappings().all()
         return sorted((models.ImprovementMark(**r) for r in rows), key=lambda m: (m.created_at, m.session_id))
@@ -80,29 +83,35 @@ class ImprovementOperations(StoreBase):
         """
         return self._finish_mark("complete_mark", session_id, attempt)
 
-    def fail_improvement_mark(self, session_id: str, error: str, attempt: int | None = None
-                              ) -> models.ImprovementMark:
+    def fail_improvement_mark(self, session_id: str, error: str, attempt: int | None = None) -> models.ImprovementMark:
         """A claimed mark failed: back to pending, or ``failed`` once ``max_attempts`` is reached.
 
         :param attempt: as for :meth:`complete_improvement_mark`.
         """
-        return self._finish_mark("fail_mark", session_id, attempt, error=error[:4000],
-                                 max_attempts=self.config.max_attempts)
+        return self._finish_mark(
+            "fail_mark", session_id, attempt, error=error[:4000], max_attempts=self.config.max_attempts
+        )
 
-    def _finish_mark(self, query: str, session_id: str, attempt: int | None, **params: Any
-                     ) -> models.ImprovementMark:
+    def _finish_mark(self, query: str, session_id: str, attempt: int | None, **params: Any) -> models.ImprovementMark:
         with self.db.transaction(write=True) as conn:
-            row = self.db.run(conn, query, session_id=session_id, now=self.clock(), attempt=attempt,
-                            **params).mappings().first()
+            row = (
+                self.db.run(conn, query, session_id=session_id, now=self.clock(), attempt=attempt, **params)
+                .mappings()
+                .first()
+            )
             if row is None:
                 current = self.db.run(conn, "get_mark", session_id=session_id).mappings().first()
                 if current is None:
                     raise NotFound(f"no improvement mark for session_id {session_id!r}")
                 if current["status"] == "processing":
-                    raise Conflict(f"attempt: the claim of session_id {session_id!r} with attempt {attempt} "
-                                   f"went stale and was handed out again (attempt {current['attempts']})")
-                raise Conflict(f"improvement mark of session_id {session_id!r} is {current['status']}, "
-                               "not processing: claim it first")
+                    raise Conflict(
+                        f"attempt: the claim of session_id {session_id!r} with attempt {attempt} "
+                        f"went stale and was handed out again (attempt {current['attempts']})"
+                    )
+                raise Conflict(
+                    f"improvement mark of session_id {session_id!r} is {current['status']}, "
+                    "not processing: claim it first"
+                )
         return models.ImprovementMark(**row)
 
     def get_improvement_mark(self, session_id: str) -> models.ImprovementMark:

@@ -15,7 +15,8 @@ log = logging.getLogger(__name__)
 
 def _statements(script: str) -> list[str]:
     """Split a migration script on lines ending in ``;`` (our migrations hold no procedural bodies)."""
-    statements, current = [], []
+    statements: list[str] = []
+    current: list[str] = []
     for line in script.splitlines():
         if line.strip().startswith("--") and not current:
             continue

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import RowMapping
+
 from clickstream import models
 from clickstream.store.db import dumps, loads
 
@@ -47,7 +49,7 @@ def new_batch_id(now: int) -> str:
     return f"b{now:013d}-{secrets.token_hex(4)}"
 
 
-def session_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+def session_dict(row: Mapping[str, Any] | RowMapping) -> dict[str, Any]:
     """A ``batch_page`` row as the API's session object (a plain dict: page iterators skip pydantic)."""
     events = loads(row["events"]) or []
     if events and "_seq" in events[0]:  # SQLite: restore the order its aggregate does not guarantee

@@ -15,8 +15,9 @@ from clickstream.store.rows import session_dict
 
 
 class SessionOperations(StoreBase):
-    def register_session(self, session: models.SessionIn | Mapping[str, Any], *, check_window: bool = True
-                         ) -> models.RegisterResult:
+    def register_session(
+        self, session: models.SessionIn | Mapping[str, Any], *, check_window: bool = True
+    ) -> models.RegisterResult:
         """Register a session in the collecting batch (created if none) with the next session number.
 
         Re-registering the same content is a no-op success (``already_registered``); other content for a
@@ -48,11 +49,16 @@ class SessionOperations(StoreBase):
                 f"session_id {body.session_id!r} is already registered with different content; "
                 "the stored session is kept"
             )
-        return models.RegisterResult(session_id=body.session_id, batch_id=existing["batch_id"],
-                                     session_number=existing["session_number"], status="already_registered")
+        return models.RegisterResult(
+            session_id=body.session_id,
+            batch_id=existing["batch_id"],
+            session_number=existing["session_number"],
+            status="already_registered",
+        )
 
-    def push_events(self, session_id: str, events: Sequence[models.EventIn | Mapping[str, Any]], *,
-                    check_window: bool = True) -> models.PushEventsResult:
+    def push_events(
+        self, session_id: str, events: Sequence[models.EventIn | Mapping[str, Any]], *, check_window: bool = True
+    ) -> models.PushEventsResult:
         """Store events of a session (registered or not yet); duplicate ``event_id`` s are counted, not stored."""
         body = validate(models.PushEventsIn, {"session_id": session_id, "events": list(events)})
         now = self.clock()
@@ -64,12 +70,20 @@ class SessionOperations(StoreBase):
         if not unique:
             return models.PushEventsResult(session_id=body.session_id, stored=0, duplicates=0)
         stored, over_limit = self._insert_events(list(unique.values()), now)
-        return models.PushEventsResult(session_id=body.session_id, stored=stored, over_limit=over_limit,
-                                       duplicates=len(body.events) - stored - over_limit)
+        return models.PushEventsResult(
+            session_id=body.session_id,
+            stored=stored,
+            over_limit=over_limit,
+            duplicates=len(body.events) - stored - over_limit,
+        )
 
-    def ingest_bulk(self, sessions: Sequence[models.SessionIn | Mapping[str, Any]] = (),
-                    events: Sequence[models.BulkEventIn | Mapping[str, Any]] = (), *,
-                    check_window: bool = True) -> models.BulkResult:
+    def ingest_bulk(
+        self,
+        sessions: Sequence[models.SessionIn | Mapping[str, Any]] = (),
+        events: Sequence[models.BulkEventIn | Mapping[str, Any]] = (),
+        *,
+        check_window: bool = True,
+    ) -> models.BulkResult:
         """Register many sessions and store many events (of any sessions) in a few set-based statements.
 
         Every item is accounted for once in the answer: sessions ``registered`` or ``already_registered``,
@@ -85,9 +99,12 @@ class SessionOperations(StoreBase):
         """
         items = len(sessions) + len(events)
         if items > self.config.max_bulk_items:
-            raise InvalidInput.field("items", f"{len(sessions)} sessions + {len(events)} events = {items} items; "
-                                              f"at most {self.config.max_bulk_items} a request "
-                                              "([clickstream] max_bulk_items): split it")
+            raise InvalidInput.field(
+                "items",
+                f"{len(sessions)} sessions + {len(events)} events = {items} items; "
+                f"at most {self.config.max_bulk_items} a request "
+                "([clickstream] max_bulk_items): split it",
+            )
         result = models.BulkResult()
         now = self.clock()
         self._bulk_sessions(sessions, now, result, check_window=check_window)
@@ -108,8 +125,14 @@ class SessionOperations(StoreBase):
         result.rejected.sort(key=lambda r: (r.item.startswith("events"), int(r.item.split("[")[1][:-1])))
         return result
 
-    def _bulk_sessions(self, sessions: Sequence[models.SessionIn | Mapping[str, Any]], now: int,
-                       result: models.BulkResult, *, check_window: bool) -> None:
+    def _bulk_sessions(
+        self,
+        sessions: Sequence[models.SessionIn | Mapping[str, Any]],
+        now: int,
+        result: models.BulkResult,
+        *,
+        check_window: bool,
+    ) -> None:
         """The sessions of :meth:`ingest_bulk`: validate each, insert the new ones in one statement, compare
         the content of the others with what is stored."""
         columns: dict[str, dict[str, Any]] = {}  # first occurrence of each session_id, in request order
@@ -140,17 +163,25 @@ class SessionOperations(StoreBase):
                 elif digest == columns[sid]["content_hash"]:
                     result.sessions.already_registered += 1
                 else:
-                    result.rejected.append(models.BulkRejection(
-                        item=f"sessions[{i}]", session_id=sid,
-                        error=f"session_id {sid!r} is registered by sessions[{columns[sid]['index']}] of this "
-                              "request with different content"))
+                    result.rejected.append(
+                        models.BulkRejection(
+                            item=f"sessions[{i}]",
+                            session_id=sid,
+                            error=f"session_id {sid!r} is registered by sessions[{columns[sid]['index']}] of this "
+                            "request with different content",
+                        )
+                    )
             elif digest == stored_hash[sid]:
                 result.sessions.already_registered += 1
             else:
-                result.rejected.append(models.BulkRejection(
-                    item=f"sessions[{i}]", session_id=sid,
-                    error=f"session_id {sid!r} is already registered with different content; the stored "
-                          "session is kept"))
+                result.rejected.append(
+                    models.BulkRejection(
+                        item=f"sessions[{i}]",
+                        session_id=sid,
+                        error=f"session_id {sid!r} is already registered with different content; the stored "
+                        "session is kept",
+                    )
+                )
 
     def _insert_sessions(self, rows: list[dict[str, Any]], now: int) -> dict[str, str]:
         """Insert new sessions (one statement, one batch); returns ``{session_id: content_hash}`` of those
@@ -164,8 +195,10 @@ class SessionOperations(StoreBase):
         with self.db.transaction(write=True) as conn:
             for _ in range(5):
                 rest = [sid for sid in ids if sid not in inserted]
-                existing = {r.session_id: r.content_hash for r in
-                            self.db.run(conn, "sessions_registration", session_ids=dumps(rest))}
+                existing = {
+                    r.session_id: r.content_hash
+                    for r in self.db.run(conn, "sessions_registration", session_ids=dumps(rest))
+                }
                 missing = [r for r in rows if r["session_id"] not in inserted and r["session_id"] not in existing]
                 if not missing:
                     return existing
@@ -189,19 +222,31 @@ class SessionOperations(StoreBase):
         to ``max_events_per_session``)."""
         sid = validate(models.SessionIdIn, {"session_id": session_id}).session_id
         if events_limit is not None and not 0 <= events_limit <= self.config.max_events:
-            raise InvalidInput.field("events_limit",
-                                     f"must be between 0 and {self.config.max_events}, got {events_limit}")
+            raise InvalidInput.field(
+                "events_limit", f"must be between 0 and {self.config.max_events}, got {events_limit}"
+            )
         with self.db.transaction(write=False) as conn:
             row = self.db.run(conn, "get_session", session_id=sid).mappings().first()
             if row is None:
                 raise NotFound(f"session_id {sid!r} not found")
-            events = self.db.run(conn, "get_session_events", session_id=sid,
-                               events_limit=self.config.max_events_per_session if events_limit is None
-                               else events_limit).mappings().all()
+            events = (
+                self.db.run(
+                    conn,
+                    "get_session_events",
+                    session_id=sid,
+                    events_limit=self.config.max_events_per_session if events_limit is None else events_limit,
+                )
+                .mappings()
+                .all()
+            )
         return models.SessionOut(
-            **{**session_dict({**row, "events": []}),
-               "batch_id": row["batch_id"], "is_payload_search": bool(row["is_payload_search"]),
-               "events": [{**e, "meta": loads(e["meta"])} for e in events]})
+            **{
+                **session_dict({**row, "events": []}),
+                "batch_id": row["batch_id"],
+                "is_payload_search": bool(row["is_payload_search"]),
+                "events": [{**e, "meta": loads(e["meta"])} for e in events],
+            }
+        )
 
     def _insert_events(self, records: list[dict[str, Any]], now: int) -> tuple[int, int]:
         """Insert ``insert_events`` records (each ``(session_id, event_id)`` once) in one statement;

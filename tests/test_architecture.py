@@ -1,0 +1,157 @@
+"""The layering rules of docs/architecture.md that a machine can check, over the package under plugins/.
+
+* no import cycle between the package's modules (counting every import: module level, inside functions,
+  and under ``TYPE_CHECKING``), so each module can be read and loaded on its own;
+* no module uses another module's private name (``_name``): not ``from m import _name``, not ``m._name``,
+  not ``obj._name`` unless ``_name`` is defined in the same module;
+* the store imports neither Airflow nor FastAPI, and the adapters (API routes, operators) hold no SQL.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.support import REPO_ROOT
+
+PACKAGE_ROOT = REPO_ROOT / "plugins"
+MODULES = {
+    ".".join(path.relative_to(PACKAGE_ROOT).with_suffix("").parts).removesuffix(".__init__"): path
+    for path in sorted((PACKAGE_ROOT / "clickstream").rglob("*.py"))
+}
+
+
+def _tree(module: str) -> ast.Module:
+    return ast.parse(MODULES[module].read_text(), filename=str(MODULES[module]))
+
+
+def _resolve(module: str, node: ast.ImportFrom) -> str:
+    if not node.level:
+        return node.module or ""
+    package = module if MODULES[module].name == "__init__.py" else module.rsplit(".", 1)[0]
+    for _ in range(node.level - 1):
+        package = package.rsplit(".", 1)[0]
+    return f"{package}.{node.module}" if node.module else package
+
+
+def _imports(module: str) -> set[str]:
+    """The package's modules that ``module`` imports (a ``from pkg import sub`` counts as ``pkg.sub``)."""
+    found = set()
+    for node in ast.walk(_tree(module)):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name in MODULES}
+        elif isinstance(node, ast.ImportFrom):
+            base = _resolve(module, node)
+            for alias in node.names:
+                if f"{base}.{alias.name}" in MODULES:
+                    found.add(f"{base}.{alias.name}")
+                elif base in MODULES:
+                    found.add(base)
+    found.discard(module)
+    return found
+
+
+def _cycles() -> list[list[str]]:
+    graph = {m: _imports(m) for m in MODULES}
+    cycles, state, stack = [], {}, []
+
+    def visit(node: str) -> None:
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
+    return cycles
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _private_uses(module: str) -> list[str]:
+    tree = _tree(module)
+    defined = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    defined |= {
+        t.id
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Assign, ast.AnnAssign))
+        for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
+        if isinstance(t, ast.Name)
+    }
+    defined |= {
+        t.attr
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Assign, ast.AnnAssign))
+        for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
+        if isinstance(t, ast.Attribute)
+    }
+    uses = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and _resolve(module, node).startswith("clickstream"):
+            uses += [
+                f"line {node.lineno}: from {_resolve(module, node)} import {a.name}"
+                for a in node.names
+                if _private(a.name)
+            ]
+        elif (
+            isinstance(node, ast.Attribute)
+            and _private(node.attr)
+            and node.attr not in defined
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+        ):
+            uses.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return uses
+
+
+class TestModuleStructure:
+    def test_there_are_modules_to_check(self) -> None:
+        assert {"clickstream.store.session_store", "clickstream.store.db", "clickstream.hooks"} <= set(MODULES)
+
+    def test_no_import_cycle_under_plugins(self) -> None:
+        assert _cycles() == []
+
+    @pytest.mark.parametrize("module", sorted(MODULES))
+    def test_no_private_name_of_another_module_is_used(self, module: str) -> None:
+        assert _private_uses(module) == [], f"{MODULES[module].relative_to(REPO_ROOT)} uses private names"
+
+    @pytest.mark.parametrize("module", sorted(m for m in MODULES if m.startswith("clickstream.store")))
+    def test_the_store_imports_neither_airflow_nor_fastapi(self, module: str) -> None:
+        imported = {a.name for n in ast.walk(_tree(module)) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module or "" for n in ast.walk(_tree(module)) if isinstance(n, ast.ImportFrom)}
+        assert not {m for m in imported if m.split(".")[0] in ("airflow", "fastapi", "starlette")}
+
+    @pytest.mark.parametrize(
+        "module", sorted(m for m in MODULES if m.startswith(("clickstream.api", "clickstream.operators")))
+    )
+    def test_adapters_hold_no_sql(self, module: str) -> None:
+        sql = re.compile(r"\b(SELECT\s.+\sFROM|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM)\b", re.I)
+        strings = [n.value for n in ast.walk(_tree(module)) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+        assert [s for s in strings if sql.search(s)] == []
+
+
+class TestTheChecksCatchViolations:
+    """The checks above would see a violation (so a green run means something)."""
+
+    def test_a_cycle_is_found(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        real = _imports
+        monkeypatch.setitem(
+            globals(), "_imports", lambda m: real(m) | ({"clickstream.hooks"} if m == "clickstream.store.db" else set())
+        )
+        assert any("clickstream.store.db" in c and "clickstream.hooks" in c for c in _cycles())
+
+    def test_a_private_import_and_attribute_are_found(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        bad = tmp_path / "bad.py"
+        bad.write_text("from clickstream.store.db import _first_line\nimport os\nos._exit\n")
+        monkeypatch.setitem(MODULES, "clickstream.bad", bad)
+        assert [u.split(":")[0] for u in _private_uses("clickstream.bad")] == ["line 1", "line 3"]
