@@ -18,7 +18,8 @@ SELECT EXISTS (SELECT 1 FROM cs_stage_session s
 -- name: import_insert_sessions
 -- Inserts the first staged row of each session_id not stored yet, in file order, into the locked collecting
 -- batch. session_number comes from the same identity as live registration. NOT EXISTS spares identity
--- values on re-runs; ON CONFLICT covers a live registration of the same id racing this insert.
+-- values on re-runs; ON CONFLICT covers a live registration of the same id racing this insert. Tombstoned
+-- (erased) session ids are skipped (counted as duplicates).
 INSERT INTO cs_session (session_id, batch_id, search_query, search_results, search_meta, payload_filter,
                         sort_by, user_id, created_at, is_irrelevant, is_payload_search, content_hash,
                         registered_at)
@@ -27,6 +28,7 @@ SELECT s.session_id, :batch_id, s.search_query, s.search_results, s.search_meta,
 FROM cs_stage_session s
 WHERE s.seq = (SELECT min(f.seq) FROM cs_stage_session f WHERE f.session_id = s.session_id)
   AND NOT EXISTS (SELECT 1 FROM cs_session c WHERE c.session_id = s.session_id)
+  AND NOT EXISTS (SELECT 1 FROM cs_erased_session t WHERE t.session_id = s.session_id)
 ORDER BY s.seq
 ON CONFLICT (session_id) DO NOTHING
 
@@ -54,11 +56,13 @@ SELECT (SELECT count(*) FROM cs_stage_session WHERE NOT conflict) AS sessions,
 
 -- name: import_insert_events
 -- Inserts the events of the import in file order (their arrival order), except the events embedded in a
--- conflicting session row. Duplicates (session_id, event_id), stored or repeated in the files, are skipped.
+-- conflicting session row. Duplicates (session_id, event_id), stored or repeated in the files, are skipped,
+-- and so are the events of tombstoned (erased) sessions (counted as duplicates).
 INSERT INTO cs_event (session_id, event_id, object_id, event_type, created_at, meta, received_at)
 SELECT e.session_id, e.event_id, e.object_id, e.event_type, e.created_at, e.meta, :now
 FROM cs_stage_event e
 WHERE NOT EXISTS (SELECT 1 FROM cs_stage_session s WHERE s.seq = e.seq AND s.conflict)
   AND NOT EXISTS (SELECT 1 FROM cs_event c WHERE c.session_id = e.session_id AND c.event_id = e.event_id)
+  AND NOT EXISTS (SELECT 1 FROM cs_erased_session t WHERE t.session_id = e.session_id)
 ORDER BY e.seq, e.pos
 ON CONFLICT (session_id, event_id) DO NOTHING

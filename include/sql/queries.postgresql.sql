@@ -14,6 +14,12 @@ s.search_results @> jsonb_build_array(jsonb_build_object('object_id', e.object_i
 -- Two processes migrating at once: the second waits here, then finds the work done.
 SELECT pg_advisory_xact_lock(4242057001)
 
+-- name: lock_for_erasure
+-- Erasure waits for in-flight writes of sessions and events and holds new ones until it commits, so no
+-- write that read "not tombstoned" before the erasure commits after it (SHARE ROW EXCLUSIVE blocks
+-- INSERT/UPDATE/DELETE, not reads). Erasure is short, so ingestion pauses only briefly.
+LOCK TABLE cs_session, cs_event IN SHARE ROW EXCLUSIVE MODE
+
 -- name: lock_batch_creation
 -- PostgreSQL only: advisory lock (till commit) taken before opening a collecting batch.
 -- Transactions opening a collecting batch take turns, so each reads the latest created_at only after the
@@ -29,7 +35,7 @@ SELECT batch_id FROM cs_batch WHERE status = 'collecting' FOR NO KEY UPDATE
 
 -- name: insert_session
 -- Registers a session in the collecting batch; returns session_number, batch_id, events_attached, or no row.
--- One statement: takes the collecting batch FOR SHARE (concurrent registrations do not block each other;
+-- No row also when the session_id is tombstoned (erased). One statement: takes the collecting batch FOR SHARE (concurrent registrations do not block each other;
 -- a release, which UPDATEs that row, waits for them to commit, and a registration that waited on a release
 -- re-checks the status, finds no row and inserts nothing: the caller then opens a new batch and retries).
 INSERT INTO cs_session (session_id, batch_id, search_query, search_results, search_meta, payload_filter,
@@ -39,18 +45,21 @@ SELECT :session_id, b.batch_id, :search_query, CAST(:search_results AS jsonb), C
        CAST(:payload_filter AS jsonb), CAST(:sort_by AS jsonb), :user_id, :created_at, :is_irrelevant,
        :is_payload_search, :content_hash, :now
 FROM (SELECT batch_id FROM cs_batch WHERE status = 'collecting' FOR SHARE) b
+WHERE NOT EXISTS (SELECT 1 FROM cs_erased_session t WHERE t.session_id = :session_id)
 ON CONFLICT (session_id) DO NOTHING
 RETURNING session_number, batch_id,
           (SELECT count(*) FROM cs_event e WHERE e.session_id = cs_session.session_id) AS events_attached
 
 -- name: insert_events
--- Stores the new events of :events (a JSON array), capped per session; one row: stored, over_limit.
+-- Stores the new events of :events (a JSON array), capped per session; one row: stored, over_limit, erased.
 -- Events of one or many sessions in one statement; arrival order (event_seq) follows the array order.
--- The caller sends each (session_id, event_id) once. Events already stored are duplicates; of the new ones,
--- a session takes at most :max_events in all (its count read at the statement's start: concurrent pushes to
--- one session may pass the cap by what they insert together, so reads apply it too). Answers one row.
+-- The caller sends each (session_id, event_id) once. Events of a tombstoned (erased) session are not stored
+-- (erased). Events already stored are duplicates; of the new ones, a session takes at most :max_events in
+-- all (its count read at the statement's start: concurrent pushes to one session may pass the cap by what
+-- they insert together, so reads apply it too).
 WITH x AS (
-    SELECT x.session_id, x.event_id, x.object_id, x.event_type, x.created_at, x.meta, x.ord
+    SELECT x.session_id, x.event_id, x.object_id, x.event_type, x.created_at, x.meta, x.ord,
+           EXISTS (SELECT 1 FROM cs_erased_session t WHERE t.session_id = x.session_id) AS erased
     FROM ROWS FROM (jsonb_to_recordset(CAST(:events AS jsonb))
                    AS (session_id text, event_id text, object_id text, event_type text, created_at bigint,
                        meta jsonb))
@@ -58,7 +67,8 @@ WITH x AS (
 fresh AS (
     SELECT x.*, row_number() OVER (PARTITION BY x.session_id ORDER BY x.ord) AS k
     FROM x
-    WHERE NOT EXISTS (SELECT 1 FROM cs_event e WHERE e.session_id = x.session_id AND e.event_id = x.event_id)),
+    WHERE NOT x.erased
+      AND NOT EXISTS (SELECT 1 FROM cs_event e WHERE e.session_id = x.session_id AND e.event_id = x.event_id)),
 held AS (
     SELECT f.session_id, (SELECT count(*) FROM cs_event e WHERE e.session_id = f.session_id) AS n
     FROM (SELECT DISTINCT session_id FROM fresh) f),
@@ -73,13 +83,15 @@ ins AS (
     RETURNING 1)
 SELECT (SELECT count(*) FROM ins) AS stored,
        (SELECT count(*) FROM fresh f JOIN held h ON h.session_id = f.session_id
-        WHERE h.n + f.k > :max_events) AS over_limit
+        WHERE h.n + f.k > :max_events) AS over_limit,
+       (SELECT count(*) FROM x WHERE x.erased) AS erased
 
 -- name: insert_sessions
 -- Registers many sessions (:sessions, a JSON array) into the collecting batch; returns the ids inserted.
 -- Many registrations in one statement, into the collecting batch taken FOR SHARE exactly as insert_session
 -- does (no collecting batch: nothing is inserted, and the caller opens one). session_number follows the
--- array order. Ids already stored are left alone; the caller compares their content hashes.
+-- array order. Ids already stored are left alone (the caller compares their content hashes), and so are
+-- tombstoned (erased) ids.
 INSERT INTO cs_session (session_id, batch_id, search_query, search_results, search_meta, payload_filter,
                         sort_by, user_id, created_at, is_irrelevant, is_payload_search, content_hash,
                         registered_at)
@@ -93,6 +105,7 @@ CROSS JOIN ROWS FROM (jsonb_to_recordset(CAST(:sessions AS jsonb))
                    is_payload_search boolean, content_hash text))
      WITH ORDINALITY AS x(session_id, search_query, search_results, search_meta, payload_filter, sort_by,
                           user_id, created_at, is_irrelevant, is_payload_search, content_hash, ord)
+WHERE NOT EXISTS (SELECT 1 FROM cs_erased_session t WHERE t.session_id = x.session_id)
 ORDER BY x.ord
 ON CONFLICT (session_id) DO NOTHING
 RETURNING session_id
@@ -101,6 +114,11 @@ RETURNING session_id
 -- Content hashes of the stored sessions among :session_ids (a JSON array of texts): session_registration
 -- for many ids.
 SELECT session_id, content_hash FROM cs_session
+WHERE session_id IN (SELECT jsonb_array_elements_text(CAST(:session_ids AS jsonb)))
+
+-- name: sessions_erased
+-- The tombstoned (erased) ids among :session_ids (a JSON array of texts).
+SELECT session_id FROM cs_erased_session
 WHERE session_id IN (SELECT jsonb_array_elements_text(CAST(:session_ids AS jsonb)))
 
 -- name: batch_page

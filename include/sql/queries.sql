@@ -190,6 +190,16 @@ FROM cs_session s WHERE s.session_id = :session_id
 -- The batches holding sessions of :user_id (reported by the erasure).
 SELECT DISTINCT batch_id FROM cs_session WHERE user_id = :user_id ORDER BY batch_id
 
+-- name: insert_user_tombstones
+-- Erasure: records a tombstone for each of :user_id's sessions (before they are deleted).
+INSERT INTO cs_erased_session (session_id, erased_at)
+SELECT session_id, :now FROM cs_session WHERE user_id = :user_id
+ON CONFLICT (session_id) DO NOTHING
+
+-- name: session_erased
+-- Whether :session_id is tombstoned (its user was erased): one row, or none.
+SELECT 1 FROM cs_erased_session WHERE session_id = :session_id
+
 -- name: erase_user_events
 -- Erasure: deletes the events of :user_id's sessions (before the sessions, which the subquery reads).
 DELETE FROM cs_event WHERE session_id IN (SELECT session_id FROM cs_session WHERE user_id = :user_id)

@@ -19,30 +19,36 @@ SELECT :session_id, b.batch_id, :search_query, :search_results, :search_meta, :p
        :user_id, :created_at, :is_irrelevant, :is_payload_search, :content_hash, :now
 FROM cs_batch b
 WHERE b.status = 'collecting'
+  AND NOT EXISTS (SELECT 1 FROM cs_erased_session t WHERE t.session_id = :session_id)
 ON CONFLICT (session_id) DO NOTHING
 RETURNING session_number, batch_id,
           (SELECT count(*) FROM cs_event e WHERE e.session_id = cs_session.session_id) AS events_attached
 
 -- name: __NEW_EVENTS__
--- Fragment (CTEs x, fresh): the events of :events not stored yet, numbered per session (k) in array order,
--- with the count (n) the session holds already.
+-- Fragment (CTEs x, fresh): the events of :events not stored yet and not of a tombstoned (erased) session,
+-- numbered per session (k) in array order, with the count (n) the session holds already.
 x AS (
     SELECT json_extract(j.value, '$.session_id') AS session_id, json_extract(j.value, '$.event_id') AS event_id,
            json_extract(j.value, '$.object_id') AS object_id, json_extract(j.value, '$.event_type') AS event_type,
            json_extract(j.value, '$.created_at') AS created_at, json_extract(j.value, '$.meta') AS meta,
-           j.key AS ord
+           j.key AS ord,
+           EXISTS (SELECT 1 FROM cs_erased_session t
+                   WHERE t.session_id = json_extract(j.value, '$.session_id')) AS erased
     FROM json_each(:events) j),
 fresh AS (
     SELECT x.*, row_number() OVER (PARTITION BY x.session_id ORDER BY x.ord) AS k,
            (SELECT count(*) FROM cs_event e WHERE e.session_id = x.session_id) AS n
     FROM x
-    WHERE NOT EXISTS (SELECT 1 FROM cs_event e WHERE e.session_id = x.session_id AND e.event_id = x.event_id))
+    WHERE NOT x.erased
+      AND NOT EXISTS (SELECT 1 FROM cs_event e WHERE e.session_id = x.session_id AND e.event_id = x.event_id))
 
--- name: count_events_over_limit
--- SQLite only: how many new events of :events would pass their session's cap :max_events.
--- Run before insert_events in the same write transaction (SQLite has no INSERT inside WITH).
+-- name: count_refused_events
+-- SQLite only: of :events, how many new ones would pass their session's cap :max_events (over_limit) and
+-- how many belong to a tombstoned session (erased). Run before insert_events in the same write transaction
+-- (SQLite has no INSERT inside WITH).
 WITH __NEW_EVENTS__
-SELECT count(*) FROM fresh WHERE n + k > :max_events
+SELECT (SELECT count(*) FROM fresh WHERE n + k > :max_events) AS over_limit,
+       (SELECT count(*) FROM x WHERE x.erased) AS erased
 
 -- name: insert_events
 -- Stores the new events of :events (a JSON array), capped per session; one row per event stored.
@@ -72,6 +78,7 @@ SELECT json_extract(j.value, '$.session_id'), b.batch_id, json_extract(j.value, 
        json_extract(j.value, '$.content_hash'), :now
 FROM cs_batch b CROSS JOIN json_each(:sessions) j
 WHERE b.status = 'collecting'
+  AND NOT EXISTS (SELECT 1 FROM cs_erased_session t WHERE t.session_id = json_extract(j.value, '$.session_id'))
 ORDER BY j.key
 ON CONFLICT (session_id) DO NOTHING
 RETURNING session_id
@@ -170,3 +177,7 @@ SELECT (SELECT count(*) FROM s) AS sessions,
                 'event_type', e.event_type, 'created_at', e.created_at, 'meta', e.meta) AS line
             FROM e
             ORDER BY e.session_number, e.event_index)) AS events_json
+
+-- name: sessions_erased
+-- The tombstoned (erased) ids among :session_ids (a JSON array of texts).
+SELECT session_id FROM cs_erased_session WHERE session_id IN (SELECT value FROM json_each(:session_ids))

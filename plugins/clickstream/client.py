@@ -541,6 +541,8 @@ class BulkWriter:
         self.stored = 0
         self.duplicates = 0
         self.over_limit = 0
+        #: sessions and events not stored because their user was erased
+        self.erased = 0
         #: every item rejected by the server, as the answers listed them
         self.rejected: list[models.BulkRejection] = []
         #: bulk requests answered 200, and requests sent again after a retryable failure
@@ -793,6 +795,7 @@ class BulkWriter:
         self.stored += result.events.stored
         self.duplicates += result.events.duplicates
         self.over_limit += result.events.over_limit
+        self.erased += result.sessions.erased + result.events.erased
         if result.rejected:
             self.rejected.extend(result.rejected)
             for rejection in result.rejected:

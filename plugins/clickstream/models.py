@@ -216,9 +216,11 @@ class SessionOut(BatchSession):
 
 class RegisterResult(BaseModel):
     session_id: str
-    batch_id: str
-    session_number: int
-    status: Literal["registered", "already_registered"]
+    batch_id: str | None = Field(description="null when status is erased")
+    session_number: int | None = Field(description="null when status is erased")
+    status: Literal["registered", "already_registered", "erased"] = Field(
+        description="erased: the session_id belongs to an erased user; nothing was stored"
+    )
     events_attached: int = Field(0, description="events that had arrived before the session registered")
 
 
@@ -229,17 +231,20 @@ class PushEventsResult(BaseModel):
     over_limit: int = Field(
         0, description="events not stored: the session already holds [clickstream] max_events_per_session events"
     )
+    erased: int = Field(0, description="events not stored: the session belongs to an erased user")
 
 
 class BulkSessionCounts(BaseModel):
     registered: int = 0
     already_registered: int = 0
+    erased: int = Field(0, description="not stored: the session_id belongs to an erased user")
 
 
 class BulkEventCounts(BaseModel):
     stored: int = 0
     duplicates: int = Field(0, description="event_id already stored for the session, or sent twice")
     over_limit: int = Field(0, description="not stored: the session holds max_events_per_session events")
+    erased: int = Field(0, description="not stored: the session belongs to an erased user")
 
 
 class BulkRejection(BaseModel):
@@ -249,8 +254,9 @@ class BulkRejection(BaseModel):
 
 
 class BulkResult(BaseModel):
-    """Every item of a ``POST /bulk`` is counted once: registered + already_registered + stored +
-    duplicates + over_limit + len(rejected) = items sent."""
+    """Every item of a ``POST /bulk`` is counted once: the sessions' registered + already_registered +
+    erased, the events' stored + duplicates + over_limit + erased, and len(rejected) add up to the items
+    sent."""
 
     sessions: BulkSessionCounts = Field(default_factory=BulkSessionCounts)
     events: BulkEventCounts = Field(default_factory=BulkEventCounts)
@@ -335,3 +341,6 @@ class EraseResult(BaseModel):
     events: int
     marks: int
     batches: list[str] = Field(description="batches that held the user's sessions (released ones may be in datasets)")
+    tombstones: int = Field(
+        0, description="session ids recorded as erased: later registrations and events for them are not stored"
+    )

@@ -59,9 +59,9 @@ class TestEraseUser:
                 store.get_session(sid)
             with pytest.raises(NotFound):
                 store.get_improvement_mark(sid)
-        # No orphan events either: registering the id again finds none waiting for it.
+        # The id is tombstoned: registering it again stores nothing.
         again = store.register_session({"session_id": "u1-a", "created_at": T0}, check_window=False)
-        assert again.events_attached == 0
+        assert (again.status, again.batch_id, again.events_attached) == ("erased", None, 0)
 
     def test_other_users_rows_are_untouched(self, store: SessionStore, two_users: dict[str, str]) -> None:
         before = {sid: store.get_session(sid).model_dump() for sid in ("u2-a", "u2-b", "anon-a")}

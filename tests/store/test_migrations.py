@@ -16,7 +16,7 @@ from clickstream.store import SessionStore, StoreConfig, create_store_engine, sq
 from tests.support import REPO_ROOT
 
 T0 = 1_750_000_000_000
-TABLES = {"cs_batch", "cs_session", "cs_event", "cs_improvement_mark", "cs_schema_migrations"}
+TABLES = {"cs_batch", "cs_session", "cs_event", "cs_improvement_mark", "cs_erased_session", "cs_schema_migrations"}
 
 
 @pytest.fixture

@@ -220,11 +220,41 @@ class TestConcurrentMigrations:
         stores = [SessionStore.from_url(pg_url) for _ in range(4)]
         try:
             applied = _run_together(4, lambda i: stores[i].migrate())
-            assert sorted(applied, key=len) == [[], [], [], [1]]
+            assert sorted(applied, key=len) == [[], [], [], [1, 2]]
             with stores[0].engine.connect() as conn:
                 versions = conn.execute(sa.text("SELECT version FROM cs_schema_migrations")).scalars().all()
-            assert versions == [1]
+            assert versions == [1, 2]
             assert stores[0].register_session(_session("s1")).status == "registered"
         finally:
             for s in stores:
                 s.dispose()
+
+
+class TestErasureRacingWrites:
+    def test_events_pushed_while_the_user_is_erased_never_survive_the_erasure(self, store: SessionStore) -> None:
+        # Writers push events for the user's session before, during and after the erasure. Each push either
+        # lands before the erasure (and is erased with it) or is refused after it (tombstone): none remains.
+        store.register_session({**_session("victim"), "user_id": "u1"})
+        stop = threading.Event()
+        refused = Counter()
+
+        def push(writer: int) -> None:
+            n = 0
+            while not stop.is_set() and n < 2000:
+                result = store.push_events("victim", [{"event_id": f"w{writer}-{n}", "object_id": "a"}])
+                refused[writer] += result.erased
+                n += 1
+
+        with ThreadPoolExecutor(6) as pool:
+            futures = [pool.submit(push, w) for w in range(6)]
+            threading.Event().wait(0.3)
+            erased = store.erase_user("u1")
+            threading.Event().wait(0.3)
+            stop.set()
+            for f in futures:
+                f.result()
+        assert erased.tombstones == 1 and erased.events > 0
+        assert sum(refused.values()) > 0, "no push came after the erasure: the race was not exercised"
+        with store.engine.connect() as conn:
+            left = conn.execute(sa.text("SELECT count(*) FROM cs_event WHERE session_id = 'victim'")).scalar_one()
+        assert left == 0

@@ -954,6 +954,7 @@ class TestEraseUser:
             "events": 3,
             "marks": 1,
             "batches": sorted([first, second]),
+            "tombstones": 2,
         }
         for sid in ("u1-a", "u1-b"):
             with pytest.raises(NotFound):
@@ -1030,7 +1031,7 @@ class TestFromUrl:
     def test_from_url_migrates_and_serves_with_the_real_clock(self, store_url: str) -> None:
         store = SessionStore.from_url(store_url)
         try:
-            assert store.migrate() == [1]
+            assert store.migrate() == [1, 2]
             now = now_ms()
             registered = store.register_session(_session("s1", created_at=now))
             assert abs(store.get_batch(registered.batch_id).created_at - now) < 60_000
@@ -1053,6 +1054,8 @@ def _accounted(result: Any) -> int:
         + result.events.stored
         + result.events.duplicates
         + result.events.over_limit
+        + result.sessions.erased
+        + result.events.erased
         + len(result.rejected)
     )
 
@@ -1254,3 +1257,41 @@ class TestCreatedAtOmitted:
     def test_seconds_looking_values_are_still_refused(self, store: SessionStore) -> None:
         with pytest.raises(InvalidInput, match=r"^created_at: .*looks like seconds"):
             store.register_session(_session("s1", created_at=T0 // 1000))
+
+
+# -------------------------------------------------------------------------------------------- tombstones
+
+
+class TestErasedStaysErased:
+    @pytest.fixture
+    def erased(self, store: SessionStore) -> SessionStore:
+        store.register_session(_session("gone", user_id="u1"))
+        store.push_events("gone", [_event("e1")])
+        store.register_session(_session("kept", user_id="u2"))
+        assert store.erase_user("u1").tombstones == 1
+        return store
+
+    def test_events_for_an_erased_session_are_not_stored_but_counted(self, erased: SessionStore) -> None:
+        result = erased.push_events("gone", [_event("e1"), _event("e2")])
+        assert (result.stored, result.duplicates, result.over_limit, result.erased) == (0, 0, 0, 2)
+        assert _count(erased, "cs_event") == 0
+
+    def test_registering_an_erased_session_again_stores_nothing(self, erased: SessionStore) -> None:
+        again = erased.register_session(_session("gone", user_id="u1"))
+        assert (again.status, again.batch_id, again.session_number) == ("erased", None, None)
+        with pytest.raises(NotFound):
+            erased.get_session("gone")
+
+    def test_bulk_items_of_an_erased_session_are_counted_and_the_others_stored(self, erased: SessionStore) -> None:
+        result = erased.ingest_bulk(
+            [_session("gone", user_id="u1"), _session("new", user_id="u1")],
+            [_bulk_event("gone", "e9"), _bulk_event("new", "e1"), _bulk_event("kept", "e1")],
+        )
+        assert (result.sessions.registered, result.sessions.erased) == (1, 1)
+        assert (result.events.stored, result.events.erased, result.events.duplicates) == (2, 1, 0)
+        assert _accounted(result) == 5
+        assert erased.get_session("new").user_id == "u1"  # the user may come back, with new sessions
+
+    def test_erasing_again_records_no_new_tombstone(self, erased: SessionStore) -> None:
+        assert erased.erase_user("u1").tombstones == 0
+        assert _count(erased, "cs_erased_session") == 1

@@ -1,4 +1,4 @@
-"""Erasure of a user's data."""
+"""Erasure of a user's data, and the tombstones that keep it erased."""
 
 from __future__ import annotations
 
@@ -9,11 +9,24 @@ from clickstream.store.checks import validate
 
 class ErasureOperations(StoreBase):
     def erase_user(self, user_id: str) -> models.EraseResult:
-        """Remove every session, event and improvement mark of ``user_id`` in one transaction."""
+        """Remove every session, event and improvement mark of ``user_id`` in one transaction, and record a
+        tombstone for each of their session ids, so that registrations and events sent for those sessions
+        later are not stored again (they are counted as ``erased``).
+
+        On PostgreSQL the erasure first waits for in-flight writes of sessions and events and holds new ones
+        until it commits (``lock_for_erasure``): a write racing with it is either erased or refused. SQLite's
+        write lock does the same.
+        """
         uid = validate(models.UserIdIn, {"user_id": user_id}).user_id
-        with self.db.transaction(write=True) as conn:
-            batches = list(self.db.run(conn, "user_batches", user_id=uid).scalars())
-            events = self.db.run(conn, "erase_user_events", user_id=uid).rowcount
-            marks = self.db.run(conn, "erase_user_marks", user_id=uid).rowcount
-            sessions = self.db.run(conn, "erase_user_sessions", user_id=uid).rowcount
-        return models.EraseResult(user_id=uid, sessions=sessions, events=events, marks=marks, batches=batches)
+        db = self.db
+        with db.transaction(write=True) as conn:
+            if db.has("lock_for_erasure"):
+                db.run(conn, "lock_for_erasure")
+            batches = list(db.run(conn, "user_batches", user_id=uid).scalars())
+            tombstones = db.run(conn, "insert_user_tombstones", user_id=uid, now=self.clock()).rowcount
+            events = db.run(conn, "erase_user_events", user_id=uid).rowcount
+            marks = db.run(conn, "erase_user_marks", user_id=uid).rowcount
+            sessions = db.run(conn, "erase_user_sessions", user_id=uid).rowcount
+        return models.EraseResult(
+            user_id=uid, sessions=sessions, events=events, marks=marks, batches=batches, tombstones=tombstones
+        )

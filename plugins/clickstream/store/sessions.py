@@ -21,7 +21,8 @@ class SessionOperations(StoreBase):
         """Register a session in the collecting batch (created if none) with the next session number.
 
         Re-registering the same content is a no-op success (``already_registered``); other content for a
-        known ``session_id`` raises :class:`Conflict` and the stored session is kept.
+        known ``session_id`` raises :class:`Conflict` and the stored session is kept. A ``session_id`` whose
+        user was erased is not stored again: status ``erased``.
         """
         body = validate(models.SessionIn, session)
         now = self.clock()
@@ -40,6 +41,10 @@ class SessionOperations(StoreBase):
                 existing = self.db.run(conn, "session_registration", session_id=body.session_id).mappings().first()
                 if existing is not None:
                     break
+                if self.db.run(conn, "session_erased", session_id=body.session_id).first() is not None:
+                    return models.RegisterResult(
+                        session_id=body.session_id, batch_id=None, session_number=None, status="erased"
+                    )
                 # No collecting batch (none yet, or released while we waited): open one and try again.
                 open_collecting_batch(self.db, conn, self.clock)
             else:
@@ -59,7 +64,9 @@ class SessionOperations(StoreBase):
     def push_events(
         self, session_id: str, events: Sequence[models.EventIn | Mapping[str, Any]], *, check_window: bool = True
     ) -> models.PushEventsResult:
-        """Store events of a session (registered or not yet); duplicate ``event_id`` s are counted, not stored."""
+        """Store events of a session (registered or not yet); duplicate ``event_id`` s are counted, not stored,
+        and so are events past ``max_events_per_session`` (``over_limit``) and events of an erased session
+        (``erased``)."""
         body = validate(models.PushEventsIn, {"session_id": session_id, "events": list(events)})
         now = self.clock()
         unique: dict[str, dict[str, Any]] = {}
@@ -69,12 +76,13 @@ class SessionOperations(StoreBase):
             unique.setdefault(event.event_id, record)
         if not unique:
             return models.PushEventsResult(session_id=body.session_id, stored=0, duplicates=0)
-        stored, over_limit = self._insert_events(list(unique.values()), now)
+        stored, over_limit, erased = self._insert_events(list(unique.values()), now)
         return models.PushEventsResult(
             session_id=body.session_id,
             stored=stored,
             over_limit=over_limit,
-            duplicates=len(body.events) - stored - over_limit,
+            erased=erased,
+            duplicates=len(body.events) - stored - over_limit - erased,
         )
 
     def ingest_bulk(
@@ -86,9 +94,9 @@ class SessionOperations(StoreBase):
     ) -> models.BulkResult:
         """Register many sessions and store many events (of any sessions) in a few set-based statements.
 
-        Every item is accounted for once in the answer: sessions ``registered`` or ``already_registered``,
-        events ``stored``, ``duplicates`` or ``over_limit``, and any item that is invalid or conflicts
-        with what is stored is listed in ``rejected`` (its path, e.g. ``sessions[3]``, and the reason
+        Every item is accounted for once in the answer: sessions ``registered``, ``already_registered`` or
+        ``erased``, events ``stored``, ``duplicates``, ``over_limit`` or ``erased``, and any item that is
+        invalid or conflicts with what is stored is listed in ``rejected`` (its path, e.g. ``sessions[3]``, and the reason
         naming the field) without stopping the others. Sessions are written before events, so events of a
         session registered in the same call attach to it. Safe to retry: sessions are idempotent by
         content, events by ``event_id``. All sessions go to one batch; what is reported stored is committed.
@@ -117,11 +125,11 @@ class SessionOperations(StoreBase):
                 result.rejected.append(_rejection(f"events[{i}]", item, err.detail))
                 continue
             records.setdefault((event.session_id, event.event_id), record)
+        counts = result.events
         if records:
-            stored, over_limit = self._insert_events(list(records.values()), now)
-            result.events.stored, result.events.over_limit = stored, over_limit
+            counts.stored, counts.over_limit, counts.erased = self._insert_events(list(records.values()), now)
         accepted = len(events) - sum(r.item.startswith("events[") for r in result.rejected)
-        result.events.duplicates = accepted - result.events.stored - result.events.over_limit
+        counts.duplicates = accepted - counts.stored - counts.over_limit - counts.erased
         result.rejected.sort(key=lambda r: (r.item.startswith("events"), int(r.item.split("[")[1][:-1])))
         return result
 
@@ -151,13 +159,15 @@ class SessionOperations(StoreBase):
                 columns[sid] = params
         if not columns:
             return
-        stored_hash = self._insert_sessions(list(columns.values()), now)
+        stored_hash, erased = self._insert_sessions(list(columns.values()), now)
         # As if the items came one by one: each occurrence is compared with what is stored by then (the
         # stored session, or the first occurrence when this request registered it).
         for sid, params in columns.items():
             repeats.append((params["index"], sid, params["content_hash"]))
         for i, sid, digest in sorted(repeats):
-            if sid not in stored_hash:
+            if sid in erased:
+                result.sessions.erased += 1
+            elif sid not in stored_hash:
                 if i == columns[sid]["index"]:
                     result.sessions.registered += 1
                 elif digest == columns[sid]["content_hash"]:
@@ -183,15 +193,16 @@ class SessionOperations(StoreBase):
                     )
                 )
 
-    def _insert_sessions(self, rows: list[dict[str, Any]], now: int) -> dict[str, str]:
+    def _insert_sessions(self, rows: list[dict[str, Any]], now: int) -> tuple[dict[str, str], set[str]]:
         """Insert new sessions (one statement, one batch); returns ``{session_id: content_hash}`` of those
-        among ``rows`` that were already stored (the others were inserted now)."""
+        among ``rows`` that were already stored, and the ids that are tombstoned (erased); the others were
+        inserted now."""
         payload = dumps([{k: v for k, v in r.items() if k != "index"} for r in rows])
         ids = [r["session_id"] for r in rows]
         with self.db.transaction(write=True, single_statement=True) as conn:
             inserted = set(self.db.run(conn, "insert_sessions", sessions=payload, now=now).scalars())
         if len(inserted) == len(rows):
-            return {}
+            return {}, set()
         with self.db.transaction(write=True) as conn:
             for _ in range(5):
                 rest = [sid for sid in ids if sid not in inserted]
@@ -199,9 +210,11 @@ class SessionOperations(StoreBase):
                     r.session_id: r.content_hash
                     for r in self.db.run(conn, "sessions_registration", session_ids=dumps(rest))
                 }
-                missing = [r for r in rows if r["session_id"] not in inserted and r["session_id"] not in existing]
+                erased = set(self.db.run(conn, "sessions_erased", session_ids=dumps(rest)).scalars())
+                done = inserted | existing.keys() | erased
+                missing = [r for r in rows if r["session_id"] not in done]
                 if not missing:
-                    return existing
+                    return existing, erased
                 # No collecting batch (none yet, or released meanwhile): open one and insert the rest.
                 open_collecting_batch(self.db, conn, self.clock)
                 payload = dumps([{k: v for k, v in r.items() if k != "index"} for r in missing])
@@ -248,19 +261,19 @@ class SessionOperations(StoreBase):
             }
         )
 
-    def _insert_events(self, records: list[dict[str, Any]], now: int) -> tuple[int, int]:
+    def _insert_events(self, records: list[dict[str, Any]], now: int) -> tuple[int, int, int]:
         """Insert ``insert_events`` records (each ``(session_id, event_id)`` once) in one statement;
-        returns ``(stored, over_limit)``. PostgreSQL: one autocommit statement; SQLite: a count, then the
-        insert, in one write transaction."""
+        returns ``(stored, over_limit, erased)``. PostgreSQL: one autocommit statement; SQLite: a count,
+        then the insert, in one write transaction."""
         params = {"events": dumps(records), "now": now, "max_events": self.config.max_events_per_session}
-        if self.db.has("count_events_over_limit"):
+        if self.db.has("count_refused_events"):
             with self.db.transaction(write=True) as conn:
-                over = self.db.run(conn, "count_events_over_limit", **params).scalar_one()
+                refused = self.db.run(conn, "count_refused_events", **params).one()
                 stored = len(self.db.run(conn, "insert_events", **params).all())
-            return stored, over
+            return stored, refused.over_limit, refused.erased
         with self.db.transaction(write=True, single_statement=True) as conn:
             row = self.db.run(conn, "insert_events", **params).one()
-        return row.stored, row.over_limit
+        return row.stored, row.over_limit, row.erased
 
 
 def _rejection(item: str, body: Any, reason: str) -> models.BulkRejection:
