@@ -96,8 +96,8 @@ class SessionOperations(StoreBase):
 
         Every item is accounted for once in the answer: sessions ``registered``, ``already_registered`` or
         ``erased``, events ``stored``, ``duplicates``, ``over_limit`` or ``erased``, and any item that is
-        invalid or conflicts with what is stored is listed in ``rejected`` (its path, e.g. ``sessions[3]``, and the reason
-        naming the field) without stopping the others. Sessions are written before events, so events of a
+        invalid or conflicts with what is stored is listed in ``rejected`` (its path, e.g. ``sessions[3]``,
+        and the reason naming the field) without stopping the others. Sessions are written before events, so events of a
         session registered in the same call attach to it. Safe to retry: sessions are idempotent by
         content, events by ``event_id``. All sessions go to one batch; what is reported stored is committed.
 
