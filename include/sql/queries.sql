@@ -211,3 +211,29 @@ DELETE FROM cs_improvement_mark WHERE session_id IN (SELECT session_id FROM cs_s
 -- name: erase_user_sessions
 -- Erasure: deletes :user_id's sessions (last: the other erase_user_* queries find them through it).
 DELETE FROM cs_session WHERE user_id = :user_id
+
+-- name: purgeable_batches
+-- Released batches released before :released_before (ms), oldest first, at most :limit: retention's candidates.
+SELECT batch_id, status, created_at, release_id, released_at FROM cs_batch
+WHERE status = 'released' AND released_at < :released_before
+ORDER BY released_at, batch_id
+LIMIT :limit
+
+-- name: purge_chunk_events
+-- Retention: deletes the events of the first :limit sessions (by number) still in released batch :batch_id.
+DELETE FROM cs_event WHERE session_id IN (
+    SELECT session_id FROM cs_session WHERE batch_id = :batch_id ORDER BY session_number LIMIT :limit)
+
+-- name: purge_chunk_marks
+-- Retention: deletes the improvement marks of the same chunk of sessions (run before purge_chunk_sessions).
+DELETE FROM cs_improvement_mark WHERE session_id IN (
+    SELECT session_id FROM cs_session WHERE batch_id = :batch_id ORDER BY session_number LIMIT :limit)
+
+-- name: purge_chunk_sessions
+-- Retention: deletes the same chunk of sessions (last: the other purge_chunk_* queries find them through it).
+DELETE FROM cs_session WHERE session_number IN (
+    SELECT session_number FROM cs_session WHERE batch_id = :batch_id ORDER BY session_number LIMIT :limit)
+
+-- name: delete_released_batch
+-- Retention: deletes the row of released batch :batch_id once its sessions are gone (never a collecting one).
+DELETE FROM cs_batch WHERE batch_id = :batch_id AND status = 'released'

@@ -344,3 +344,13 @@ class EraseResult(BaseModel):
     tombstones: int = Field(
         0, description="session ids recorded as erased: later registrations and events for them are not stored"
     )
+
+
+class PurgeResult(BaseModel):
+    """What the purge of one released batch removed."""
+
+    batch_id: str
+    sessions: int
+    events: int
+    marks: int
+    chunks: int = Field(description="transactions it took (each at most chunk_sessions sessions)")

@@ -1295,3 +1295,59 @@ class TestErasedStaysErased:
     def test_erasing_again_records_no_new_tombstone(self, erased: SessionStore) -> None:
         assert erased.erase_user("u1").tombstones == 0
         assert _count(erased, "cs_erased_session") == 1
+
+
+# --------------------------------------------------------------------------------------------- retention
+
+
+class TestRetention:
+    def _released(self, store: SessionStore, clock: _Clock, tag: str, sessions: int = 5) -> str:
+        for i in range(sessions):
+            store.register_session(_session(f"{tag}-{i}", created_at=clock.now), check_window=False)
+            store.push_events(
+                f"{tag}-{i}",
+                [_event("e1", created_at=clock.now), _event("e2", created_at=clock.now)],
+                check_window=False,
+            )
+        store.use_for_improvement(f"{tag}-0")
+        batch_id = store.release_batch(f"r-{tag}").batch_id
+        clock.now += HOUR
+        return batch_id
+
+    def test_purge_removes_a_released_batch_with_its_events_and_marks_only(
+        self, store: SessionStore, clock: _Clock
+    ) -> None:
+        old = self._released(store, clock, "old", sessions=7)
+        young = self._released(store, clock, "young")
+        store.register_session(_session("live", created_at=clock.now), check_window=False)
+
+        assert [b.batch_id for b in store.list_purgeable_batches(released_before=clock.now - HOUR)] == [old]
+        result = store.purge_batch(old, chunk_sessions=3)
+        assert (result.sessions, result.events, result.marks, result.chunks) == (7, 14, 1, 3)
+        with pytest.raises(NotFound):
+            store.get_batch(old)
+        with pytest.raises(NotFound):
+            store.get_session("old-0")
+        assert store.get_batch(young).sessions == 5
+        assert len(store.get_session("young-0").events) == 2
+        assert store.get_improvement_mark("young-0").status == "pending"
+        assert (_count(store, "cs_session"), _count(store, "cs_event"), _count(store, "cs_improvement_mark")) == (
+            6,
+            10,
+            1,
+        )
+
+    def test_the_collecting_batch_is_never_purged(self, store: SessionStore, clock: _Clock) -> None:
+        collecting = store.register_session(_session("live")).batch_id
+        assert store.list_purgeable_batches(released_before=clock.now + 10 * HOUR) == []
+        with pytest.raises(Conflict, match="collecting"):
+            store.purge_batch(collecting)
+        assert store.get_session("live").batch_id == collecting
+
+    def test_a_purge_run_again_finishes_nothing_more_and_unknown_is_not_found(
+        self, store: SessionStore, clock: _Clock
+    ) -> None:
+        old = self._released(store, clock, "old")
+        store.purge_batch(old)
+        with pytest.raises(NotFound):
+            store.purge_batch(old)

@@ -3,7 +3,8 @@
 No Airflow and no HTTP here. The SQL lives in ``include/sql`` (named queries, per dialect where they must
 differ); the operations decide which queries run in which transaction and turn rows into models. Each
 concern has its module (:mod:`~clickstream.store.sessions`, :mod:`~clickstream.store.batches`,
-:mod:`~clickstream.store.improvement`, :mod:`~clickstream.store.erasure`); :class:`SessionStore`
+:mod:`~clickstream.store.improvement`, :mod:`~clickstream.store.erasure`,
+:mod:`~clickstream.store.retention`); :class:`SessionStore`
 combines them. The locking that upholds the invariants of docs/store.md is in the SQL, where a reviewer
 expects it.
 """
@@ -23,10 +24,11 @@ from clickstream.store.engine import create_store_engine
 from clickstream.store.erasure import ErasureOperations
 from clickstream.store.improvement import ImprovementOperations
 from clickstream.store.migrations import apply_migrations
+from clickstream.store.retention import RetentionOperations
 from clickstream.store.sessions import SessionOperations
 
 
-class SessionStore(SessionOperations, BatchOperations, ImprovementOperations, ErasureOperations):
+class SessionStore(SessionOperations, BatchOperations, ImprovementOperations, ErasureOperations, RetentionOperations):
     """The clickstream session store on PostgreSQL or SQLite.
 
     Every public method is one operation of docs/store.md and, unless its docstring says otherwise, runs in
