@@ -173,24 +173,17 @@ class SessionOperations(StoreBase):
                 elif digest == columns[sid]["content_hash"]:
                     result.sessions.already_registered += 1
                 else:
+                    first = columns[sid]["index"]
+                    reason = f"is registered by sessions[{first}] of this request with different content"
                     result.rejected.append(
-                        models.BulkRejection(
-                            item=f"sessions[{i}]",
-                            session_id=sid,
-                            error=f"session_id {sid!r} is registered by sessions[{columns[sid]['index']}] of this "
-                            "request with different content",
-                        )
+                        _rejection(f"sessions[{i}]", {"session_id": sid}, f"session_id {sid!r} {reason}")
                     )
             elif digest == stored_hash[sid]:
                 result.sessions.already_registered += 1
             else:
+                reason = "is already registered with different content; the stored session is kept"
                 result.rejected.append(
-                    models.BulkRejection(
-                        item=f"sessions[{i}]",
-                        session_id=sid,
-                        error=f"session_id {sid!r} is already registered with different content; the stored "
-                        "session is kept",
-                    )
+                    _rejection(f"sessions[{i}]", {"session_id": sid}, f"session_id {sid!r} {reason}")
                 )
 
     def _insert_sessions(self, rows: list[dict[str, Any]], now: int) -> tuple[dict[str, str], set[str]]:
