@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 from typing import Any
 
-from harness import Context, Table, log, median, mib, ratio_cell, run_child
+from bench.harness import Context, Table, log, median, mib, ratio_cell, run_child
 
 #: The query a user would write: every session of the batch with its events, one row per event (sessions
 #: without events once), the same columns the dataset holds, JSON as text (Parquet needs one schema).
@@ -87,19 +88,30 @@ def _variant(ctx: Context, name: str, batch_id: str, tag: str) -> tuple[dict[str
     env = ctx.airflow_env()
     try:
         if name == "operator":
-            return run_child("bench_extract:child_operator", env=env, preload=_PRELOAD[name],
-                             batch_id=batch_id, out_dir=out_dir)
+            return run_child(
+                "bench.bench_extract:child_operator",
+                env=env,
+                preload=_PRELOAD[name],
+                batch_id=batch_id,
+                out_dir=out_dir,
+            )
         if name == "copy":
-            return run_child("bench_extract:child_copy", env=env, preload=_PRELOAD[name],
-                             url=env["AIRFLOW_CONN_BENCH_PG"], batch_id=batch_id)
-        return run_child("bench_extract:child_get_df", env=env, preload=_PRELOAD[name],
-                         batch_id=batch_id, out_dir=out_dir)
+            return run_child(
+                "bench.bench_extract:child_copy",
+                env=env,
+                preload=_PRELOAD[name],
+                url=env["AIRFLOW_CONN_BENCH_PG"],
+                batch_id=batch_id,
+            )
+        return run_child(
+            "bench.bench_extract:child_get_df", env=env, preload=_PRELOAD[name], batch_id=batch_id, out_dir=out_dir
+        )
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)  # never keep generated data
 
 
 def _mem_available() -> int:
-    for line in open("/proc/meminfo"):
+    for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemAvailable:"):
             return int(line.split()[1]) * 1024
     return 0
@@ -135,22 +147,42 @@ def run(ctx: Context) -> list[Table]:
 
     op = outs["operator"]
     assert op["sessions"] == big.sessions and op["events"] == big.events, (op, big)
-    t = Table(f"2. Extraction of a released {big.sessions:,}-session batch ({big.events:,} events) to Parquet",
-              ["variant", "median s", "sessions/s", "events/s", "peak RSS MiB", "RSS before MiB",
-               f"peak RSS MiB, {mid.sessions:,}-session batch", "operator throughput vs this",
-               "operator peak vs this"])
+    t = Table(
+        f"2. Extraction of a released {big.sessions:,}-session batch ({big.events:,} events) to Parquet",
+        [
+            "variant",
+            "median s",
+            "sessions/s",
+            "events/s",
+            "peak RSS MiB",
+            "RSS before MiB",
+            f"peak RSS MiB, {mid.sessions:,}-session batch",
+            "operator throughput vs this",
+            "operator peak vs this",
+        ],
+    )
     op_wall, op_peak = median(walls["operator"]), median(peaks["operator"])
-    labels = {"copy": "(a) COPY (joining query) TO STDOUT, discarded",
-              "get_df": "(b) PostgresHook.get_df + to_parquet",
-              "operator": "ExtractBatchOperator (Parquet, two tables)"}
+    labels = {
+        "copy": "(a) COPY (joining query) TO STDOUT, discarded",
+        "get_df": "(b) PostgresHook.get_df + to_parquet",
+        "operator": "ExtractBatchOperator (Parquet, two tables)",
+    }
     op_rate = big.sessions / op_wall
     for v in ("copy", "get_df", "operator"):
         if v == "get_df" and skipped_get_df:
             rate = mid.sessions / small_walls["get_df"]  # its best case: the smaller batch's rate
-            t.add(labels[v] + f" (not run: needs ~{get_df_needs / 2**30:.0f} GiB; rate and peak of the "
-                  f"{mid.sessions:,}-session run)", "-", rate, "-", f">= {get_df_needs / 2**20:,.0f} (est.)", "-",
-                  mib(small_peaks[v]), ratio_cell(op_rate / rate, ">=1"),
-                  ratio_cell(op_peak / get_df_needs, "<=0.2"))
+            t.add(
+                labels[v] + f" (not run: needs ~{get_df_needs / 2**30:.0f} GiB; rate and peak of the "
+                f"{mid.sessions:,}-session run)",
+                "-",
+                rate,
+                "-",
+                f">= {get_df_needs / 2**20:,.0f} (est.)",
+                "-",
+                mib(small_peaks[v]),
+                ratio_cell(op_rate / rate, ">=1"),
+                ratio_cell(op_peak / get_df_needs, "<=0.2"),
+            )
             continue
         w, p = median(walls[v]), median(peaks[v])
         if v == "copy":
@@ -159,16 +191,28 @@ def run(ctx: Context) -> list[Table]:
             vs_tp, vs_mem = ratio_cell(w / op_wall, ">=1"), ratio_cell(op_peak / p, "<=0.2")
         else:
             vs_tp, vs_mem = "1.00x", "1.00x"
-        t.add(labels[v], w, big.sessions / w, big.events / w, mib(p), mib(median(starts[v])),
-              mib(small_peaks[v]) if v in small_peaks else "-", vs_tp, vs_mem)
+        t.add(
+            labels[v],
+            w,
+            big.sessions / w,
+            big.events / w,
+            mib(p),
+            mib(median(starts[v])),
+            mib(small_peaks[v]) if v in small_peaks else "-",
+            vs_tp,
+            vs_mem,
+        )
     growth = op_peak / small_peaks["operator"]
     get_df_big = get_df_needs if skipped_get_df else median(peaks["get_df"])
     t.notes += [
         f"rows: COPY {outs['copy']['rows']:,} joined rows ({outs['copy']['bytes'] / 2**20:.0f} MiB of text); "
-        + (f"get_df {outs['get_df']['rows']:,} rows, {outs['get_df']['bytes'] / 2**20:.0f} MiB Parquet; "
-           if not skipped_get_df else "")
+        + (
+            f"get_df {outs['get_df']['rows']:,} rows, {outs['get_df']['bytes'] / 2**20:.0f} MiB Parquet; "
+            if not skipped_get_df
+            else ""
+        )
         + f"operator {op['sessions']:,} session rows + {op['events']:,} event rows, "
-          f"{op['bytes'] / 2**20:.0f} MiB Parquet",
+        f"{op['bytes'] / 2**20:.0f} MiB Parquet",
         f"operator peak memory, {mid.sessions:,} -> {big.sessions:,} sessions: "
         f"{mib(small_peaks['operator']):.0f} -> {mib(op_peak):.0f} MiB ({growth:.2f}x for "
         f"{big.sessions / mid.sessions:.0f}x the data); get_df: {mib(small_peaks['get_df']):.0f} -> "
@@ -181,6 +225,6 @@ def run(ctx: Context) -> list[Table]:
 
 
 if __name__ == "__main__":
-    import run as _run
+    from bench import run as _run
 
     raise SystemExit(_run.main(["--only", "extract"]))

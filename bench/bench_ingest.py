@@ -22,17 +22,32 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from harness import Context, Table, libpq_url, log, median, ratio_cell, run_child, synthetic_sessions
+from bench.harness import Context, Table, libpq_url, log, median, ratio_cell, run_child, synthetic_sessions
 
-_SESSION_COLS = ("session_id", "batch_id", "search_query", "search_results", "search_meta", "payload_filter",
-                 "sort_by", "user_id", "created_at", "is_irrelevant", "is_payload_search", "content_hash",
-                 "registered_at")
+_SESSION_COLS = (
+    "session_id",
+    "batch_id",
+    "search_query",
+    "search_results",
+    "search_meta",
+    "payload_filter",
+    "sort_by",
+    "user_id",
+    "created_at",
+    "is_irrelevant",
+    "is_payload_search",
+    "content_hash",
+    "registered_at",
+)
 _EVENT_COLS = ("session_id", "event_id", "object_id", "event_type", "created_at", "meta", "received_at")
 
 
 def _my_share(n: int, seed: int, writer: int, writers: int, start_ms: int) -> list[tuple[dict, list[dict]]]:
-    return [p for i, p in enumerate(synthetic_sessions(n, seed=seed, start_ms=start_ms, id_prefix=f"w{seed}"))
-            if i % writers == writer]
+    return [
+        p
+        for i, p in enumerate(synthetic_sessions(n, seed=seed, start_ms=start_ms, id_prefix=f"w{seed}"))
+        if i % writers == writer
+    ]
 
 
 def _barrier(barrier: str, writer: int) -> None:
@@ -63,8 +78,9 @@ def child_hook_writer(n: int, seed: int, writer: int, writers: int, start_ms: in
     return {"start": t0, "end": t1, "sessions": len(pairs), "events": events}
 
 
-def child_insert_writer(url: str, batch_id: str, n: int, seed: int, writer: int, writers: int, start_ms: int,
-                        barrier: str) -> dict[str, Any]:
+def child_insert_writer(
+    url: str, batch_id: str, n: int, seed: int, writer: int, writers: int, start_ms: int, barrier: str
+) -> dict[str, Any]:
     import psycopg
 
     from clickstream import models
@@ -79,17 +95,43 @@ def child_insert_writer(url: str, batch_id: str, n: int, seed: int, writer: int,
         _barrier(barrier, writer)
         t0 = time.time()
         events = 0
-        for (s, evs), h in zip(pairs, hashes):
+        for (s, evs), h in zip(pairs, hashes, strict=True):
             now = int(time.time() * 1000)
             with conn.transaction(), conn.cursor() as cur:
-                cur.execute(ins_s, (s["session_id"], batch_id, s["search_query"], dumps(s["search_results"]),
-                                    dumps(s["search_meta"]), dumps(s["payload_filter"]),
-                                    dumps(s["sort_by"]) if s["sort_by"] else None, s["user_id"], s["created_at"],
-                                    s["is_irrelevant"], s["is_payload_search"], h, now))
+                cur.execute(
+                    ins_s,
+                    (
+                        s["session_id"],
+                        batch_id,
+                        s["search_query"],
+                        dumps(s["search_results"]),
+                        dumps(s["search_meta"]),
+                        dumps(s["payload_filter"]),
+                        dumps(s["sort_by"]) if s["sort_by"] else None,
+                        s["user_id"],
+                        s["created_at"],
+                        s["is_irrelevant"],
+                        s["is_payload_search"],
+                        h,
+                        now,
+                    ),
+                )
                 if evs:
-                    cur.executemany(ins_e, [(s["session_id"], e["event_id"], e["object_id"], e["event_type"],
-                                             e["created_at"], dumps(e["meta"]) if e["meta"] is not None else None,
-                                             now) for e in evs])
+                    cur.executemany(
+                        ins_e,
+                        [
+                            (
+                                s["session_id"],
+                                e["event_id"],
+                                e["object_id"],
+                                e["event_type"],
+                                e["created_at"],
+                                dumps(e["meta"]) if e["meta"] is not None else None,
+                                now,
+                            )
+                            for e in evs
+                        ],
+                    )
                     events += len(evs)
         t1 = time.time()
     return {"start": t0, "end": t1, "sessions": len(pairs), "events": events}
@@ -109,8 +151,10 @@ def child_copy_from(url: str, sessions_file: str, events_file: str) -> dict[str,
 
     cols_s = ", ".join(_SESSION_COLS)
     with psycopg.connect(url) as conn, conn.cursor() as cur:
-        for table, cols, path in (("cs_session", cols_s, sessions_file),
-                                  ("cs_event", ", ".join(_EVENT_COLS), events_file)):
+        for table, cols, path in (
+            ("cs_session", cols_s, sessions_file),
+            ("cs_event", ", ".join(_EVENT_COLS), events_file),
+        ):
             with open(path, "rb") as f, cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
                 while data := f.read(1 << 20):
                     copy.write(data)
@@ -135,8 +179,9 @@ def _fresh_db(ctx: Context, name: str, *, with_batch: bool = False) -> tuple[str
     if with_batch:
         with store.engine.begin() as conn:
             now = store.clock()
-            batch_id = conn.execute(store.db.clause("insert_collecting_batch"),
-                                    {"batch_id": store_mod.new_batch_id(now), "now": now}).scalar()
+            batch_id = conn.execute(
+                store.db.clause("insert_collecting_batch"), {"batch_id": store_mod.new_batch_id(now), "now": now}
+            ).scalar()
     store.dispose()
     return url, batch_id
 
@@ -150,13 +195,17 @@ def _writers(ctx: Context, kind: str, writers: int, n: int, seed: int, tag: str)
     start_ms = int(time.time() * 1000) - 2 * 3600 * 1000
     common = {"n": n, "seed": seed, "writers": writers, "start_ms": start_ms, "barrier": str(barrier)}
     if kind == "hook":
-        func, extra, preload = "bench_ingest:child_hook_writer", {}, ["clickstream.hooks", "clickstream.store"]
+        func, extra, preload = "bench.bench_ingest:child_hook_writer", {}, ["clickstream.hooks", "clickstream.store"]
     else:
-        func, extra, preload = "bench_ingest:child_insert_writer", {"url": libpq_url(url), "batch_id": batch_id}, \
-            ["psycopg", "clickstream.store"]
+        func, extra, preload = (
+            "bench.bench_ingest:child_insert_writer",
+            {"url": libpq_url(url), "batch_id": batch_id},
+            ["psycopg", "clickstream.store"],
+        )
     with ThreadPoolExecutor(writers) as pool:
-        futures = [pool.submit(run_child, func, env=env, preload=preload, writer=w, **common, **extra)
-                   for w in range(writers)]
+        futures = [
+            pool.submit(run_child, func, env=env, preload=preload, writer=w, **common, **extra) for w in range(writers)
+        ]
         deadline = time.monotonic() + 300
         while len(list(barrier.glob("ready-*"))) < writers:
             if any(f.done() for f in futures) or time.monotonic() > deadline:
@@ -177,8 +226,7 @@ def _writers(ctx: Context, kind: str, writers: int, n: int, seed: int, tag: str)
 
 def _write_history(ctx: Context, n: int, seed: int) -> tuple[Path, Path, Path, int]:
     """The same sessions as a JSON Lines history file, and as COPY text files of the rows the store writes."""
-    from harness import _session_row
-
+    from bench.harness import _session_row
     from clickstream import models
     from clickstream.store import rows as store_mod
 
@@ -197,8 +245,11 @@ def _write_history(ctx: Context, n: int, seed: int) -> tuple[Path, Path, Path, i
             fs.write(_copy_line((row[0], "BATCH", *row[1:])))
             for e in evs:
                 ev = models.EventIn.model_validate(e)
-                fe.write(_copy_line((row[0], ev.event_id, ev.object_id, ev.event_type, ev.created_at,
-                                     store_mod.dumps(ev.meta), now)))
+                fe.write(
+                    _copy_line(
+                        (row[0], ev.event_id, ev.object_id, ev.event_type, ev.created_at, store_mod.dumps(ev.meta), now)
+                    )
+                )
                 events += 1
     return folder, s_copy, e_copy, events
 
@@ -218,8 +269,10 @@ def run(ctx: Context) -> list[Table]:
     n_live = max(2000, min(ctx.sessions // 20, 10_000))
     tables = []
 
-    t = Table(f"3a. Live ingestion: {n_live:,} sessions (about {n_live * 5:,} events), register + push per "
-              "session", ["writers", "variant", "median s", "sessions/s", "events/s", "hook vs INSERT"])
+    t = Table(
+        f"3a. Live ingestion: {n_live:,} sessions (about {n_live * 5:,} events), register + push per session",
+        ["writers", "variant", "median s", "sessions/s", "events/s", "hook vs INSERT"],
+    )
     for writers in (1, 8):
         walls: dict[str, list[float]] = {"hook": [], "insert": []}
         counts: dict[str, dict[str, float]] = {}
@@ -228,8 +281,10 @@ def run(ctx: Context) -> list[Table]:
                 res = _writers(ctx, kind, writers, n_live, seed=100 + i, tag=str(i))
                 walls[kind].append(res["wall"])
                 counts[kind] = res
-                log(f"ingest {kind} x{writers} #{i + 1}: {res['wall']:.1f} s ({res['sessions'] / res['wall']:,.0f} "
-                    "sessions/s)")
+                log(
+                    f"ingest {kind} x{writers} #{i + 1}: {res['wall']:.1f} s ({res['sessions'] / res['wall']:,.0f} "
+                    "sessions/s)"
+                )
         for kind in ("insert", "hook"):
             w = median(walls[kind])
             label = "plain INSERTs (psycopg, fixed batch_id)" if kind == "insert" else "ClickstreamHook"
@@ -241,7 +296,10 @@ def run(ctx: Context) -> list[Table]:
     n_hist = max(5000, ctx.sessions // 4)
     folder, s_copy, e_copy, n_events = _write_history(ctx, n_hist, seed=7)
     walls = {"copy": [], "import": []}
-    sizes = {"jsonl": sum(p.stat().st_size for p in folder.iterdir()), "copy": s_copy.stat().st_size + e_copy.stat().st_size}
+    sizes = {
+        "jsonl": sum(p.stat().st_size for p in folder.iterdir()),
+        "copy": s_copy.stat().st_size + e_copy.stat().st_size,
+    }
     for i in range(ctx.repeat):
         for kind in ("copy", "import"):
             url, batch_id = _fresh_db(ctx, f"bulk_{kind}_{i}", with_batch=(kind == "copy"))
@@ -250,13 +308,22 @@ def run(ctx: Context) -> list[Table]:
                 # the COPY files carry the batch id of this database's collecting batch
                 fixed = ctx.workdir / "sessions.fixed.copy"
                 fixed.write_text(s_copy.read_text().replace("\tBATCH\t", f"\t{batch_id}\t"))
-                out, mem = run_child("bench_ingest:child_copy_from", env=env, preload=["psycopg"],
-                                     url=libpq_url(url), sessions_file=str(fixed), events_file=str(e_copy))
+                out, mem = run_child(
+                    "bench.bench_ingest:child_copy_from",
+                    env=env,
+                    preload=["psycopg"],
+                    url=libpq_url(url),
+                    sessions_file=str(fixed),
+                    events_file=str(e_copy),
+                )
                 fixed.unlink()
             else:
-                out, mem = run_child("bench_ingest:child_import", env=env,
-                                     preload=["clickstream.hooks", "clickstream.importing", "airflow.sdk"],
-                                     path=str(folder))
+                out, mem = run_child(
+                    "bench.bench_ingest:child_import",
+                    env=env,
+                    preload=["clickstream.hooks", "clickstream.importing", "airflow.sdk"],
+                    path=str(folder),
+                )
             assert (out["sessions"], out["events"]) == (n_hist, n_events), out
             walls[kind].append(mem["wall"])
             log(f"bulk {kind} #{i + 1}: {mem['wall']:.1f} s")
@@ -264,20 +331,36 @@ def run(ctx: Context) -> list[Table]:
     shutil.rmtree(folder, ignore_errors=True)
     s_copy.unlink()
     e_copy.unlink()
-    t2 = Table(f"3b. Bulk import of history: {n_hist:,} sessions with {n_events:,} events",
-               ["variant", "median s", "sessions/s", "events/s", "input MiB", "import vs COPY"])
+    t2 = Table(
+        f"3b. Bulk import of history: {n_hist:,} sessions with {n_events:,} events",
+        ["variant", "median s", "sessions/s", "events/s", "input MiB", "import vs COPY"],
+    )
     wc, wi = median(walls["copy"]), median(walls["import"])
-    t2.add("COPY cs_session, cs_event FROM STDIN (COPY text files)", wc, n_hist / wc, n_events / wc,
-           sizes["copy"] / 2**20, "-")
-    t2.add("ClickstreamHook.import_history (JSON Lines)", wi, n_hist / wi, n_events / wi, sizes["jsonl"] / 2**20,
-           ratio_cell(wc / wi, ">=0.5"))
-    t2.notes.append("into an empty store database each time; the import validates every row, stages it "
-                    "(COPY into temp tables), then loads all or nothing")
+    t2.add(
+        "COPY cs_session, cs_event FROM STDIN (COPY text files)",
+        wc,
+        n_hist / wc,
+        n_events / wc,
+        sizes["copy"] / 2**20,
+        "-",
+    )
+    t2.add(
+        "ClickstreamHook.import_history (JSON Lines)",
+        wi,
+        n_hist / wi,
+        n_events / wi,
+        sizes["jsonl"] / 2**20,
+        ratio_cell(wc / wi, ">=0.5"),
+    )
+    t2.notes.append(
+        "into an empty store database each time; the import validates every row, stages it "
+        "(COPY into temp tables), then loads all or nothing"
+    )
     tables.append(t2)
     return tables
 
 
 if __name__ == "__main__":
-    import run as _run
+    from bench import run as _run
 
     raise SystemExit(_run.main(["--only", "ingest"]))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from harness import Context, Table, log, median, percentile, ratio_cell
+from bench.harness import Context, Table, log, median, percentile, ratio_cell
 
 LIMIT = 100
 EVENTS_LIMIT = 100
@@ -29,11 +29,13 @@ def run(ctx: Context) -> list[Table]:
             else:  # the number just before the page's first session (set-up only: OFFSET is fine here)
                 numbers[name] = conn.execute(
                     "SELECT session_number FROM cs_session WHERE batch_id = %s ORDER BY session_number "
-                    "OFFSET %s LIMIT 1", (big.batch_id, position - 1)).fetchone()[0]
+                    "OFFSET %s LIMIT 1",
+                    (big.batch_id, position - 1),
+                ).fetchone()[0]
     hook = ClickstreamHook()
     calls = max(20, ctx.repeat * 10)
     samples: dict[str, list[float]] = {k: [] for k in numbers}
-    for name, after in numbers.items():  # warm-up: caches, prepared plans
+    for after in numbers.values():  # warm-up: caches, prepared plans
         hook.get_batch_sessions(big.batch_id, after_number=after, limit=LIMIT, events_limit=EVENTS_LIMIT)
     for _ in range(calls):
         for name, after in numbers.items():
@@ -44,20 +46,23 @@ def run(ctx: Context) -> list[Table]:
     hook.close()
     log(f"pages: {calls} calls per position done")
 
-    t = Table(f"1. Page latency: get_batch_sessions(limit={LIMIT}, events_limit={EVENTS_LIMIT}) on a "
-              f"{big.sessions:,}-session batch ({big.events:,} events), {calls} calls each",
-              ["page", "after_number", "median ms", "p90 ms", "ratio to first"])
+    t = Table(
+        f"1. Page latency: get_batch_sessions(limit={LIMIT}, events_limit={EVENTS_LIMIT}) on a "
+        f"{big.sessions:,}-session batch ({big.events:,} events), {calls} calls each",
+        ["page", "after_number", "median ms", "p90 ms", "ratio to first"],
+    )
     first = median(samples["first"])
     for name, after in numbers.items():
         m = median(samples[name])
         cell = "1.00x" if name == "first" else ratio_cell(m / first, "<=1.3")
         t.add(name, after, m * 1000, percentile(samples[name], 90) * 1000, cell)
-    t.notes.append("through ClickstreamHook in-process (SQLAlchemy + psycopg 3, pooled connection); "
-                   "medians of interleaved calls")
+    t.notes.append(
+        "through ClickstreamHook in-process (SQLAlchemy + psycopg 3, pooled connection); medians of interleaved calls"
+    )
     return [t]
 
 
 if __name__ == "__main__":
-    import run as _run
+    from bench import run as _run
 
     raise SystemExit(_run.main(["--only", "pages"]))

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import time
 
-from harness import Context, Table, libpq_url, log, median, ratio_cell
+from bench.harness import Context, Table, libpq_url, log, median, ratio_cell
 
-_REOPEN = ("UPDATE cs_batch SET status = 'collecting', release_id = NULL, released_at = NULL "
-           "WHERE batch_id = %s")
+_REOPEN = "UPDATE cs_batch SET status = 'collecting', release_id = NULL, released_at = NULL WHERE batch_id = %s"
 
 
 def run(ctx: Context) -> list[Table]:
@@ -41,8 +40,9 @@ def run(ctx: Context) -> list[Table]:
     t = Table("4. Release latency (ClickstreamHook.release_batch)", ["batch", "sessions", "median ms", "ratio"])
     small = median(samples["small"])
     t.add("small", batches["small"].sessions, small * 1000, "1.00x")
-    t.add("big", batches["big"].sessions, median(samples["big"]) * 1000,
-          ratio_cell(median(samples["big"]) / small, "<=2"))
+    t.add(
+        "big", batches["big"].sessions, median(samples["big"]) * 1000, ratio_cell(median(samples["big"]) / small, "<=2")
+    )
     t.add("big, retried release_id", batches["big"].sessions, median(retry) * 1000, f"{median(retry) / small:.2f}x")
     t.notes.append(f"{reps} releases per size, alternating; the batch is reopened by the harness before each")
     return [t]
@@ -55,6 +55,6 @@ def timed_call(fn) -> float:
 
 
 if __name__ == "__main__":
-    import run as _run
+    from bench import run as _run
 
     raise SystemExit(_run.main(["--only", "release"]))

@@ -1,17 +1,27 @@
 """5. REST: ``GET /clickstream/batch/sessions`` through a real ``airflow api-server`` on loopback, against
-the same calls made directly on the hook.
+the same calls made directly on the hook, with the API's garbage-collector tuning off (before) and on
+(after).
 
-The server runs with SimpleAuthManager and a bearer token from ``POST /auth/token`` (as a service would),
-an SQLite metadata DB in the bench's temp folder, and the store connection from the environment. Clients
-live in a separate process (asyncio + httpx, one connection per client); the direct calls in another
-(threads, one pooled connection each). Every variant makes the same requests: pages of ``limit`` sessions
-at spread ``after_number`` positions of the largest batch. Request counts are bounded.
+The servers run with SimpleAuthManager and a bearer token from ``POST /auth/token`` (as a service would),
+an SQLite metadata DB in the bench's temp folder, and the store connection from the environment. Two
+servers run side by side: one with ``CLICKSTREAM_GC_FREEZE=0`` (the bench-only switch of
+:mod:`clickstream.api.runtime`: the collector as Python sets it) and one as shipped (startup heap frozen,
+higher generation-0 threshold). Both record their workers' collections (``CLICKSTREAM_GC_TRACE``), so
+the slowest requests can be matched with the collections that ran during them.
+
+Clients live in a separate process (asyncio + httpx, one connection per client); the direct calls in
+another (threads, one pooled connection each). Every variant makes the same requests: pages of ``limit``
+sessions at spread ``after_number`` positions of the largest batch, interleaved variant by variant in
+each repetition. Request counts are bounded.
+
+:class:`ApiServer` is shared with ``bench_rest_ingest.py``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,46 +29,61 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import Context, Table, log, median, percentile, run_child
+from bench.harness import Context, Table, log, median, percentile, ratio_cell, run_child
 
 LIMIT = 100
 EVENTS_LIMIT = 100
 WORKERS = 2
-REQUESTS = {1: 150, 16: 480}
+REQUESTS = {1: 200, 16: 320}
+#: The two server variants: label, extra environment.
+SERVERS = {
+    "untuned": ("REST, GC as Python sets it (CLICKSTREAM_GC_FREEZE=0): before", {"CLICKSTREAM_GC_FREEZE": "0"}),
+    "tuned": ("REST, GC tuned (default: startup heap frozen, gen0 threshold 20,000): after", {}),
+}
 
 
 # ---------------------------------------------------------------------------- child functions
 
 
 def child_http(base_url: str, token: str, batch_id: str, afters: list[int], clients: int) -> dict[str, Any]:
+    """``GET /batch/sessions`` at each of ``afters`` from ``clients`` concurrent connections.
+
+    Returns the wall time, each request's latency and its start (wall clock, to match the servers' GC
+    traces)."""
     import asyncio
 
     import httpx
 
     async def main() -> dict[str, Any]:
         latencies: list[float] = []
+        starts: list[float] = []
         headers = {"Authorization": f"Bearer {token}"}
         limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
         async with httpx.AsyncClient(base_url=base_url, headers=headers, limits=limits, timeout=60) as http:
+
             async def one(after: int) -> None:
-                t0 = time.perf_counter()
-                r = await http.get("/clickstream/batch/sessions", params={
-                    "batch_id": batch_id, "after_number": after, "limit": LIMIT, "events_limit": EVENTS_LIMIT})
+                w0, t0 = time.time(), time.perf_counter()
+                r = await http.get(
+                    "/clickstream/batch/sessions",
+                    params={"batch_id": batch_id, "after_number": after, "limit": LIMIT, "events_limit": EVENTS_LIMIT},
+                )
                 r.raise_for_status()
                 r.json()
                 latencies.append(time.perf_counter() - t0)
+                starts.append(w0)
 
             async def client(k: int) -> None:
-                for after in afters[k::clients]:
+                for after in afters[clients:][k::clients]:
                     await one(after)
 
             for after in afters[:clients]:  # warm-up: connections, server caches
                 await one(after)
             latencies.clear()
+            starts.clear()
             t0 = time.perf_counter()
             await asyncio.gather(*(client(k) for k in range(clients)))
             wall = time.perf_counter() - t0
-        return {"wall": wall, "latencies": latencies}
+        return {"wall": wall, "latencies": latencies, "starts": starts}
 
     return asyncio.run(main())
 
@@ -85,7 +110,7 @@ def child_direct(batch_id: str, afters: list[int], clients: int) -> dict[str, An
     latencies.clear()
 
     def client(k: int) -> None:
-        for after in afters[k::clients]:
+        for after in afters[clients:][k::clients]:
             one(after)
 
     threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
@@ -102,51 +127,108 @@ def child_direct(batch_id: str, afters: list[int], clients: int) -> dict[str, An
 # ---------------------------------------------------------------------------------- the server
 
 
-class _ApiServer:
-    """``airflow api-server`` on 127.0.0.1:<free port>, its own AIRFLOW_HOME, stopped (process group) on exit."""
+class ApiServer:
+    """``airflow api-server`` on 127.0.0.1:<free port>, its own AIRFLOW_HOME, stopped (process group) on exit.
 
-    def __init__(self, ctx: Context):
-        from pgcluster import free_port
+    :param name: folder name of its home under the bench's workdir.
+    :param env: extra environment of the server (e.g. ``CLICKSTREAM_GC_FREEZE``).
+    :param metadata_from: a started server whose migrated metadata DB is copied instead of migrating again
+        (by default, the first server of the run leaves a migrated copy in the workdir for the next ones).
+    :param gc_trace: record the workers' garbage collections in ``<home>/gc-trace`` (``CLICKSTREAM_GC_TRACE``).
+    :param url: the store's database (default: the bench's database with the seeded batches).
+    """
 
-        self.home = ctx.workdir / "api-home"
+    def __init__(
+        self,
+        ctx: Context,
+        name: str = "api",
+        *,
+        env: dict[str, str] | None = None,
+        workers: int = WORKERS,
+        metadata_from: ApiServer | None = None,
+        gc_trace: bool = False,
+        url: str | None = None,
+    ):
+        self.name = name
+        self.workers = workers
+        self.home = ctx.workdir / f"{name}-home"
         self.home.mkdir(exist_ok=True)
+        self.metadata_from = metadata_from
+        self.metadata_template = ctx.workdir / "api-metadata-migrated.db"
         passwords = self.home / "passwords.json"
         self.password = "bench-secret"
         passwords.write_text(json.dumps({"bench": self.password}))
-        self.port = free_port()
+        self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
+        self.trace_dir = self.home / "gc-trace" if gc_trace else None
         self.env = {
-            **os.environ, **ctx.airflow_env(),
+            **os.environ,
+            **ctx.airflow_env(url),
             "AIRFLOW_HOME": str(self.home),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
-            "AIRFLOW__CORE__AUTH_MANAGER":
-                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+            "AIRFLOW__CORE__AUTH_MANAGER": (
+                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+            ),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "bench:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
             "AIRFLOW__API_AUTH__JWT_SECRET": "clickstream-bench-secret-" + "x" * 48,
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            **({"CLICKSTREAM_GC_TRACE": str(self.trace_dir)} if self.trace_dir else {}),
+            **(env or {}),
         }
-        self.log_path = ctx.workdir / "api-server.log"
+        self.log_path = ctx.workdir / f"{name}-server.log"
         self.process: subprocess.Popen | None = None
 
-    def __enter__(self) -> _ApiServer:
+    def __enter__(self) -> ApiServer:
         airflow = str(Path(sys.executable).parent / "airflow")
         t0 = time.monotonic()
-        subprocess.run([airflow, "db", "migrate"], env=self.env, check=True, timeout=600,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        log(f"rest: metadata DB migrated in {time.monotonic() - t0:.0f} s")
+        if self.metadata_from is not None:
+            shutil.copyfile(self.metadata_from.home / "airflow.db", self.home / "airflow.db")
+        elif self.metadata_template.exists():
+            shutil.copyfile(self.metadata_template, self.home / "airflow.db")
+        else:
+            subprocess.run(
+                [airflow, "db", "migrate"],
+                env=self.env,
+                check=True,
+                timeout=600,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            shutil.copyfile(self.home / "airflow.db", self.metadata_template)
+            log(f"rest: metadata DB migrated in {time.monotonic() - t0:.0f} s")
         with self.log_path.open("wb") as out:
             self.process = subprocess.Popen(
-                [airflow, "api-server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(WORKERS)],
-                env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        self._wait_up()
-        log(f"rest: api-server up on {self.base_url} with {WORKERS} workers")
+                [
+                    airflow,
+                    "api-server",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    str(self.workers),
+                ],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            self._wait_up()
+        except BaseException:
+            self.__exit__()
+            raise
+        log(
+            f"rest: api-server {self.name!r} up on {self.base_url} with {self.workers} workers "
+            f"in {time.monotonic() - t0:.0f} s"
+        )
         return self
 
     def _wait_up(self) -> None:
         import httpx
 
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"api-server exited: {self.log_path.read_text()[-3000:]}")
@@ -162,10 +244,30 @@ class _ApiServer:
     def token(self) -> str:
         import httpx
 
-        r = httpx.post(f"{self.base_url}/auth/token", json={"username": "bench", "password": self.password},
-                       timeout=30)
+        r = httpx.post(f"{self.base_url}/auth/token", json={"username": "bench", "password": self.password}, timeout=30)
         r.raise_for_status()
         return r.json()["access_token"]
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the server's living processes (its process group)."""
+        return process_group_cpu(self.process.pid) if self.process is not None else 0.0
+
+    def _trace_lines(self) -> list[tuple[int, dict[str, Any]]]:
+        lines: list[tuple[int, dict[str, Any]]] = []
+        if self.trace_dir is None or not self.trace_dir.is_dir():
+            return lines
+        for path in sorted(self.trace_dir.glob("gc-*.jsonl")):
+            pid = int(path.stem.split("-", 1)[1])
+            lines += [(pid, json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+        return lines
+
+    def gc_events(self) -> list[dict[str, Any]]:
+        """Every collection its workers recorded (``gen``, ``t`` wall start, ``ms``, ``pid``)."""
+        return [{**d, "pid": pid} for pid, d in self._trace_lines() if "gen" in d]
+
+    def tuning(self) -> list[dict[str, Any]]:
+        """What :func:`clickstream.api.runtime.tune_worker_process` did in each worker (from the trace)."""
+        return [d["tuning"] for _, d in self._trace_lines() if "tuning" in d]
 
     def __exit__(self, *exc: object) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -177,10 +279,112 @@ class _ApiServer:
                 self.process.wait(timeout=10)
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def process_group_cpu(pgid: int) -> float:
+    """User + system CPU seconds of the living processes of process group ``pgid`` (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after "(comm)": state ppid pgrp ... utime(11) stime(12)
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+#: Former name, kept for scripts that import it.
+_ApiServer = ApiServer
+
+
+# ---------------------------------------------------------------------------------- GC attribution
+
+
+def _flush_traces(servers: dict[str, ApiServer], token: str, batch_id: str) -> None:
+    """The traces are written at most once a second, on a collection: make each worker collect once more."""
+    import httpx
+
+    time.sleep(1.2)
+    for server in servers.values():
+        with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as h:
+            for k in range(4 * server.workers):
+                h.get(
+                    "/clickstream/batch/sessions",
+                    params={"batch_id": batch_id, "after_number": k, "limit": LIMIT, "events_limit": EVENTS_LIMIT},
+                )
+
+
+def gc_attribution(events: list[dict[str, Any]], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Collections during the measured requests of ``runs`` (client results with ``starts``/``latencies``).
+
+    For every request, the GC time of collections that started inside it (any worker: with one client only
+    the worker that serves it runs). The slowest 1 % are the requests at or above the p99 latency.
+    """
+    import bisect
+
+    evs = sorted(events, key=lambda e: e["t"])
+    ts = [e["t"] for e in evs]
+    reqs: list[tuple[float, float, float, bool]] = []  # latency, gc ms, gen-2 ms, had gen-2
+    in_window: list[dict[str, Any]] = []
+    for r in runs:
+        if not r["starts"]:
+            continue
+        lo = bisect.bisect_left(ts, min(r["starts"]))
+        hi = bisect.bisect_right(ts, max(s + lat for s, lat in zip(r["starts"], r["latencies"], strict=True)))
+        in_window += evs[lo:hi]
+        for s, lat in zip(r["starts"], r["latencies"], strict=True):
+            inside = evs[bisect.bisect_left(ts, s) : bisect.bisect_right(ts, s + lat)]
+            g2 = [e["ms"] for e in inside if e["gen"] == 2]
+            reqs.append((lat, sum(e["ms"] for e in inside), sum(g2), bool(g2)))
+    if not reqs:
+        return {}
+    p99 = percentile([r[0] for r in reqs], 99)
+    slow = [r for r in reqs if r[0] >= p99]
+    g2 = [e["ms"] for e in in_window if e["gen"] == 2]
+    young = [e["ms"] for e in in_window if e["gen"] != 2]
+    return {
+        "requests": len(reqs),
+        "gen2": len(g2),
+        "gen2_median_ms": median(g2),
+        "gen2_max_ms": max(g2, default=float("nan")),
+        "young": len(young),
+        "young_ms_per_request": sum(young) / len(reqs),
+        "gc_ms_per_request": (sum(g2) + sum(young)) / len(reqs),
+        "slow": len(slow),
+        "slow_with_gen2": sum(1 for r in slow if r[3]),
+        "slow_gc_share": sum(r[1] for r in slow) / max(1e-9, sum(r[0] * 1000 for r in slow)),
+        "requests_with_gen2": sum(1 for r in reqs if r[3]),
+    }
+
+
 # ---------------------------------------------------------------------------------- benchmark
 
 
+def _tuning_note(d: dict[str, Any]) -> str:
+    if d.get("action") == "frozen":
+        return (
+            f"{d['frozen']:,} objects frozen at startup in {d['seconds'] * 1000:.0f} ms, gen0 threshold "
+            f"{d['previous_threshold'][0]} -> {d['threshold'][0]}"
+        )
+    if d.get("action") == "disabled":
+        return f"not tuned: {d.get('tracked') or 0:,} objects tracked by the collector, thresholds {d.get('threshold')}"
+    return str(d)
+
+
+def _ms(x: float) -> float:
+    return x * 1000
+
+
 def run(ctx: Context) -> list[Table]:
+    import contextlib
     import random
 
     big = ctx.batch("big")
@@ -188,41 +392,120 @@ def run(ctx: Context) -> list[Table]:
     n_max = max(REQUESTS.values()) + 16
     afters = [big.min_number - 1 + rng.randrange(max(1, big.sessions - LIMIT)) for _ in range(n_max)]
     results: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    with _ApiServer(ctx) as server:
-        token = server.token()
+    kinds = ("direct", *SERVERS)
+    with contextlib.ExitStack() as stack:
+        servers: dict[str, ApiServer] = {}
+        for name, (_, env) in SERVERS.items():
+            servers[name] = stack.enter_context(ApiServer(ctx, f"api-{name}", env=env, gc_trace=True))
+        tokens = {name: server.token() for name, server in servers.items()}
         for rep in range(ctx.repeat):
             for clients, n in REQUESTS.items():
-                for kind in ("direct", "http"):
-                    if kind == "http":
-                        out, _ = run_child("bench_rest:child_http", env=ctx.airflow_env(), preload=["httpx"],
-                                           base_url=server.base_url, token=token, batch_id=big.batch_id,
-                                           afters=afters[:n + clients], clients=clients)
+                order = kinds[rep % len(kinds) :] + kinds[: rep % len(kinds)]  # rotate: no variant always first
+                for kind in order:
+                    if kind in servers:
+                        out, _ = run_child(
+                            "bench.bench_rest:child_http",
+                            env=ctx.airflow_env(),
+                            preload=["httpx"],
+                            base_url=servers[kind].base_url,
+                            token=tokens[kind],
+                            batch_id=big.batch_id,
+                            afters=afters[: n + clients],
+                            clients=clients,
+                        )
                     else:
-                        out, _ = run_child("bench_rest:child_direct", env=ctx.airflow_env(),
-                                           preload=["clickstream.hooks", "clickstream.store"],
-                                           batch_id=big.batch_id, afters=afters[:n + clients], clients=clients)
+                        out, _ = run_child(
+                            "bench.bench_rest:child_direct",
+                            env=ctx.airflow_env(),
+                            preload=["clickstream.hooks", "clickstream.store"],
+                            batch_id=big.batch_id,
+                            afters=afters[: n + clients],
+                            clients=clients,
+                        )
                     results.setdefault((kind, clients), []).append(out)
-                    log(f"rest {kind} x{clients} #{rep + 1}: {n / out['wall']:.0f} req/s")
-    t = Table(f"5. GET /clickstream/batch/sessions (limit={LIMIT}, events_limit={EVENTS_LIMIT}) on the "
-              f"{big.sessions:,}-session batch: api-server ({WORKERS} workers) vs direct hook calls",
-              ["clients", "variant", "requests", "req/s", "p50 ms", "p99 ms", "REST vs direct"])
+                    lat = out["latencies"]
+                    log(
+                        f"rest {kind} x{clients} #{rep + 1}: {n / out['wall']:.0f} req/s, p50 "
+                        f"{_ms(percentile(lat, 50)):.0f} ms, p99 {_ms(percentile(lat, 99)):.0f} ms"
+                    )
+        _flush_traces(servers, tokens["tuned"], big.batch_id)
+        gc_events = {name: server.gc_events() for name, server in servers.items()}
+        tuning = {name: server.tuning() for name, server in servers.items()}
+
+    t = Table(
+        f"5. GET /clickstream/batch/sessions (limit={LIMIT}, events_limit={EVENTS_LIMIT}) on the "
+        f"{big.sessions:,}-session batch: api-server ({WORKERS} workers) vs direct hook calls",
+        ["clients", "variant", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "p99/p50", "REST vs direct"],
+    )
     for clients, n in REQUESTS.items():
-        rates = {}
-        for kind in ("direct", "http"):
+        rate_direct = median([len(r["latencies"]) / r["wall"] for r in results[("direct", clients)]])
+        for kind in kinds:
             runs = results[(kind, clients)]
             rate = median([len(r["latencies"]) / r["wall"] for r in runs])
             lat = [x for r in runs for x in r["latencies"]]
-            rates[kind] = rate
-            label = "direct: ClickstreamHook.get_batch_sessions (threads)" if kind == "direct" else \
-                "REST: airflow api-server, bearer token (asyncio httpx)"
-            t.add(clients, label, n, rate, percentile(lat, 50) * 1000, percentile(lat, 99) * 1000,
-                  f"{rates['http'] / rates['direct']:.2f}x" if kind == "http" else "-")
-    t.notes += [f"medians of {ctx.repeat} runs for req/s; p50/p99 over every request of every run",
-                "the machine's 2 cores are shared by the clients, the API server workers and PostgreSQL"]
-    return [t]
+            p50, p99 = percentile(lat, 50), percentile(lat, 99)
+            label = "direct: ClickstreamHook.get_batch_sessions (threads)" if kind == "direct" else SERVERS[kind][0]
+            tail = (
+                f"{p99 / p50:.1f}"
+                if kind == "direct" or clients > 1
+                else ratio_cell(p99 / p50, "<=4").replace("x (", " (")
+            )
+            vs = "-" if kind == "direct" else ratio_cell(rate / rate_direct, ">=0.8")
+            t.add(clients, label, n, rate, _ms(p50), _ms(percentile(lat, 90)), _ms(p99), tail, vs)
+    t.notes += [
+        f"medians of {ctx.repeat} runs for req/s; percentiles over every request of every run; the "
+        "variants alternate within each repetition, in rotating order",
+        "targets (1 client): p99/p50 <= 4, REST vs direct >= 0.8x; the 16-client rows have no target",
+        "both servers run at once, each with its own AIRFLOW_HOME; only the one being measured gets requests",
+        "the machine's 2 cores are shared by the clients, the API server workers and PostgreSQL",
+    ]
+    for name in servers:
+        t.notes.append(f"{name} server, per worker: " + "; ".join(_tuning_note(d) for d in tuning[name]))
+    t.notes.append(
+        "switch (bench only): CLICKSTREAM_GC_FREEZE=0 in the API server's environment turns the "
+        "tuning of clickstream.api.runtime off"
+    )
+
+    g = Table(
+        "5b. Garbage collections in the API server's workers during the 1-client requests (CLICKSTREAM_GC_TRACE)",
+        [
+            "server",
+            "requests",
+            "gen-2 collections",
+            "gen-2 median ms",
+            "gen-2 max ms",
+            "gen-0/1 collections",
+            "GC ms per request",
+            "slowest 1 %: requests",
+            "with a gen-2",
+            "GC share of their time",
+        ],
+    )
+    for name in servers:
+        a = gc_attribution(gc_events[name], results[(name, 1)])
+        if not a:
+            continue
+        g.add(
+            name,
+            a["requests"],
+            a["gen2"],
+            a["gen2_median_ms"],
+            a["gen2_max_ms"],
+            a["young"],
+            a["gc_ms_per_request"],
+            a["slow"],
+            a["slow_with_gen2"],
+            f"{a['slow_gc_share'] * 100:.0f} %",
+        )
+    g.notes += [
+        "each worker records its collections (gc.callbacks) with their wall-clock start and duration; "
+        "a request is charged the collections that started between its start and its end",
+        "'slowest 1 %' are the requests at or above the p99 latency of that server's 1-client runs",
+    ]
+    return [t, g]
 
 
 if __name__ == "__main__":
-    import run as _run
+    from bench import run as _run
 
     raise SystemExit(_run.main(["--only", "rest"]))

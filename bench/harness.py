@@ -19,11 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # pgcluster: the throwaway PostgreSQL shared with the tests
-sys.path.insert(0, str(ROOT))  # `import bench.xxx` from a child process
+from tests.support.pgcluster import TEST_SETTINGS, ThrowawayPostgres
 
-from pgcluster import ThrowawayPostgres  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 #: PostgreSQL settings on top of the test cluster's (fsync off etc.): a little more cache, as a real
 #: store would have. Both a measured operation and its baseline run on the same server.
@@ -85,10 +83,12 @@ class Table:
     def render(self) -> str:
         cells = [[_fmt(c) for c in r] for r in self.rows]
         widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(self.columns)]
-        line = "| " + " | ".join(h.ljust(w) for h, w in zip(self.columns, widths)) + " |"
+        line = "| " + " | ".join(h.ljust(w) for h, w in zip(self.columns, widths, strict=True)) + " |"
         sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-        body = ["| " + " | ".join(c.rjust(w) if _numeric(c) else c.ljust(w) for c, w in zip(r, widths)) + " |"
-                for r in cells]
+        body = [
+            "| " + " | ".join(c.rjust(w) if _numeric(c) else c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
+            for r in cells
+        ]
         out = [f"### {self.title}", "", line, sep, *body]
         if self.notes:
             out += ["", *[f"- {n}" for n in self.notes]]
@@ -141,33 +141,35 @@ def machine() -> str:
 # ------------------------------------------------------------------------------ child processes
 
 
-def run_child(func: str, /, timeout: float = 1200, env: dict[str, str] | None = None,
-              preload: Sequence[str] = (), **kwargs: Any) -> tuple[Any, dict[str, float]]:
+def run_child(
+    func: str, /, timeout: float = 1200, env: dict[str, str] | None = None, preload: Sequence[str] = (), **kwargs: Any
+) -> tuple[Any, dict[str, float]]:
     """Run ``module:function(**kwargs)`` in a fresh interpreter and return its JSON result and memory.
 
     The child is a new ``python``: ``peak_rss`` is its ``VmHWM`` (the kernel's high-water mark of its
     resident memory, read from /proc at its end), ``start_rss`` its resident size right before the function
     ran (after imports), ``wall`` the function's own wall time. (``ru_maxrss`` from os.wait4 is kept for
-    reference but not used: Linux carries the forking parent's resident size into it across exec.) ``preload`` modules are imported before the
-    clock starts, so a variant is not charged for importing Airflow or pandas.
+    reference but not used: Linux carries the forking parent's resident size into it across exec.)
+    ``preload`` modules are imported before the clock starts, so a variant is not charged for importing
+    Airflow or pandas.
     """
-    code = (
+    code = (  # noqa: UP031 - a program text with two values filled in
         "import json, sys, time, importlib\n"
-        "sys.path[:0] = [%r, %r]\n"
         "mod, fn = %r.split(':')\n"
         "f = getattr(importlib.import_module(mod), fn)\n"
         "for m in %r: importlib.import_module(m)\n"
         "kw = json.loads(sys.stdin.read())\n"
-        "from harness import rss_now\n"
+        "from bench.harness import rss_now\n"
         "start = rss_now()\n"
         "t0 = time.perf_counter(); out = f(**kw); wall = time.perf_counter() - t0\n"
-        "from harness import peak_rss\n"
+        "from bench.harness import peak_rss\n"
         "sys.stdout.write('\\n@@RESULT@@' + json.dumps({'out': out, 'wall': wall, 'start_rss': start, "
         "'peak_rss': peak_rss()}))\n"
-    ) % (str(ROOT / "bench"), str(ROOT), func, list(preload))
+    ) % (func, list(preload))
     child_env = {**os.environ, **(env or {})}
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            env=child_env, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env, cwd=ROOT
+    )
     assert proc.stdin and proc.stdout
     proc.stdin.write(json.dumps(kwargs).encode())
     proc.stdin.close()
@@ -180,8 +182,12 @@ def run_child(func: str, /, timeout: float = 1200, env: dict[str, str] | None = 
     if proc.returncode != 0 or b"@@RESULT@@" not in out:
         raise RuntimeError(f"benchmark child {func} failed (exit {proc.returncode}):\n{out.decode()[-3000:]}")
     res = json.loads(out.rsplit(b"@@RESULT@@", 1)[1])
-    return res["out"], {"peak_rss": res["peak_rss"], "start_rss": res["start_rss"], "wall": res["wall"],
-                        "ru_maxrss": usage.ru_maxrss * 1024}
+    return res["out"], {
+        "peak_rss": res["peak_rss"],
+        "start_rss": res["start_rss"],
+        "wall": res["wall"],
+        "ru_maxrss": usage.ru_maxrss * 1024,
+    }
 
 
 def peak_rss() -> int:
@@ -207,9 +213,14 @@ def rss_now() -> int:
 EVENTS_PER_SESSION = 5.0
 
 
-def synthetic_sessions(n: int, seed: int = 42, start_ms: int | None = None, *,
-                       events_per_session: float = EVENTS_PER_SESSION, id_prefix: str | None = None
-                       ) -> Iterator[tuple[dict, list[dict]]]:
+def synthetic_sessions(
+    n: int,
+    seed: int = 42,
+    start_ms: int | None = None,
+    *,
+    events_per_session: float = EVENTS_PER_SESSION,
+    id_prefix: str | None = None,
+) -> Iterator[tuple[dict, list[dict]]]:
     """``n`` (session, events) pairs from the package's synthetic clickstream generator.
 
     The generator makes about 1.3 events per session (its clicks, downloads, likes, late clicks). The
@@ -236,9 +247,15 @@ def synthetic_sessions(n: int, seed: int = 42, start_ms: int | None = None, *,
             shown = s.session["search_results"]
             t0 = s.session["created_at"]
             for k in range(min(n_views, len(shown))):
-                events.append({"event_id": f"view-{k:03d}", "object_id": shown[k]["object_id"],
-                               "event_type": "view", "created_at": t0 + 500 + 700 * k,
-                               "meta": {"rank": k + 1}})
+                events.append(
+                    {
+                        "event_id": f"view-{k:03d}",
+                        "object_id": shown[k]["object_id"],
+                        "event_type": "view",
+                        "created_at": t0 + 500 + 700 * k,
+                        "meta": {"rank": k + 1},
+                    }
+                )
         yield s.session, events
 
 
@@ -257,19 +274,31 @@ def _session_row(store_mod, models, session: dict, now: int) -> tuple:
     body = models.SessionIn.model_validate(session)
     d = store_mod.dumps
     return (
-        body.session_id, body.search_query, d([r.model_dump() for r in body.search_results]), d(body.search_meta),
-        d(body.payload_filter), d(body.sort_by.model_dump() if body.sort_by else None), body.user_id,
-        body.created_at, body.is_irrelevant, body.is_payload_search, store_mod.content_hash(body), now,
+        body.session_id,
+        body.search_query,
+        d([r.model_dump() for r in body.search_results]),
+        d(body.search_meta),
+        d(body.payload_filter),
+        d(body.sort_by.model_dump() if body.sort_by else None),
+        body.user_id,
+        body.created_at,
+        body.is_irrelevant,
+        body.is_payload_search,
+        store_mod.content_hash(body),
+        now,
     )
 
 
-_SESSION_COLS = ("session_id, search_query, search_results, search_meta, payload_filter, sort_by, user_id, "
-                 "created_at, is_irrelevant, is_payload_search, content_hash, registered_at")
+_SESSION_COLS = (
+    "session_id, search_query, search_results, search_meta, payload_filter, sort_by, user_id, "
+    "created_at, is_irrelevant, is_payload_search, content_hash, registered_at"
+)
 _EVENT_COLS = "session_id, event_id, object_id, event_type, created_at, meta, received_at"
 
 
-def seed_batch(url: str, pairs: Iterable[tuple[dict, list[dict]]], *, release_id: str | None = None,
-               label: str = "batch") -> SeededBatch:
+def seed_batch(
+    url: str, pairs: Iterable[tuple[dict, list[dict]]], *, release_id: str | None = None, label: str = "batch"
+) -> SeededBatch:
     """Load sessions and events into a new collecting batch with COPY, then optionally release it.
 
     The rows are those the store writes: the batch row comes from the store's own query
@@ -288,8 +317,9 @@ def seed_batch(url: str, pairs: Iterable[tuple[dict, list[dict]]], *, release_id
     store.migrate()
     now = store.clock()
     with store.engine.begin() as conn:
-        batch_id = conn.execute(store.db.clause("insert_collecting_batch"),
-                                {"batch_id": store_mod.new_batch_id(now), "now": now}).scalar()
+        batch_id = conn.execute(
+            store.db.clause("insert_collecting_batch"), {"batch_id": store_mod.new_batch_id(now), "now": now}
+        ).scalar()
     if batch_id is None:
         raise RuntimeError("seed_batch: another batch is collecting; release it first")
     n_sessions = n_events = 0
@@ -297,8 +327,9 @@ def seed_batch(url: str, pairs: Iterable[tuple[dict, list[dict]]], *, release_id
     libpq = url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(libpq) as conn, conn.cursor() as cur:
         ev_rows: list[tuple] = []
-        with cur.copy(f"COPY cs_session ({_SESSION_COLS.replace('session_id, ', 'session_id, batch_id, ', 1)}) "
-                      "FROM STDIN") as copy:
+        with cur.copy(
+            f"COPY cs_session ({_SESSION_COLS.replace('session_id, ', 'session_id, batch_id, ', 1)}) FROM STDIN"
+        ) as copy:
             for session, events in pairs:
                 row = _session_row(store_mod, models, session, now)
                 copy.write_row((row[0], batch_id, *row[1:]))
@@ -309,8 +340,17 @@ def seed_batch(url: str, pairs: Iterable[tuple[dict, list[dict]]], *, release_id
                     if ev.event_id in seen:
                         continue
                     seen.add(ev.event_id)
-                    ev_rows.append((body_sid := row[0], ev.event_id, ev.object_id, ev.event_type, ev.created_at,
-                                    store_mod.dumps(ev.meta), now))
+                    ev_rows.append(
+                        (
+                            body_sid := row[0],
+                            ev.event_id,
+                            ev.object_id,
+                            ev.event_type,
+                            ev.created_at,
+                            store_mod.dumps(ev.meta),
+                            now,
+                        )
+                    )
                 if n_sessions % 100_000 == 0:
                     log(f"  seed {label}: {n_sessions:,} sessions ({n_sessions / (time.perf_counter() - t0):,.0f}/s)")
         del body_sid
@@ -319,8 +359,9 @@ def seed_batch(url: str, pairs: Iterable[tuple[dict, list[dict]]], *, release_id
                 copy.write_row(r)
         n_events = len(ev_rows)
         del ev_rows
-        lo, hi = cur.execute("SELECT min(session_number), max(session_number) FROM cs_session WHERE batch_id = %s",
-                             (batch_id,)).fetchone()
+        lo, hi = cur.execute(
+            "SELECT min(session_number), max(session_number) FROM cs_session WHERE batch_id = %s", (batch_id,)
+        ).fetchone()
         conn.commit()
     log(f"  seeded {label}: {n_sessions:,} sessions, {n_events:,} events in {time.perf_counter() - t0:.1f} s")
     if release_id is not None:
@@ -350,8 +391,6 @@ def libpq_url(url: str) -> str:
 @contextlib.contextmanager
 def postgres() -> Iterator[ThrowawayPostgres]:
     """A throwaway PostgreSQL server with :data:`BENCH_PG_SETTINGS`, stopped on exit."""
-    from pgcluster import TEST_SETTINGS
-
     with ThrowawayPostgres(settings={**TEST_SETTINGS, **BENCH_PG_SETTINGS}) as pg:
         log(f"PostgreSQL {pg_version(pg.url)} at {pg.url} (started in {pg.startup_seconds:.1f} s)")
         yield pg
@@ -391,8 +430,12 @@ class Context:
             n = self.sizes()[name]
             seed = {"small": 1, "mid": 2, "big": 3}[name]
             log(f"seeding batch {name!r}: {n:,} sessions")
-            self.batches[name] = seed_batch(self.url, synthetic_sessions(n, seed=seed, id_prefix=f"{name}{seed}"),
-                                            release_id=f"seed-{name}", label=name)
+            self.batches[name] = seed_batch(
+                self.url,
+                synthetic_sessions(n, seed=seed, id_prefix=f"{name}{seed}"),
+                release_id=f"seed-{name}",
+                label=name,
+            )
             vacuum_analyze(self.url)
         return self.batches[name]
 

@@ -24,6 +24,13 @@ with DAG(
             title="User id",
             description="The user_id whose data is erased from the session store.",
         ),
+        "conn_id": Param(
+            "clickstream_default",
+            type="string",
+            minLength=1,
+            title="Session store connection",
+            description="Airflow Connection id of the clickstream session store.",
+        ),
     },
 ):
-    EraseUserOperator(task_id="erase_user", user_id="{{ params.user_id }}")
+    EraseUserOperator(task_id="erase_user", user_id="{{ params.user_id }}", clickstream_conn_id="{{ params.conn_id }}")

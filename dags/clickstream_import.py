@@ -50,6 +50,13 @@ with DAG(
             title="Max reported errors",
             description="At most this many invalid rows are listed (file, line, reason).",
         ),
+        "conn_id": Param(
+            "clickstream_default",
+            type="string",
+            minLength=1,
+            title="Session store connection",
+            description="Airflow Connection id of the clickstream session store.",
+        ),
     },
 ):
     ImportHistoryOperator(
@@ -58,4 +65,5 @@ with DAG(
         format="{{ params.format }}",
         invalid_threshold="{{ params.invalid_threshold }}",
         max_errors="{{ params.max_errors }}",
+        clickstream_conn_id="{{ params.conn_id }}",
     )

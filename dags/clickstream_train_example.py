@@ -3,8 +3,9 @@
 Each time ``clickstream_release`` completes a dataset it updates the Asset ``clickstream://datasets/released-batches``
 with ``{batch_id, path, manifest, sessions, events}`` in the event's extra; this DAG then runs, reads the
 dataset with pandas and logs a summary a training job would start from (sessions, events, click-through
-rate, clicks per rank, the most frequent queries). Triggered by hand it reads the batch given as
-``batch_id``, or the newest complete dataset under ``base_path``.
+rate, clicks per rank, the most frequent queries). When several releases completed before the run started,
+the run has one event per dataset and reads every one of them. Triggered by hand it reads the batch given
+as ``batch_id``, or the newest complete dataset under ``base_path``.
 """
 
 from __future__ import annotations
@@ -46,53 +47,84 @@ log = logging.getLogger(__name__)
 def clickstream_train_example() -> None:
     @task
     def summarize_dataset() -> dict[str, Any]:
-        """Read the released dataset with pandas and log what a training job would see."""
+        """Read the released datasets with pandas and log what a training job would see.
+
+        One run may be triggered by several asset events (releases that completed while this DAG was
+        queued or running): every one of their datasets is read, oldest event first, each once.
+        """
         from airflow.sdk import ObjectStoragePath
 
-        from clickstream import dataset
         from clickstream.operators.extract import dataset_root, normalize_base_path
 
         context = get_current_context()
         params = context["params"]
-        extras = [e.extra for events in context["triggering_asset_events"].values() for e in events if e.extra]
-        if extras:
-            root = ObjectStoragePath(extras[-1]["path"])
-        elif params.get("batch_id"):
-            root = dataset_root(params["base_path"], params["batch_id"])
-        else:
-            root = _newest_dataset(ObjectStoragePath(normalize_base_path(params["base_path"])))
-        manifest = dataset.read_manifest(root)
-        sessions = dataset.read_table(root, "sessions", manifest)
-        events = dataset.read_table(root, "events", manifest)
-
-        clicks = events[events["event_type"] == "click"]
-        clicked = clicks["session_id"].nunique()
-        ranks = clicks["meta"].dropna().str.extract(r'"clicked_rank":(\d+)')[0].dropna().astype(int)
-        summary = {
-            "batch_id": manifest["batch_id"],
-            "path": str(root),
-            "sessions": len(sessions),
-            "events": len(events),
-            "clicks": len(clicks),
-            "click_through_rate": round(clicked / len(sessions), 4) if len(sessions) else None,
-            "clicks_by_rank": {int(k): int(v) for k, v in ranks.value_counts().sort_index().head(10).items()},
-            "top_queries": {
-                str(k): int(v) for k, v in sessions["search_query"].dropna().value_counts().head(5).items()
-            },
-        }
-        log.info(
-            "dataset %s: %d sessions, %d events, %d clicks, CTR %s",
-            root,
-            summary["sessions"],
-            summary["events"],
-            summary["clicks"],
-            summary["click_through_rate"],
+        events = sorted(
+            (e for evs in context["triggering_asset_events"].values() for e in evs if e.extra and e.extra.get("path")),
+            key=lambda e: e.timestamp,
         )
-        log.info("clicks by rank: %s", summary["clicks_by_rank"])
-        log.info("top queries: %s", summary["top_queries"])
-        return summary
+        roots = list(dict.fromkeys(e.extra["path"] for e in events))  # a rerun may announce a dataset again
+        if roots:
+            log.info("%d asset event(s) triggered this run: %d dataset(s) to read", len(events), len(roots))
+            datasets = [ObjectStoragePath(path) for path in roots]
+        elif params.get("batch_id"):
+            datasets = [dataset_root(params["base_path"], params["batch_id"])]
+        else:
+            datasets = [_newest_dataset(ObjectStoragePath(normalize_base_path(params["base_path"])))]
+        summaries = [_summarize(root) for root in datasets]
+        sessions = sum(s["sessions"] for s in summaries)
+        total = {
+            "batch_ids": [s["batch_id"] for s in summaries],
+            "sessions": sessions,
+            "events": sum(s["events"] for s in summaries),
+            "clicks": sum(s["clicks"] for s in summaries),
+            "datasets": summaries,
+        }
+        if len(summaries) > 1:
+            log.info(
+                "%d datasets: %d sessions, %d events, %d clicks in all",
+                len(summaries),
+                total["sessions"],
+                total["events"],
+                total["clicks"],
+            )
+        return total
 
     summarize_dataset()
+
+
+def _summarize(root: Any) -> dict[str, Any]:
+    """Read one dataset with pandas; log and return what a training job would start from."""
+    from clickstream import dataset
+
+    manifest = dataset.read_manifest(root)
+    sessions = dataset.read_table(root, "sessions", manifest)
+    events = dataset.read_table(root, "events", manifest)
+
+    clicks = events[events["event_type"] == "click"]
+    clicked = clicks["session_id"].nunique()
+    ranks = clicks["meta"].dropna().str.extract(r'"clicked_rank":(\d+)')[0].dropna().astype(int)
+    summary = {
+        "batch_id": manifest["batch_id"],
+        "path": str(root),
+        "sessions": len(sessions),
+        "events": len(events),
+        "clicks": len(clicks),
+        "click_through_rate": round(clicked / len(sessions), 4) if len(sessions) else None,
+        "clicks_by_rank": {int(k): int(v) for k, v in ranks.value_counts().sort_index().head(10).items()},
+        "top_queries": {str(k): int(v) for k, v in sessions["search_query"].dropna().value_counts().head(5).items()},
+    }
+    log.info(
+        "dataset %s (batch %s): %d sessions, %d events, %d clicks, CTR %s",
+        root,
+        summary["batch_id"],
+        summary["sessions"],
+        summary["events"],
+        summary["clicks"],
+        summary["click_through_rate"],
+    )
+    log.info("clicks by rank: %s", summary["clicks_by_rank"])
+    log.info("top queries: %s", summary["top_queries"])
+    return summary
 
 
 def _newest_dataset(base: Any) -> Any:

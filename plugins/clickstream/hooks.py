@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,8 @@ from clickstream.store import ExtractPage, SessionStore, StoreConfig, create_sto
 if TYPE_CHECKING:
     from airflow.sdk import Connection
     from sqlalchemy.engine import URL
+
+log = logging.getLogger(__name__)
 
 
 def store_config_from_airflow() -> StoreConfig:
@@ -28,19 +31,87 @@ def store_config_from_airflow() -> StoreConfig:
     )
 
 
+#: libpq connection parameters a Connection's extras may set (host, port, user, password and database come
+#: from the Connection's own fields). Other extras, e.g. PostgresHook's ``cursor`` or ``iam``, are ignored.
+LIBPQ_EXTRAS = frozenset(
+    {
+        "sslmode",
+        "sslrootcert",
+        "sslcert",
+        "sslkey",
+        "sslpassword",
+        "sslcrl",
+        "sslcrldir",
+        "sslsni",
+        "sslcertmode",
+        "sslnegotiation",
+        "ssl_min_protocol_version",
+        "ssl_max_protocol_version",
+        "requirepeer",
+        "require_auth",
+        "channel_binding",
+        "gssencmode",
+        "gsslib",
+        "gssdelegation",
+        "krbsrvname",
+        "connect_timeout",
+        "client_encoding",
+        "options",
+        "application_name",
+        "fallback_application_name",
+        "target_session_attrs",
+        "load_balance_hosts",
+        "hostaddr",
+        "passfile",
+        "service",
+        "keepalives",
+        "keepalives_idle",
+        "keepalives_interval",
+        "keepalives_count",
+        "tcp_user_timeout",
+    }
+)
+
+#: Connection types whose Connection is a PostgreSQL store (``clickstream`` is this package's own type).
+POSTGRES_CONN_TYPES = ("clickstream", "postgres")
+
+
+def libpq_params(conn: Connection) -> dict[str, str]:
+    """The libpq parameters among a Connection's extras (:data:`LIBPQ_EXTRAS`), as strings.
+
+    Keys the Airflow 2 form wrote with a prefix (``extra__clickstream__sslmode``) count as the plain key.
+    Empty values, lists and objects are dropped, booleans become ``1`` / ``0``; other keys are ignored and
+    logged once per call at debug level, so a PostgresHook's extras on the same Connection do no harm.
+    """
+    params: dict[str, str] = {}
+    ignored = []
+    for key, value in conn.extra_dejson.items():
+        name = key.split("__", 2)[2] if key.startswith("extra__") and key.count("__") >= 2 else key
+        if name not in LIBPQ_EXTRAS:
+            ignored.append(key)
+        elif isinstance(value, bool):
+            params[name] = "1" if value else "0"
+        elif isinstance(value, (str, int, float)) and str(value).strip():
+            params[name] = str(value).strip()
+    if ignored:
+        log.debug("connection %r: extras not passed to libpq: %s", conn.conn_id, ", ".join(sorted(ignored)))
+    return params
+
+
 def connection_url(conn: Connection) -> URL:
     """The store's SQLAlchemy URL for an Airflow Connection.
 
-    ``postgres`` connections use the psycopg 3 driver (host, port, login, password, schema = database;
-    extras such as ``sslmode`` become query parameters). ``sqlite`` connections name the database file
-    in ``host`` (Airflow's SQLite convention) or, from a ``sqlite:////abs/path.db`` URI, in ``schema``.
+    ``clickstream`` and ``postgres`` connections are PostgreSQL, through the psycopg 3 driver: host, port,
+    login, password, schema = database, and the libpq parameters among the extras (:func:`libpq_params`:
+    ``sslmode``, ``sslrootcert``, ``connect_timeout``, ``keepalives*``, ...) as query parameters.
+    ``sqlite`` connections name the database file in ``host`` (Airflow's SQLite convention) or, from a
+    ``sqlite:////abs/path.db`` URI, in ``schema``.
     """
     from sqlalchemy.engine import URL
 
     # "postgresql+psycopg" (a SQLAlchemy URL pasted as the connection URI) names the same backend.
     conn_type = (conn.conn_type or "").split("+", 1)[0].replace("postgresql", "postgres")
-    if conn_type == "postgres":
-        extra = {k: str(v) for k, v in conn.extra_dejson.items() if isinstance(v, (str, int, float))}
+    if conn_type in POSTGRES_CONN_TYPES:
         return URL.create(
             "postgresql+psycopg",
             username=conn.login or None,
@@ -48,14 +119,21 @@ def connection_url(conn: Connection) -> URL:
             host=conn.host or None,
             port=conn.port,
             database=conn.schema or None,
-            query=extra,
+            query=libpq_params(conn),
         )
     if conn_type == "sqlite":
         path = conn.host or conn.schema
         if not path:
             raise ValueError(f"connection {conn.conn_id!r}: a sqlite connection needs the database file path in host")
         return URL.create("sqlite", database=path)
-    raise ValueError(f"connection {conn.conn_id!r} has conn_type {conn.conn_type!r}; use postgres or sqlite")
+    raise ValueError(
+        f"connection {conn.conn_id!r} has conn_type {conn.conn_type!r}; use clickstream or postgres (PostgreSQL), "
+        "or sqlite"
+    )
+
+
+def _versions(versions: Sequence[int]) -> str:
+    return ", ".join(f"{v:04d}" for v in versions) or "none"
 
 
 class ClickstreamHook(BaseHook):
@@ -70,13 +148,16 @@ class ClickstreamHook(BaseHook):
     Subclassing: override :attr:`conn_name_attr` / :attr:`default_conn_name` to use another connection
     attribute, or :meth:`get_store_config` to source the tunables elsewhere.
 
-    :param clickstream_conn_id: the Airflow Connection of the store (``postgres`` or ``sqlite``).
+    :param clickstream_conn_id: the Airflow Connection of the store: type ``clickstream`` or ``postgres``
+        (PostgreSQL, e.g. ``clickstream://user:password@host:5432/database``) or ``sqlite``.
     :param engine_kwargs: extra arguments for :func:`sqlalchemy.create_engine`.
     """
 
     conn_name_attr = "clickstream_conn_id"
     default_conn_name = "clickstream_default"
-    conn_type = "postgres"
+    #: The connection type this package registers (``clickstream/provider.py``); its Connections are the
+    #: PostgreSQL store. ``postgres`` and ``sqlite`` Connections work as well.
+    conn_type = "clickstream"
     hook_name = "Clickstream session store"
 
     def __init__(self, clickstream_conn_id: str = default_conn_name, engine_kwargs: dict[str, Any] | None = None):
@@ -114,12 +195,29 @@ class ClickstreamHook(BaseHook):
         self.close()
 
     def test_connection(self) -> tuple[bool, str]:
-        """Reach the store and report its backend (used by the Airflow UI's *Test* button)."""
+        """Connect to the store and check that its schema is up to date: the Airflow UI's *Test* button and
+        ``airflow connections test`` (when ``[core] test_connection`` is enabled) call it.
+
+        :returns: ``(True, message)`` naming the backend and the migrations applied; ``(False, reason)`` when
+            the store cannot be reached or read, or when migrations are pending (named with their versions):
+            the operators need them, so the store is not ready yet. ``migrate()`` applies them, and so does
+            the API server when it starts (unless ``[clickstream] api_migrate`` is False).
+        """
         try:
-            batches = self.list_batches(limit=1)
+            store = self.get_conn()
+            applied, pending = store.migration_status()
         except Exception as err:  # the UI wants the message, whatever went wrong
-            return False, str(err)
-        return True, f"connected to {self.store.dialect} store; {len(batches)} batch(es) visible"
+            return False, (str(err).strip().splitlines() or [type(err).__name__])[0]
+        where = f"the {store.dialect} store"
+        if not pending:
+            return True, f"Connected to {where}; its schema is up to date (migrations {_versions(applied)})."
+        names = ", ".join(f"{version:04d}_{name}" for version, name in pending)
+        state = f"migrations {_versions(applied)} applied" if applied else "no migration applied yet"
+        return False, (
+            f"Connected to {where}, but its schema is not up to date: {state}, {len(pending)} pending "
+            f"({names}). Apply them with ClickstreamHook({self.clickstream_conn_id!r}).migrate(); the API server "
+            "applies them when it starts, unless [clickstream] api_migrate is False."
+        )
 
     # ---------------------------------------------------------------------------------------- schema
 
@@ -129,6 +227,13 @@ class ClickstreamHook(BaseHook):
         Delegates to :meth:`clickstream.store.SessionStore.migrate`.
         """
         return self.get_conn().migrate()
+
+    def migration_status(self) -> tuple[list[int], list[tuple[int, str]]]:
+        """The schema migrations applied and still pending (reads only).
+
+        Delegates to :meth:`clickstream.store.SessionStore.migration_status`.
+        """
+        return self.get_conn().migration_status()
 
     # --------------------------------------------------------------------------- sessions and events
 
@@ -314,6 +419,22 @@ class ClickstreamHook(BaseHook):
         Delegates to :meth:`clickstream.store.SessionStore.batch_metrics`.
         """
         return self.get_conn().batch_metrics(batch_id)
+
+    # ------------------------------------------------------------------------------------- retention
+
+    def list_purgeable_batches(self, released_before: int, limit: int = 1000) -> list[models.BatchInfo]:
+        """Released batches released before ``released_before`` (ms), oldest first.
+
+        Delegates to :meth:`clickstream.store.SessionStore.list_purgeable_batches`.
+        """
+        return self.get_conn().list_purgeable_batches(released_before, limit)
+
+    def purge_batch(self, batch_id: str, *, chunk_sessions: int = 1000, duty_cycle: float = 0.5) -> models.PurgeResult:
+        """Delete a released batch with its sessions, events and marks, chunk by chunk.
+
+        Delegates to :meth:`clickstream.store.SessionStore.purge_batch`.
+        """
+        return self.get_conn().purge_batch(batch_id, chunk_sessions=chunk_sessions, duty_cycle=duty_cycle)
 
     # --------------------------------------------------------------------------------------- erasure
 

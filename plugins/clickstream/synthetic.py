@@ -366,7 +366,8 @@ def _seed(
         if s.events_first:
             _push(store, counts, sid, s.events)
         reg = store.register_session(s.session)
-        batches[reg.batch_id] = None
+        if reg.batch_id is not None:  # None: an erased session's id, not stored
+            batches[reg.batch_id] = None
         if reg.status == "registered":
             counts.sessions += 1
         else:

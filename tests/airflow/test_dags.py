@@ -307,7 +307,14 @@ class TestTrainExampleDag:
 
         dr = _dag("clickstream_train_example").test(run_conf={"base_path": str(base)})
         assert dr.state == "success", _states(dr)
-        summary = _xcom(dr, "summarize_dataset")
+        result = _xcom(dr, "summarize_dataset")
+        assert result["batch_ids"] == [newest] and len(result["datasets"]) == 1
+        summary = result["datasets"][0]
+        assert (result["sessions"], result["events"], result["clicks"]) == (
+            summary["sessions"],
+            summary["events"],
+            summary["clicks"],
+        )
         metrics = sqlite_store.batch_metrics(newest)
         assert (summary["batch_id"], summary["sessions"], summary["events"], summary["clicks"]) == (
             newest,
@@ -317,3 +324,106 @@ class TestTrainExampleDag:
         )
         assert summary["click_through_rate"] == pytest.approx(metrics.click_through_rate, abs=1e-4)
         assert sum(summary["clicks_by_rank"].values()) <= metrics.clicks
+
+
+# --------------------------------------------------------------------------------------------- every DAG
+
+
+@pytest.mark.usefixtures("airflow_db")
+class TestConnectionParam:
+    def test_every_dag_using_the_store_has_a_conn_id_param_that_its_tasks_use(self):
+        from airflow.dag_processing.dagbag import DagBag
+
+        from clickstream.operators import ClickstreamBaseOperator
+
+        bag = DagBag(dag_folder=str(REPO / "dags"))
+        assert bag.import_errors == {}
+        using_store = 0
+        for dag_id in bag.dag_ids:
+            dag = bag.get_dag(dag_id)
+            operators = [t for t in dag.tasks if isinstance(t, ClickstreamBaseOperator)]
+            mapped = [t for t in dag.tasks if "clickstream_conn_id" in getattr(t, "partial_kwargs", {})]
+            if not operators and not mapped:
+                continue
+            using_store += 1
+            assert dag.params["conn_id"] == "clickstream_default", dag_id
+            for task in operators:
+                assert task.clickstream_conn_id == "{{ params.conn_id }}", f"{dag_id}.{task.task_id}"
+            for task in mapped:
+                assert task.partial_kwargs["clickstream_conn_id"] == "{{ params.conn_id }}", f"{dag_id}.{task.task_id}"
+        assert using_store >= 4  # release, use_for_improvement, import, erase_user (and retention)
+
+    def test_a_clickstream_uri_connection_serves_the_dags(self, pg_url: str, monkeypatch: pytest.MonkeyPatch):
+        from sqlalchemy.engine import make_url
+
+        store = SessionStore.from_url(pg_url)
+        store.migrate()
+        uri = make_url(pg_url).set(drivername="clickstream").render_as_string(hide_password=False)
+        monkeypatch.setenv("AIRFLOW_CONN_CLICKSTREAM_DEFAULT", uri)  # clickstream://user@127.0.0.1:port/db
+        try:
+            seed_store(store, 10, seed=5)
+            dr = _dag("clickstream_use_for_improvement").test(run_conf={"session_ids": ["nope"]})
+            assert dr.state == "success", _states(dr)
+            assert _xcom(dr, "use_for_improvement")["counts"]["not_found"] == 1
+        finally:
+            store.dispose()
+
+    def test_the_import_dag_reads_from_the_store_named_in_the_form(
+        self, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+    ):
+        store = SessionStore.from_url(sqlite_url)
+        store.migrate()
+        monkeypatch.setenv("AIRFLOW_CONN_CLICKSTREAM_DEFAULT", "postgresql://nobody@127.0.0.1:1/none")
+        monkeypatch.setenv("AIRFLOW_CONN_HISTORY_STORE", sqlite_url)
+        try:
+            dr = _dag("clickstream_import").test(
+                run_conf={
+                    "path": str(REPO / "examples" / "history"),
+                    "invalid_threshold": 0,
+                    "conn_id": "history_store",
+                }
+            )
+            assert dr.state == "success", _states(dr)
+            assert len(store.get_session("hist-0002").events) == 2
+        finally:
+            store.dispose()
+
+
+# --------------------------------------------------------------------------------------------- consumer events
+
+
+class _Event:
+    """An asset event as the task sees it in ``triggering_asset_events`` (extra and timestamp)."""
+
+    def __init__(self, extra: dict[str, Any], minute: int) -> None:
+        from datetime import UTC, datetime
+
+        self.extra = extra
+        self.timestamp = datetime(2026, 1, 1, 0, minute, tzinfo=UTC)
+
+
+@pytest.mark.usefixtures("airflow_db")
+class TestTrainExampleEvents:
+    def test_one_run_triggered_by_two_releases_reads_both_datasets(
+        self, sqlite_store: SessionStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ):
+        base = tmp_path / "datasets"
+        extras = []
+        for seed, n in ((41, 30), (42, 20)):
+            seed_store(sqlite_store, n, seed=seed)
+            dr = _dag("clickstream_release").test(run_conf={"base_path": str(base)})
+            assert dr.state == "success", _states(dr)
+            summary = _xcom(dr, "write_manifest")
+            extras.append({"batch_id": summary["batch_id"], "path": summary["paths"]["root"]})
+        # The scheduler queued one run for both asset events (newest listed first here, and the older
+        # dataset announced twice, as a cleared rerun of its release would do).
+        events = [_Event(extras[1], 2), _Event(extras[0], 1), _Event(extras[0], 3)]
+        task = _dag("clickstream_train_example").get_task("summarize_dataset")
+        context = {"params": {"base_path": str(base), "batch_id": None}, "triggering_asset_events": {"a": events}}
+        monkeypatch.setitem(task.python_callable.__globals__, "get_current_context", lambda: context)
+
+        result = task.python_callable()
+        assert result["batch_ids"] == [extras[0]["batch_id"], extras[1]["batch_id"]]
+        assert [d["sessions"] for d in result["datasets"]] == [30, 20]
+        assert result["sessions"] == 50
+        assert result["events"] == sum(d["events"] for d in result["datasets"])

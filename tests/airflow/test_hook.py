@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 
 from clickstream.hooks import ClickstreamHook
 from clickstream.store import InvalidInput, StoreUnavailable, now_ms
+from tests.support.connections import airflow_conn_json
 
 CONN_ENV = "AIRFLOW_CONN_CLICKSTREAM_DEFAULT"
 
@@ -19,22 +20,11 @@ CONN_ENV = "AIRFLOW_CONN_CLICKSTREAM_DEFAULT"
 def _connection_env(store_url: str, form: str) -> str:
     """The Airflow Connection of ``store_url`` as the value of an ``AIRFLOW_CONN_*`` variable."""
     url = make_url(store_url)
+    if form == "json":
+        return airflow_conn_json(store_url)
     if url.get_backend_name() == "sqlite":
-        if form == "uri":
-            return f"sqlite:///{url.database}"
-        return json.dumps({"conn_type": "sqlite", "host": url.database})
-    if form == "uri":
-        return url.set(drivername="postgresql").render_as_string(hide_password=False)
-    return json.dumps(
-        {
-            "conn_type": "postgres",
-            "host": url.host,
-            "port": url.port,
-            "login": url.username,
-            "password": url.password,
-            "schema": url.database,
-        }
-    )
+        return f"sqlite:///{url.database}"
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 @pytest.fixture
@@ -88,7 +78,7 @@ class TestConnectionFormats:
         monkeypatch.setenv(CONN_ENV, pg_url)  # postgresql+psycopg://...
         with ClickstreamHook() as hook:
             assert hook.sqlalchemy_url.drivername == "postgresql+psycopg"
-            assert hook.migrate() == [1]
+            assert hook.migrate() == [1, 2]
 
     @pytest.mark.parametrize(
         "value",
@@ -98,7 +88,7 @@ class TestConnectionFormats:
     def test_another_conn_type_is_a_clear_error(self, value: str, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(CONN_ENV, value)
         hook = ClickstreamHook()
-        with pytest.raises(ValueError, match=r"clickstream_default.*conn_type.*use postgres or sqlite"):
+        with pytest.raises(ValueError, match=r"clickstream_default.*conn_type.*use clickstream or postgres.*or sqlite"):
             hook.get_conn()
 
     def test_sqlite_connection_without_a_path_is_a_clear_error(self, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -159,3 +149,27 @@ class TestConfig:
             config.max_attempts,
             config.claim_stale_ms,
         ) == (1000, 1000, 86_400_000, 300_000, 3, 3_600_000)
+
+
+class TestHookMirrorsTheStore:
+    def test_every_store_operation_is_a_hook_method_with_the_same_signature(self) -> None:
+        import inspect
+
+        from clickstream.store import SessionStore
+
+        operations = {
+            name
+            for base in SessionStore.__mro__
+            if base.__module__.startswith("clickstream.store.")
+            for name, value in vars(base).items()
+            if callable(value) and not name.startswith("_")
+        } - {"from_url", "dispose"}
+        assert {"register_session", "ingest_bulk", "erase_user", "purge_batch"} <= operations
+        missing = sorted(name for name in operations if not hasattr(ClickstreamHook, name))
+        assert missing == []
+        differing = sorted(
+            name
+            for name in operations
+            if inspect.signature(getattr(SessionStore, name)) != inspect.signature(getattr(ClickstreamHook, name))
+        )
+        assert differing == []

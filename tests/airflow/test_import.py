@@ -326,6 +326,13 @@ class TestHookAndOperator:
         task_log = capsys.readouterr().out  # the task logger writes through structlog
         assert "mixed.jsonl line 3" in task_log and "seconds" in task_log and "mixed.jsonl line 7" in task_log
         assert clickstream_conn.list_batches() == []
+        # the listing is one group the Airflow UI folds: ::group:: ... ::endgroup::
+        lines = task_log.splitlines()
+        start = next(i for i, line in enumerate(lines) if "::group::Invalid rows (2 listed of 2)" in line)
+        end = next(i for i, line in enumerate(lines) if "::endgroup::" in line)
+        assert [i for i, line in enumerate(lines) if "invalid row: " in line and "mixed.jsonl" in line] == list(
+            range(start + 1, end)
+        )
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)

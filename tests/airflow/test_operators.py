@@ -18,11 +18,16 @@ import pytest
 from clickstream.dataset import ShardWriter, to_api_sessions
 from clickstream.operators import (
     BatchMetricsOperator,
+    ClickstreamBaseOperator,
+    EraseUserOperator,
     ExtractBatchOperator,
+    ImportHistoryOperator,
     MarkForImprovementOperator,
     ReleaseBatchOperator,
 )
-from clickstream.operators.extract import plan_shards, write_dataset_manifest
+from clickstream.operators.base import InvalidTaskInput
+from clickstream.operators.extract import plan_shards, shard_size, write_dataset_manifest
+from clickstream.progress import Progress
 from clickstream.store import SessionStore
 from clickstream.synthetic import seed_store
 
@@ -370,3 +375,190 @@ class TestBatchMetricsOperator:
         ).execute({})
         assert result["path"] is None and result["sessions"] == 10
         assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------------------------- common base
+
+ALL_OPERATORS: list[tuple[type, dict[str, Any]]] = [
+    (ReleaseBatchOperator, {}),
+    (ExtractBatchOperator, {"batch_id": "b1"}),
+    (MarkForImprovementOperator, {"batch_id": "b1"}),
+    (BatchMetricsOperator, {"batch_id": "b1"}),
+    (ImportHistoryOperator, {"path": "/data/history"}),
+    (EraseUserOperator, {"user_id": "u1"}),
+]
+
+
+def _ids(param: Any) -> str:
+    return param.__name__ if isinstance(param, type) else ""
+
+
+class TestCommonBase:
+    @pytest.mark.parametrize(("cls", "kwargs"), ALL_OPERATORS, ids=_ids)
+    def test_every_operator_has_a_templated_conn_id_defaulting_to_the_hooks(self, cls, kwargs):
+        from clickstream.hooks import ClickstreamHook
+
+        assert issubclass(cls, ClickstreamBaseOperator)
+        assert "clickstream_conn_id" in cls.template_fields
+        assert cls(task_id="t", **kwargs).clickstream_conn_id == ClickstreamHook.default_conn_name
+        op = cls(task_id="t", clickstream_conn_id="{{ params.conn_id }}", **kwargs)
+        op.render_template_fields({"params": {"conn_id": "archive_store"}, "dag": {"dag_id": "d"}, "run_id": "r"})
+        assert op.clickstream_conn_id == "archive_store"
+        assert op.hook.clickstream_conn_id == "archive_store"
+
+    def test_the_rendered_connection_is_the_store_used(
+        self, store: SessionStore, store_url: str, monkeypatch: pytest.MonkeyPatch
+    ):
+        monkeypatch.setenv("AIRFLOW_CONN_CLICKSTREAM_DEFAULT", "postgresql://nobody@127.0.0.1:1/none")
+        monkeypatch.setenv("AIRFLOW_CONN_ARCHIVE_STORE", store_url.replace("postgresql+psycopg://", "postgresql://"))
+        seed_store(store, 4, seed=1)
+        op = ReleaseBatchOperator(task_id="release", release_id="r", clickstream_conn_id="{{ params.conn_id }}")
+        op.render_template_fields({"params": {"conn_id": "archive_store"}})
+        assert store.get_batch(op.execute({})["batch_id"]).status == "released"
+
+    def test_bad_input_fails_without_retry_and_is_still_a_value_error(self, released, tmp_path: Path):
+        from airflow.sdk.exceptions import AirflowFailException
+
+        store, batch_id = released
+        assert issubclass(InvalidTaskInput, AirflowFailException) and issubclass(InvalidTaskInput, ValueError)
+        bad = [
+            ExtractBatchOperator(task_id="x", batch_id=batch_id, base_path=str(tmp_path), page_size="many"),
+            ExtractBatchOperator(task_id="x", batch_id="../etc", base_path=str(tmp_path)),
+            MarkForImprovementOperator(task_id="m"),
+            MarkForImprovementOperator(task_id="m", session_ids="[1]"),
+            ImportHistoryOperator(task_id="i", path=str(tmp_path), max_errors="lots"),
+        ]
+        for op in bad:
+            with pytest.raises(AirflowFailException):
+                op.execute({})
+
+    @pytest.mark.parametrize(
+        "op",
+        [
+            MarkForImprovementOperator(task_id="m", batch_id="nope"),
+            BatchMetricsOperator(task_id="m", batch_id="nope", write_file=False),
+            ExtractBatchOperator(task_id="x", batch_id="nope"),
+        ],
+        ids=["mark", "metrics", "extract"],
+    )
+    def test_unknown_ids_fail_without_retry(self, store: SessionStore, op):
+        from airflow.sdk.exceptions import AirflowFailException
+
+        with pytest.raises(AirflowFailException, match="nope"):
+            op.execute({})
+
+    def test_an_outage_is_retried_not_failed(self, monkeypatch: pytest.MonkeyPatch):
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from clickstream.store import StoreUnavailable
+        from tests.support.connections import free_port
+
+        monkeypatch.setenv("AIRFLOW_CONN_CLICKSTREAM_DEFAULT", f"postgresql://x@127.0.0.1:{free_port()}/none")
+        with pytest.raises(StoreUnavailable) as err:
+            BatchMetricsOperator(task_id="m", batch_id="b1", write_file=False).execute({})
+        assert not isinstance(err.value, AirflowFailException)
+
+
+# --------------------------------------------------------------------------------------------- progress
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _Lines:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, msg: str, *args: Any) -> None:
+        self.lines.append(msg % args)
+
+
+class TestProgress:
+    def test_lines_say_done_total_percentage_rate_and_time_left_at_most_every_interval(self):
+        clock, out = _Clock(), _Lines()
+        progress = Progress(out, "extract b1", 1000, "sessions", interval_s=5, clock=clock)
+        for step in range(1, 11):  # 100 sessions a second, a report each second
+            clock.now += 1
+            progress.update(100 * step)
+        assert out.lines == [
+            "extract b1: 500 / 1,000 sessions (50.0%), 100 sessions/s, about 5 s left",
+            "extract b1: 1,000 / 1,000 sessions (100.0%), 100 sessions/s, about 0 s left",
+        ]
+        progress.done()
+        assert out.lines[-1] == "extract b1: done, 1,000 sessions in 10 s (100 sessions/s)"
+
+    def test_an_estimate_too_small_never_passes_100_percent(self):
+        clock, out = _Clock(), _Lines()
+        progress = Progress(out, "x", 10, "rows", interval_s=0, clock=clock)
+        clock.now += 2
+        progress.update(15)
+        assert out.lines == ["x: 15 / 15 rows (100.0%), 8 rows/s, about 0 s left"]
+
+    def test_bytes_and_an_unknown_total(self):
+        clock, out = _Clock(), _Lines()
+        progress = Progress(out, "import", 3 << 20, "bytes", interval_s=0, clock=clock)
+        clock.now += 60
+        progress.update(1 << 20)
+        assert out.lines[-1] == "import: 1.0 MiB / 3.0 MiB (33.3%), 17.1 KiB/s, about 2 min 00 s left"
+        unknown = Progress(out, "import", None, "rows", interval_s=0, clock=clock)
+        clock.now += 1
+        unknown.update(50)
+        assert out.lines[-1] == "import: 50 rows so far, 50 rows/s"
+
+
+class TestExtractionProgress:
+    def test_extraction_logs_progress_against_the_batch_size(self, released, tmp_path: Path, capsys):
+        store, batch_id = released
+        ExtractBatchOperator(
+            task_id="extract", batch_id=batch_id, base_path=str(tmp_path), page_size=40, progress_interval_s=0
+        ).execute({})
+        lines = [line for line in capsys.readouterr().out.splitlines() if f"extract batch {batch_id}" in line]
+        assert len(lines) == 6  # one per page with no interval
+        assert "40 / 230 sessions (17.4%)" in lines[0] and "sessions/s" in lines[0] and "left" in lines[0]
+        assert "230 / 230 sessions (100.0%)" in lines[-1]
+
+    def test_a_shard_reports_against_its_share_of_the_batch(self, released, tmp_path: Path, capsys):
+        store, batch_id = released
+        info = store.get_batch(batch_id)
+        middle = (info.min_number + info.max_number) // 2
+        ExtractBatchOperator(
+            task_id="extract",
+            batch_id=batch_id,
+            base_path=str(tmp_path),
+            until_number=middle,
+            write_manifest=False,
+            progress_interval_s=0,
+        ).execute({})
+        out = capsys.readouterr().out
+        estimate = shard_size(info, 0, middle)
+        assert 100 <= estimate <= 130
+        assert f"about {estimate} of its 230 sessions" in out
+        assert f"/ {estimate} sessions" in out or "(100.0%)" in out
+
+    def test_a_fast_extraction_logs_no_more_than_the_interval_allows(self, released, tmp_path: Path, capsys):
+        store, batch_id = released
+        ExtractBatchOperator(task_id="extract", batch_id=batch_id, base_path=str(tmp_path), page_size=10).execute({})
+        lines = [line for line in capsys.readouterr().out.splitlines() if f"extract batch {batch_id}" in line]
+        assert len(lines) <= 1  # 23 pages in well under 10 s: at most one line at the 5 s interval
+
+    def test_shard_size_is_exact_for_the_whole_batch(self, released):
+        store, batch_id = released
+        info = store.get_batch(batch_id)
+        assert shard_size(info, 0, None) == 230
+        assert shard_size(info, info.max_number, None) == 0
+
+
+class TestFoldedListings:
+    def test_many_session_outcomes_are_folded_into_a_group(self, released, capsys):
+        store, batch_id = released
+        ids = [s["session_id"] for s in _batch(store, batch_id)][:25]
+        MarkForImprovementOperator(task_id="mark", session_ids=ids).execute({})
+        out = capsys.readouterr().out.splitlines()
+        start = next(i for i, line in enumerate(out) if "::group::Outcome of each of the 25 sessions" in line)
+        end = next(i for i, line in enumerate(out) if "::endgroup::" in line)
+        assert sum(f"session {sid}:" in line for line in out[start:end] for sid in ids) == 25

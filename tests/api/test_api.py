@@ -510,6 +510,7 @@ class TestEraseUser:
             "events": 1,
             "marks": 1,
             "batches": [seeded["batch_id"]],
+            "tombstones": 1,
         }
         assert api.get("/session?session_id=sess-1").status_code == 404
         other = api.get("/session?session_id=sess-other").json()
@@ -518,7 +519,14 @@ class TestEraseUser:
     def test_unknown_user_answers_zero_counts(self, api: Api) -> None:
         answer = api.post("/user/erase", {"user_id": "nobody"})
         assert answer.status_code == 200
-        assert answer.json() == {"user_id": "nobody", "sessions": 0, "events": 0, "marks": 0, "batches": []}
+        assert answer.json() == {
+            "user_id": "nobody",
+            "sessions": 0,
+            "events": 0,
+            "marks": 0,
+            "batches": [],
+            "tombstones": 0,
+        }
 
     def test_missing_user_id_is_422(self, api: Api) -> None:
         answer = api.post("/user/erase", {"user": "user-123"})

@@ -204,6 +204,34 @@ class TestServices:
             assert _environment(services[name])["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
 
 
+class TestCliService:
+    """``airflow-cli``: one-off commands in the stack's environment, as in Airflow's own compose file."""
+
+    def test_it_starts_only_when_named_under_the_debug_profile(self, services):
+        cli = services["airflow-cli"]
+        assert cli["profiles"] == ["debug"]
+        assert cli.get("restart") == "no"
+        assert _command(cli) == ["bash", "-c", "airflow"]
+        assert "ports" not in cli and "healthcheck" not in cli
+
+    def test_it_has_the_image_and_configuration_of_the_other_components(self, services):
+        cli, scheduler = services["airflow-cli"], services["airflow-scheduler"]
+        assert (cli["image"], cli["build"]) == (scheduler["image"], scheduler["build"])
+        cli_env, scheduler_env = _environment(cli), _environment(scheduler)
+        differing = {k for k in scheduler_env if cli_env.get(k) != scheduler_env[k]}
+        assert differing <= {"AIRFLOW__CORE__TEST_CONNECTION"}
+        assert cli_env["AIRFLOW__CORE__TEST_CONNECTION"] == "Enabled"  # `airflow connections test` works here
+        assert cli_env["CONNECTION_CHECK_MAX_COUNT"] == "0"
+        assert cli["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+    def test_the_test_button_is_off_unless_enabled_in_env(self, services, env_example):
+        assert _environment(services["airflow-apiserver"])["AIRFLOW__CORE__TEST_CONNECTION"] == "Disabled"
+
+    def test_the_store_connection_uses_the_clickstream_connection_type(self, services):
+        uri = _environment(services["airflow-scheduler"])["AIRFLOW_CONN_CLICKSTREAM_DEFAULT"]
+        assert uri.startswith("clickstream://")
+
+
 class TestImage:
     def test_every_airflow_service_uses_the_image_built_from_the_dockerfile(self, services):
         images = set()

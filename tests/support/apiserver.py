@@ -146,7 +146,13 @@ class ApiServer:
         Returns once the process has exited; a no-op if it is not running.
         """
         process = self.process
-        if process is None or process.poll() is not None:
+        if process is None:
+            return
+        if process.poll() is not None:  # the main process is gone: make sure no worker of its group is left
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
             return
         try:
             os.killpg(process.pid, signal.SIGTERM)

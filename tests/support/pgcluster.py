@@ -468,6 +468,102 @@ class ThrowawayPostgres(PostgresServer):
             self.dir = None
         self.port = None
 
+    # -- faults: take the server down and bring it back, keeping its directory, data and port
+
+    def postmaster_pid(self) -> int | None:
+        """The pid of the running postmaster (from ``postmaster.pid``), or None when the server is down."""
+        if self.dir is None:
+            return None
+        try:
+            pid = int((self.data_dir / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:  # alive, owned by the postgres user
+            pass
+        return pid
+
+    def halt(self, mode: str = "immediate", timeout: float = 30) -> float:
+        """Stop the server like a crash (``pg_ctl stop -m immediate``) or a shutdown (``fast``, ``smart``),
+        keeping its directory, data and port, so :meth:`resume` brings the same database back. Connections
+        are cut; new ones are refused. Returns the seconds it took. :meth:`stop` still cleans up afterwards.
+
+        With ``immediate`` the next start runs crash recovery. Committed data survives it only when commits
+        wait for the WAL write: ``synchronous_commit = on`` (the default :data:`TEST_SETTINGS` turn it off).
+        """
+        if mode not in ("immediate", "fast", "smart"):
+            raise ValueError(f"mode must be immediate, fast or smart, got {mode!r}")
+        if not self._running or self.dir is None:
+            raise RuntimeError("ThrowawayPostgres is not started")
+        t0 = time.monotonic()
+        self._run(
+            "pg_ctl",
+            "stop",
+            "-D",
+            str(self.data_dir),
+            "-m",
+            mode,
+            "-w",
+            "-t",
+            str(int(timeout)),
+            "-s",
+            timeout=timeout + 10,
+        )
+        return time.monotonic() - t0
+
+    def crash(self, timeout: float = 30) -> float:
+        """Like ``halt("immediate")``, but at once: SIGQUIT straight to the postmaster (what ``pg_ctl stop -m
+        immediate`` sends), without the milliseconds ``pg_ctl`` (and ``runuser``) take to start; for races
+        that must hit a statement in flight. Returns once the postmaster is gone, with the seconds it took."""
+        import signal
+
+        pid = self.postmaster_pid()
+        if pid is None:
+            raise RuntimeError("PostgreSQL is not running")
+        t0 = time.monotonic()
+        os.kill(pid, signal.SIGQUIT)
+        while self.postmaster_pid() is not None:
+            if time.monotonic() - t0 > timeout:
+                raise RuntimeError(f"the postmaster (pid {pid}) did not exit within {timeout} s of SIGQUIT")
+            time.sleep(0.01)
+        return time.monotonic() - t0
+
+    def resume(self, timeout: float = 60) -> float:
+        """Start the server again after :meth:`halt`, on the same port with the same data; returns once it
+        accepts connections (after crash recovery, if any). Returns the seconds it took."""
+        if not self._running or self.dir is None or self.port is None:
+            raise RuntimeError("ThrowawayPostgres is not started")
+        t0 = time.monotonic()
+        if self.postmaster_pid() is None:
+            self._run(
+                "pg_ctl",
+                "start",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_path),
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "-s",
+                timeout=timeout + 10,
+            )
+        self._wait_ready(timeout=timeout)
+        return time.monotonic() - t0
+
+    def restart(self, mode: str = "immediate", down_s: float = 0.0) -> float:
+        """:meth:`halt` with ``mode``, stay down ``down_s`` seconds, :meth:`resume`. Returns the outage's length
+        in seconds (from the halt's start to accepting connections again)."""
+        t0 = time.monotonic()
+        self.halt(mode)
+        if down_s > 0:
+            time.sleep(down_s)
+        self.resume()
+        return time.monotonic() - t0
+
     def __enter__(self) -> ThrowawayPostgres:
         return self.start()
 

@@ -26,6 +26,7 @@ from clickstream.api.deps import get_user
 from clickstream.api.errors import install_error_handlers
 from clickstream.api.holder import StoreHolder
 from clickstream.api.limits import DEFAULT_MAX_REQUEST_BYTES, BodySizeLimit
+from clickstream.api.runtime import tune_worker_process
 from clickstream.api.sessions import sessions_router
 from clickstream.hooks import ClickstreamHook, store_config_from_airflow
 from clickstream.store import StoreConfig, StoreError
@@ -55,7 +56,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(holder.get)
     except StoreError as err:
         log.warning("clickstream: %s; its routes answer 503 until the store can be opened", err.detail)
-    from clickstream.api.runtime import tune_worker_process; tune_worker_process()  # noqa: E702  (GC: once per process, never raises)
+    tune_worker_process()  # the garbage collector, once per worker process; never raises
     try:
         yield
     finally:

@@ -1,11 +1,12 @@
 """Per-process runtime settings of the clickstream API inside an API-server worker: the garbage collector.
 
 Why. An Airflow API-server worker holds a large heap: Airflow, FastAPI, SQLAlchemy, pydantic schemas
-and the providers, about a million objects the cyclic garbage collector tracks. A page of
+and the providers, about 630,000 objects the cyclic garbage collector tracks. A page of
 ``GET /batch/sessions`` builds tens of thousands of short-lived containers (the page's JSON values,
-then its pydantic models). Every few pages this allocation triggers a full (generation-2) collection,
-which walks the *whole* heap: 60 to 100 ms per collection in this process, against a 7 ms page. These
-pauses were the API's tail latency (``bench/README.md``, "5. REST": p99 23 times p50).
+then its pydantic models). About every 30th page this allocation triggers a full (generation-2)
+collection, which walks the *whole* heap: about 90 ms on a quiet machine, several hundred under load,
+against a page of 7 to 15 ms. These pauses were the API's tail latency: in ``bench/README.md`` (5, 5b)
+every one of the slowest 1 % of requests contained one, and p99 was 10 to 14 times p50.
 
 What :func:`tune_worker_process` does, once per process, after the app's lifespan has opened the store:
 
@@ -18,14 +19,17 @@ What :func:`tune_worker_process` does, once per process, after the app's lifespa
 
 What it costs. Objects alive at the freeze are never collected by the cycle collector: if one of them
 later becomes part of an unreachable reference cycle, that cycle is not freed (plain reference counting
-still frees everything else). That is a bounded, one-time amount: the objects of startup. It is the
-use the documentation describes ("freeze ... to make the GC's job faster in a long-lived process").
+still frees everything else). That is a bounded, one-time amount: the objects of startup. The
+thresholds are process-wide, so Airflow's own routes in the same worker get them too; a young
+collection of up to 20,000 objects takes about a millisecond.
 
 Switches (environment variables of the API server):
 
 - ``CLICKSTREAM_GC_FREEZE=0``: do nothing (leave the collector as Python set it). **A bench-only
   switch**: ``bench/bench_rest.py`` runs one API server with it and one without, to show before/after
-  in one run. Production has no reason to set it.
+  in one run. Production has no reason to set it. Unset, the tuning is on, except in a process that
+  has imported pytest (the app's tests enter its lifespan in the test process itself, whose heap must
+  stay collectable); ``CLICKSTREAM_GC_FREEZE=1`` forces it on there too.
 - ``CLICKSTREAM_GC_GEN0`` (integer >= 100): the generation-0 threshold instead of :data:`GEN0_THRESHOLD`
   (also bench/tuning only).
 - ``CLICKSTREAM_GC_TRACE=<directory>``: debug hook. Record every collection of this process (generation,
@@ -42,6 +46,7 @@ import gc
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -49,7 +54,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-#: Environment variable: ``0`` / ``false`` / ``no`` / ``off`` disables the tuning (bench only).
+#: Environment variable: ``0`` / ``false`` / ``no`` / ``off`` disables the tuning (bench only), ``1`` forces it.
 ENV_FREEZE = "CLICKSTREAM_GC_FREEZE"
 #: Environment variable: generation-0 threshold (default :data:`GEN0_THRESHOLD`).
 ENV_GEN0 = "CLICKSTREAM_GC_GEN0"
@@ -80,37 +85,68 @@ def tune_worker_process() -> dict[str, Any]:
     global _tuned_pid
     try:
         with _lock:
-            _start_trace_if_asked()
+            try:
+                _start_trace_if_asked()
+            except Exception as err:  # the debug trace is optional
+                log.warning("clickstream: garbage-collection trace not started: %r", err)
             if _tuned_pid == os.getpid():
                 return {"action": "already"}
             _tuned_pid = os.getpid()
-            if not _enabled(os.environ.get(ENV_FREEZE)):
-                log.info("clickstream: garbage-collector tuning disabled (%s=%s)", ENV_FREEZE,
-                         os.environ.get(ENV_FREEZE))
-                return {"action": "disabled", "threshold": gc.get_threshold()}
+            raw = (os.environ.get(ENV_FREEZE) or "").strip()
+            why = None
+            if raw and not _enabled(raw):
+                why = f"{ENV_FREEZE}={raw}"
+            elif not raw and "pytest" in sys.modules:
+                why = f"running under pytest (set {ENV_FREEZE}=1 to tune anyway)"
+            if why is not None:
+                log.info("clickstream: garbage-collector tuning disabled: %s", why)
+                return _traced(
+                    {
+                        "action": "disabled",
+                        "why": why,
+                        "pid": os.getpid(),
+                        "threshold": gc.get_threshold(),
+                        "tracked": len(gc.get_objects()) if _trace is not None else None,
+                    }
+                )
             gen0 = GEN0_THRESHOLD
-            raw = os.environ.get(ENV_GEN0)
-            if raw:
+            raw_gen0 = os.environ.get(ENV_GEN0)
+            if raw_gen0:
                 try:
-                    gen0 = max(100, int(raw))
+                    gen0 = max(100, int(raw_gen0))
                 except ValueError:
-                    log.warning("clickstream: ignoring %s=%r (not an integer)", ENV_GEN0, raw)
+                    log.warning("clickstream: ignoring %s=%r (not an integer)", ENV_GEN0, raw_gen0)
             t0 = time.perf_counter()
             collected = gc.collect()
             gc.freeze()
             old = gc.get_threshold()
             gc.set_threshold(gen0, *old[1:])
-            did = {"action": "frozen", "pid": os.getpid(), "frozen": gc.get_freeze_count(), "collected": collected,
-                   "seconds": round(time.perf_counter() - t0, 3), "threshold": gc.get_threshold(),
-                   "previous_threshold": old}
-        log.info("clickstream: garbage collector tuned for this API-server process (pid %d): %d startup objects "
-                 "frozen, %d freed, in %.0f ms; thresholds %s -> %s", did["pid"], did["frozen"], collected,
-                 did["seconds"] * 1000, old, did["threshold"])
+            seconds = time.perf_counter() - t0
+            did = {
+                "action": "frozen",
+                "pid": os.getpid(),
+                "frozen": gc.get_freeze_count(),
+                "collected": collected,
+                "seconds": round(seconds, 3),
+                "threshold": gc.get_threshold(),
+                "previous_threshold": old,
+            }
+        _traced(did)
+        log.info(
+            "clickstream: garbage collector tuned for this API-server process (pid %d): %d startup objects "
+            "frozen, %d freed, in %.0f ms; thresholds %s -> %s",
+            os.getpid(),
+            did["frozen"],
+            collected,
+            seconds * 1000,
+            old,
+            did["threshold"],
+        )
         return did
     except Exception as err:  # never fail the app's startup over a tuning
         try:
             log.warning("clickstream: garbage-collector tuning skipped: %r", err)
-        except Exception:  # noqa: S110 - logging itself failed; nothing else to do
+        except Exception:  # logging itself failed; nothing else to do
             pass
         return {"action": "failed", "error": repr(err)}
 
@@ -118,12 +154,20 @@ def tune_worker_process() -> dict[str, Any]:
 # ------------------------------------------------------------------------------------ debug trace
 
 
+def _traced(did: dict[str, Any]) -> dict[str, Any]:
+    """Add what the tuning did to the trace (a ``{"tuning": ...}`` line), when tracing."""
+    if _trace is not None:
+        with _trace.path.open("a") as f:
+            f.write(json.dumps({"tuning": did}, default=str) + "\n")
+    return did
+
+
 class _GcTrace:
     """``gc.callbacks`` hook: one JSON line per collection (``gen``, ``t`` wall start, ``ms``, ``collected``)."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.pending: list[str] = []
+        self.pending: list[tuple[int, float, float, int]] = []
         self.count = 0
         self.started = 0.0
         self.wall = 0.0
@@ -135,21 +179,27 @@ class _GcTrace:
             self.started = time.perf_counter()
             return
         if self.count >= TRACE_MAX_EVENTS:
+            if self.pending:
+                self.flush()
             return
         self.count += 1
-        self.pending.append(json.dumps({"gen": info.get("generation"), "t": self.wall,
-                                        "ms": (time.perf_counter() - self.started) * 1000,
-                                        "collected": info.get("collected")}, separators=(",", ":")))
+        gen = info.get("generation", -1)
+        self.pending.append((gen, self.wall, (time.perf_counter() - self.started) * 1000, info.get("collected", 0)))
         now = time.monotonic()
-        if now - self.last_flush >= 1.0 or info.get("generation") == 2:
+        if gen == 2 or now - self.last_flush >= 1.0:
             self.flush(now)
 
     def flush(self, now: float | None = None) -> None:
-        lines, self.pending = self.pending, []
+        pending, self.pending = self.pending, []
         self.last_flush = time.monotonic() if now is None else now
-        if lines:
-            with self.path.open("a") as f:
-                f.write("\n".join(lines) + "\n")
+        if pending and self.count <= TRACE_MAX_EVENTS:
+            try:
+                with self.path.open("a") as f:
+                    f.write(
+                        "".join(f'{{"gen":{g},"t":{t:.6f},"ms":{ms:.3f},"collected":{c}}}\n' for g, t, ms, c in pending)
+                    )
+            except OSError:  # a debug aid must not break the server: stop tracing
+                self.count = TRACE_MAX_EVENTS + 1
 
 
 def _start_trace_if_asked() -> None:

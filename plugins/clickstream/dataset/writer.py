@@ -157,7 +157,7 @@ class ShardWriter:
                     parts.append(current)
                     writers = current = None
                 elapsed = max(time.monotonic() - started, 1e-9)
-                self.log.info(
+                self.log.debug(
                     "shard (%s, %s]: page %d written, %d sessions, %d events so far (%.0f sessions/s)",
                     self.after_number,
                     self.until_number,

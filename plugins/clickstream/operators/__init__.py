@@ -9,12 +9,14 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "ClickstreamBaseOperator": "clickstream.operators.base",
     "ReleaseBatchOperator": "clickstream.operators.release",
     "ExtractBatchOperator": "clickstream.operators.extract",
     "MarkForImprovementOperator": "clickstream.operators.mark",
     "BatchMetricsOperator": "clickstream.operators.metrics",
     "ImportHistoryOperator": "clickstream.operators.import_history",
     "EraseUserOperator": "clickstream.operators.erasure",
+    "PurgeReleasedBatchesOperator": "clickstream.operators.retention",
 }
 
 __all__ = sorted(_EXPORTS)

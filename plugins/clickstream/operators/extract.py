@@ -13,13 +13,16 @@ from collections.abc import Sequence
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from clickstream.operators.base import DEFAULT_CONN_ID, ClickstreamBaseOperator, InvalidTaskInput
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
 
     from clickstream.dataset import ShardWriter
     from clickstream.hooks import ClickstreamHook
+    from clickstream.models import BatchInfo
+    from clickstream.operators.lineage import Lineage
+    from clickstream.progress import Progress
 
 #: URI of the Airflow Asset updated each time a released batch's dataset is complete.
 RELEASED_DATASET_URI = "clickstream://datasets/released-batches"
@@ -48,31 +51,45 @@ def normalize_base_path(base_path: str | None) -> str:
 def dataset_root(base_path: str | None, batch_id: str) -> ObjectStoragePath:
     """``<base_path>/<batch_id>`` as an :class:`~airflow.sdk.ObjectStoragePath`.
 
-    :raises ValueError: naming ``batch_id`` when it is empty or could escape the base path.
+    :raises InvalidTaskInput: (a ``ValueError``) naming ``batch_id`` when it is empty or could escape the base
+        path; the task fails without retry.
     """
     from airflow.sdk import ObjectStoragePath
 
     if not isinstance(batch_id, str) or not batch_id.strip() or "/" in batch_id or batch_id in (".", ".."):
-        raise ValueError(f"batch_id: expected a batch id (no '/'), got {batch_id!r}")
+        raise InvalidTaskInput(f"batch_id: expected a batch id (no '/'), got {batch_id!r}")
     return ObjectStoragePath(normalize_base_path(base_path)) / batch_id
 
 
-def _require_released(hook: ClickstreamHook, batch_id: str):
+def _require_released(hook: ClickstreamHook, batch_id: str) -> BatchInfo:
+    """The batch's info; an unknown or collecting batch fails the task without retry."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from clickstream.store import NotFound
+    from clickstream.operators.base import fail_without_retry
 
-    try:
+    with fail_without_retry():
         info = hook.get_batch(batch_id)
-    except NotFound as err:
-        raise AirflowFailException(err.detail) from None
     if info.status != "released":
         raise AirflowFailException(f"batch_id {batch_id!r} is still collecting: release it before extracting it")
     return info
 
 
+def shard_size(info: BatchInfo, after_number: int, until_number: int | None) -> int:
+    """Sessions of a released batch in the shard ``(after_number, until_number]``: exact for the whole
+    batch; for a part of it, estimated from the share of the batch's ``session_number`` range it covers."""
+    if not info.sessions or info.min_number is None or info.max_number is None:
+        return 0
+    low = max(after_number + 1, info.min_number)
+    high = info.max_number if until_number is None else min(until_number, info.max_number)
+    if high < low:
+        return 0
+    if (low, high) == (info.min_number, info.max_number):
+        return info.sessions
+    return max(1, round(info.sessions * (high - low + 1) / (info.max_number - info.min_number + 1)))
+
+
 def plan_shards(
-    batch_id: str, shards: int, *, clickstream_conn_id: str = "clickstream_default", base_path: str | None = None
+    batch_id: str, shards: int, *, clickstream_conn_id: str = DEFAULT_CONN_ID, base_path: str | None = None
 ) -> list[dict[str, Any]]:
     """Split a released batch into at most ``shards`` ranges of ``session_number`` for mapped extraction.
 
@@ -89,7 +106,7 @@ def plan_shards(
     from clickstream.hooks import ClickstreamHook
 
     if not isinstance(shards, int) or isinstance(shards, bool) or shards < 1:
-        raise ValueError(f"shards: expected an integer >= 1, got {shards!r}")
+        raise InvalidTaskInput(f"shards: expected an integer >= 1, got {shards!r}")
     with ClickstreamHook(clickstream_conn_id) as hook:
         info = _require_released(hook, batch_id)
     remove_manifest(dataset_root(base_path, batch_id))
@@ -106,7 +123,7 @@ def write_dataset_manifest(
     batch_id: str,
     shard_results: Sequence[dict[str, Any]],
     *,
-    clickstream_conn_id: str = "clickstream_default",
+    clickstream_conn_id: str = DEFAULT_CONN_ID,
     base_path: str | None = None,
     logger: Any = None,
 ) -> dict[str, Any]:
@@ -145,20 +162,24 @@ def write_dataset_manifest(
     return {**manifest_summary(manifest), "release_id": info.release_id, "released_at": info.released_at}
 
 
-class ExtractBatchOperator(BaseOperator):
+class ExtractBatchOperator(ClickstreamBaseOperator):
     """Write a released batch (or one shard of it) as Parquet under ``<base_path>/<batch_id>/``.
 
     Pages through the batch with ``iter_extract_pages`` (``page_size`` sessions with all their events at a
     time, as JSON lines in the dataset's layout that Arrow parses directly) and writes each page as a row
     group, ``pages_per_part`` pages per part file, so memory is bounded by one page whatever the batch's
-    size. Part files are named after their first ``session_number``; a run first deletes the parts its range owns, so a retry after a failure half-way ends with exactly the
-    batch's rows, none twice, none missing. Logs pages, rows and rate.
+    size. Part files are named after their first ``session_number``; a run first deletes the parts its range
+    owns, so a retry after a failure half-way ends with exactly the batch's rows, none twice, none missing.
+    Logs its progress (sessions done / the shard's sessions, percentage, rate, time left) at most every
+    ``progress_interval_s`` seconds, and pages, rows and rate.
 
     With ``write_manifest=True`` (default) this task is the whole extraction: it removes an old manifest,
     writes its range, then writes ``_manifest.json`` last and returns a summary
     ``{batch_id, sessions, events, parts, shards, paths, release_id, released_at}``. For a sharded
     extraction, map it over :func:`plan_shards` with ``write_manifest=False`` (each shard returns its
     range, counts and part list) and finish with :func:`write_dataset_manifest`.
+
+    An unknown or still collecting batch, and bad numbers, fail the task without retry.
 
     :param batch_id: a released batch (templated).
     :param base_path: where datasets go (templated): any ``ObjectStoragePath`` URI (``file://``,
@@ -169,6 +190,7 @@ class ExtractBatchOperator(BaseOperator):
     :param page_size: sessions per page read from the store (templated; default 1000).
     :param pages_per_part: pages per part file (templated; default 10).
     :param write_manifest: write the manifest at the end (default True; False for mapped shards).
+    :param progress_interval_s: seconds between two progress lines at least (default 5).
     :param clickstream_conn_id: Airflow Connection of the session store (templated).
     """
 
@@ -179,7 +201,7 @@ class ExtractBatchOperator(BaseOperator):
         "until_number",
         "page_size",
         "pages_per_part",
-        "clickstream_conn_id",
+        *ClickstreamBaseOperator.template_fields,
     )
     ui_color = "#eae4f7"
 
@@ -193,7 +215,7 @@ class ExtractBatchOperator(BaseOperator):
         page_size: int | str = 1000,
         pages_per_part: int | str = 10,
         write_manifest: bool = True,
-        clickstream_conn_id: str = "clickstream_default",
+        progress_interval_s: float = 5.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -204,13 +226,22 @@ class ExtractBatchOperator(BaseOperator):
         self.page_size = page_size
         self.pages_per_part = pages_per_part
         self.write_manifest = write_manifest
-        self.clickstream_conn_id = clickstream_conn_id
+        self.progress_interval_s = progress_interval_s
+        self.progress: Progress | None = None
+        self.result: dict[str, Any] | None = None
 
     def make_writer(self, root: ObjectStoragePath, after: int, until: int | None) -> ShardWriter:
-        """The writer of this run (override to observe pages, e.g. to simulate a crash in tests)."""
+        """The writer of this run (override to observe pages, e.g. to simulate a crash in tests). The default
+        one reports each written page to :meth:`report_progress`."""
         from clickstream.dataset import ShardWriter
 
-        return ShardWriter(
+        operator = self
+
+        class ProgressWriter(ShardWriter):
+            def on_page(self, pages_done: int, sessions: int, events: int) -> None:
+                operator.report_progress(sessions)
+
+        return ProgressWriter(
             root,
             self.batch_id,
             after_number=after,
@@ -219,41 +250,88 @@ class ExtractBatchOperator(BaseOperator):
             logger=self.log,
         )
 
+    def report_progress(self, sessions: int) -> None:
+        """``sessions`` of this shard are written: log the progress line when it is due."""
+        if self.progress is not None:
+            self.progress.update(sessions)
+
     def execute(self, context: Context) -> dict[str, Any]:
         from clickstream.dataset import remove_manifest
-        from clickstream.hooks import ClickstreamHook
+        from clickstream.progress import Progress
 
         after = _as_int("after_number", self.after_number, default=0)
         until = _as_optional_int("until_number", self.until_number)
         page_size = _as_int("page_size", self.page_size, default=1000, minimum=1)
         if after < 0 or (until is not None and until < after):
-            raise ValueError(
-                f"after_number/until_number: need 0 <= after_number <= until_number, got ({after}, {until}]"
+            raise self.invalid(
+                "after_number/until_number", f"need 0 <= after_number <= until_number, got ({after}, {until}]"
             )
         root = dataset_root(self.base_path, self.batch_id)
-        with ClickstreamHook(self.clickstream_conn_id) as hook:
-            _require_released(hook, self.batch_id)
+        with self.store() as hook:
+            info = _require_released(hook, self.batch_id)
             if self.write_manifest:
                 remove_manifest(root)
+            total = shard_size(info, after, until)
             self.log.info(
-                "Extracting batch %s, sessions (%s, %s], to %s (page size %d)",
+                "Extracting batch %s, sessions (%s, %s] (%s%d of its %d sessions), to %s (page size %d)",
                 self.batch_id,
                 after,
                 until,
+                "" if (after, until) == (0, None) else "about ",
+                total,
+                info.sessions or 0,
                 root,
                 page_size,
+            )
+            self.progress = Progress(
+                self.log,
+                f"extract batch {self.batch_id} ({after}, {until}]",
+                total,
+                "sessions",
+                interval_s=self.progress_interval_s,
             )
             pages = hook.iter_extract_pages(self.batch_id, page_size=page_size, after_number=after, until_number=until)
             result = self.make_writer(root, after, until).write(pages)
         result = {"batch_id": self.batch_id, **result}
+        self.result = result
         if not self.write_manifest:
             return result
-        return write_dataset_manifest(
+        self.result = write_dataset_manifest(
             self.batch_id,
             [result],
             clickstream_conn_id=self.clickstream_conn_id,
             base_path=self.base_path,
             logger=self.log,
+        )
+        return self.result
+
+    def lineage(self) -> Lineage:
+        """Reads the batch's sessions and events from the store; writes the dataset root."""
+        from clickstream.operators.lineage import BATCHES, EVENTS, SESSIONS, Lineage, Location, Table
+
+        result = self.result or {}
+        parts = result.get("parts")
+        n_parts = parts if isinstance(parts, int) else len(parts) if isinstance(parts, list) else None
+        run: dict[str, Any] = {k: result[k] for k in ("after_number", "until_number", "release_id") if k in result}
+        return Lineage(
+            inputs=[
+                Table(BATCHES),
+                Table(SESSIONS, rows=result.get("sessions")),
+                Table(EVENTS, rows=result.get("events")),
+            ],
+            outputs=[
+                Location(
+                    str(dataset_root(self.base_path, self.batch_id)),
+                    rows=result.get("sessions"),
+                    files=None if n_parts is None else 2 * n_parts,
+                )
+            ],
+            run={
+                "batch_id": self.batch_id,
+                **run,
+                **{k: result[k] for k in ("sessions", "events") if k in result},
+                **({"parts": n_parts} if n_parts is not None else {}),
+            },
         )
 
 
@@ -270,7 +348,7 @@ def _as_optional_int(field: str, value: Any, *, minimum: int | None = None) -> i
     try:
         number = int(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{field}: expected an integer, got {value!r}") from None
+        raise InvalidTaskInput(f"{field}: expected an integer, got {value!r}") from None
     if minimum is not None and number < minimum:
-        raise ValueError(f"{field}: must be >= {minimum}, got {number}")
+        raise InvalidTaskInput(f"{field}: must be >= {minimum}, got {number}")
     return number

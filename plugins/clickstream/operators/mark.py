@@ -7,10 +7,15 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from clickstream.operators.base import ClickstreamBaseOperator, InvalidTaskInput
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from clickstream.operators.lineage import Lineage
+
+#: Above this many ids, the per-session outcome lines are folded in the task log (a ``::group::``).
+FOLD_OUTCOMES_ABOVE = 20
 
 
 def parse_session_ids(value: Any) -> list[str]:
@@ -18,7 +23,7 @@ def parse_session_ids(value: Any) -> list[str]:
 
     Blank entries are dropped and duplicates keep their first position.
 
-    :raises ValueError: naming ``session_ids`` when an entry is not a string.
+    :raises InvalidTaskInput: (a ``ValueError``) naming ``session_ids`` when an entry is not a string.
     """
     if value is None:
         return []
@@ -28,39 +33,40 @@ def parse_session_ids(value: Any) -> list[str]:
             try:
                 value = json.loads(text)
             except json.JSONDecodeError as err:
-                raise ValueError(f"session_ids: not a valid JSON list ({err.msg})") from None
+                raise InvalidTaskInput(f"session_ids: not a valid JSON list ({err.msg})") from None
         else:
             value = re.split(r"[\s,]+", text)
     if not isinstance(value, (list, tuple)):
-        raise ValueError(f"session_ids: expected a list of strings, got {type(value).__name__}")
+        raise InvalidTaskInput(f"session_ids: expected a list of strings, got {type(value).__name__}")
     ids: dict[str, None] = {}
     for i, item in enumerate(value):
         if not isinstance(item, str):
-            raise ValueError(f"session_ids[{i}]: expected a string, got {item!r}")
+            raise InvalidTaskInput(f"session_ids[{i}]: expected a string, got {item!r}")
         if item.strip():
             ids[item.strip()] = None
     return list(ids)
 
 
-class MarkForImprovementOperator(BaseOperator):
+class MarkForImprovementOperator(ClickstreamBaseOperator):
     """Mark sessions for model improvement; exactly one of ``session_ids`` and ``batch_id`` is given.
 
     * ``session_ids``: each id goes through the store's *use for improvement* rule (eligible sessions are
       marked once; payload-search sessions and sessions without a valid event history are skipped; unknown
       ids are counted as ``not_found``). Returns ``{"counts": {...}, "outcomes": [{session_id, status,
-      reason}, ...]}`` and logs one line per session.
+      reason}, ...]}`` and logs one line per session (folded in the UI when there are many).
     * ``batch_id``: every eligible session of the batch is marked in one set-based statement. Returns
       ``{"batch_id": ..., "counts": {...}}``.
 
     ``counts`` has ``marked``, ``already_marked``, ``skipped_payload_search``, ``skipped_no_events`` and
-    ``not_found``. Marking is idempotent, so retries are safe (a retry reports ``already_marked``).
+    ``not_found``. Marking is idempotent, so retries are safe (a retry reports ``already_marked``). Neither
+    or both given, an unreadable ``session_ids`` or an unknown batch fail the task without retry.
 
     :param session_ids: ids to mark (templated): a list, a JSON list, or comma/space/newline separated text.
     :param batch_id: a batch whose eligible sessions are all marked (templated).
     :param clickstream_conn_id: Airflow Connection of the session store (templated).
     """
 
-    template_fields: Sequence[str] = ("session_ids", "batch_id", "clickstream_conn_id")
+    template_fields: Sequence[str] = ("session_ids", "batch_id", *ClickstreamBaseOperator.template_fields)
     ui_color = "#fdf2d0"
 
     def __init__(
@@ -68,38 +74,59 @@ class MarkForImprovementOperator(BaseOperator):
         *,
         session_ids: Any = None,
         batch_id: str | None = None,
-        clickstream_conn_id: str = "clickstream_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.session_ids = session_ids
         self.batch_id = batch_id
-        self.clickstream_conn_id = clickstream_conn_id
+        self.counts: dict[str, int] | None = None
+        self.requested: int | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from clickstream.hooks import ClickstreamHook
-        from clickstream.operators._errors import fail_without_retry
-
         ids = parse_session_ids(self.session_ids)
         batch_id = (self.batch_id or "").strip() or None
         if bool(ids) == bool(batch_id):
-            raise ValueError(
+            raise self.invalid(
+                "session_ids/batch_id",
                 "give exactly one of session_ids (a non-empty list) and batch_id; "
-                f"got session_ids={self.session_ids!r}, batch_id={self.batch_id!r}"
+                f"got session_ids={self.session_ids!r}, batch_id={self.batch_id!r}",
             )
-        with ClickstreamHook(self.clickstream_conn_id) as hook, fail_without_retry():
+        with self.store() as hook:
             if batch_id:
                 counts = hook.mark_batch_for_improvement(batch_id).model_dump()
+                self.counts = counts
                 self.log.info("Batch %s marked for improvement: %s", batch_id, _fmt(counts))
                 return {"batch_id": batch_id, "counts": counts}
             counts_model, outcomes = hook.mark_sessions_for_improvement(ids)
+        self.requested = len(ids)
+        fold = len(outcomes) > FOLD_OUTCOMES_ABOVE
+        if fold:
+            self.log.info(f"::group::Outcome of each of the {len(outcomes)} sessions")
         for o in outcomes:
             self.log.info(
                 "session %s: %s%s", o["session_id"], o["status"], f" ({o['reason']})" if o.get("reason") else ""
             )
+        if fold:
+            self.log.info("::endgroup::")
         counts = counts_model.model_dump()
+        self.counts = counts
         self.log.info("%d session(s) processed: %s", len(ids), _fmt(counts))
         return {"counts": counts, "outcomes": outcomes}
+
+    def lineage(self) -> Lineage:
+        """Reads sessions and their events; writes improvement marks."""
+        from clickstream.operators.lineage import EVENTS, MARKS, SESSIONS, Lineage, Table
+
+        counts = self.counts or {}
+        batch_id = (self.batch_id or "").strip() if isinstance(self.batch_id, str) else None
+        run: dict[str, Any] = {"batch_id": batch_id} if batch_id else {}
+        if self.requested is not None:
+            run["session_ids"] = self.requested
+        return Lineage(
+            inputs=[Table(SESSIONS), Table(EVENTS)],
+            outputs=[Table(MARKS, rows=counts.get("marked"))],
+            run={**run, **counts},
+        )
 
 
 def _fmt(counts: dict[str, int]) -> str:

@@ -6,21 +6,23 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
-
+from clickstream.operators.base import ClickstreamBaseOperator
 from clickstream.operators.extract import dataset_root
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from clickstream.operators.lineage import Lineage
 
-class BatchMetricsOperator(BaseOperator):
+
+class BatchMetricsOperator(ClickstreamBaseOperator):
     """Compute a batch's metrics in the store and write them to ``<base_path>/<batch_id>/metrics.json``.
 
     Metrics: ``sessions``, ``events``, ``clicks``, ``sessions_with_click``, ``click_through_rate``,
     ``mean_reciprocal_rank`` (of the first click), ``no_click_rate``, ``irrelevant_rate``, ``late_events``
     (arrived after the release). Rates are ``null`` for an empty batch. Returns the metrics plus
     ``path`` (where they were written, or null with ``write_file=False``). Re-running overwrites the file.
+    An unknown batch fails the task without retry.
 
     :param batch_id: the batch (templated).
     :param base_path: dataset base path (templated); default (None or empty): ``[clickstream]
@@ -29,7 +31,7 @@ class BatchMetricsOperator(BaseOperator):
     :param clickstream_conn_id: Airflow Connection of the session store (templated).
     """
 
-    template_fields: Sequence[str] = ("batch_id", "base_path", "clickstream_conn_id")
+    template_fields: Sequence[str] = ("batch_id", "base_path", *ClickstreamBaseOperator.template_fields)
     ui_color = "#e4ecf7"
 
     def __init__(
@@ -38,21 +40,19 @@ class BatchMetricsOperator(BaseOperator):
         batch_id: str,
         base_path: str | None = None,
         write_file: bool = True,
-        clickstream_conn_id: str = "clickstream_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.batch_id = batch_id
         self.base_path = base_path
         self.write_file = write_file
-        self.clickstream_conn_id = clickstream_conn_id
+        self.metrics: dict[str, Any] | None = None
+        self.written_to: str | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from clickstream.hooks import ClickstreamHook
-        from clickstream.operators._errors import fail_without_retry
-
-        with ClickstreamHook(self.clickstream_conn_id) as hook, fail_without_retry():
+        with self.store() as hook:
             metrics = hook.batch_metrics(self.batch_id).model_dump()
+        self.metrics = metrics
         path = None
         if self.write_file:
             root = dataset_root(self.base_path, self.batch_id)
@@ -60,7 +60,7 @@ class BatchMetricsOperator(BaseOperator):
             target = root / "metrics.json"
             with target.open("w") as out:
                 json.dump(metrics, out, indent=2)
-            path = str(target)
+            path = self.written_to = str(target)
         self.log.info(
             "Metrics of batch %s: %s",
             self.batch_id,
@@ -69,3 +69,23 @@ class BatchMetricsOperator(BaseOperator):
         if path:
             self.log.info("Written to %s", path)
         return {**metrics, "path": path}
+
+    def lineage(self) -> Lineage:
+        """Reads the batch's sessions and events; writes ``metrics.json`` into the dataset root."""
+        from clickstream.operators.lineage import BATCHES, EVENTS, SESSIONS, Lineage, Location, Table
+
+        metrics = self.metrics or {}
+        outputs: list[Table | Location] = []
+        if self.write_file:
+            outputs.append(
+                Location(str(dataset_root(self.base_path, self.batch_id)), files=1 if self.written_to else None)
+            )
+        return Lineage(
+            inputs=[
+                Table(BATCHES),
+                Table(SESSIONS, rows=metrics.get("sessions")),
+                Table(EVENTS, rows=metrics.get("events")),
+            ],
+            outputs=outputs,
+            run={"batch_id": self.batch_id, **{k: v for k, v in metrics.items() if k != "batch_id"}},
+        )

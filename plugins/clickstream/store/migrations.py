@@ -29,6 +29,23 @@ def _statements(script: str) -> list[str]:
     return statements
 
 
+def migration_status(db: Database) -> tuple[list[int], list[tuple[int, str]]]:
+    """The versions applied, and the ``(version, name)`` still pending. Reads only: a store never migrated
+    (no migrations table yet) has every migration pending."""
+    from sqlalchemy import inspect
+
+    from clickstream.store.db import translate_errors
+
+    known = [(version, name) for version, name, _ in sql.migrations(db.dialect)]
+    with translate_errors(db.dialect):
+        has_table = inspect(db.engine).has_table("cs_schema_migrations")
+    applied: set[int] = set()
+    if has_table:
+        with db.transaction(write=False) as conn:
+            applied = set(db.run(conn, "applied_migrations").scalars())
+    return sorted(applied), [(version, name) for version, name in known if version not in applied]
+
+
 def apply_migrations(db: Database, clock: Callable[[], int]) -> list[int]:
     """Apply every pending migration in one transaction; returns the versions applied now."""
     applied_now = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from clickstream import models
 from clickstream.store.base import StoreBase
@@ -22,7 +23,7 @@ class RetentionOperations(StoreBase):
             rows = self.db.run(conn, "purgeable_batches", released_before=released_before, limit=limit)
             return [models.BatchInfo(**r) for r in rows.mappings()]
 
-    def purge_batch(self, batch_id: str, *, chunk_sessions: int = 1000) -> models.PurgeResult:
+    def purge_batch(self, batch_id: str, *, chunk_sessions: int = 1000, duty_cycle: float = 0.5) -> models.PurgeResult:
         """Delete a released batch: its sessions with their events and improvement marks, then the batch.
 
         Each chunk of ``chunk_sessions`` sessions is its own short transaction, so ingestion (which writes
@@ -35,6 +36,8 @@ class RetentionOperations(StoreBase):
         """
         if chunk_sessions < 1:
             raise InvalidInput.field("chunk_sessions", f"must be >= 1, got {chunk_sessions}")
+        if not 0 < duty_cycle <= 1:
+            raise InvalidInput.field("duty_cycle", f"must be in (0, 1], got {duty_cycle}")
         db = self.db
         with db.transaction(write=False) as conn:
             if require_batch(db, conn, batch_id)["status"] != "released":
@@ -42,6 +45,7 @@ class RetentionOperations(StoreBase):
         sessions = events = marks = chunks = 0
         while True:
             params = {"batch_id": batch_id, "limit": chunk_sessions}
+            started = time.monotonic()
             with db.transaction(write=True) as conn:
                 chunk_events = db.run(conn, "purge_chunk_events", **params).rowcount
                 chunk_marks = db.run(conn, "purge_chunk_marks", **params).rowcount
@@ -53,4 +57,6 @@ class RetentionOperations(StoreBase):
                 break
             chunks += 1
             log.info("purge of batch %s: %d sessions, %d events deleted so far", batch_id, sessions, events)
+            if duty_cycle < 1:
+                time.sleep((time.monotonic() - started) * (1 - duty_cycle) / duty_cycle)
         return models.PurgeResult(batch_id=batch_id, sessions=sessions, events=events, marks=marks, chunks=chunks)

@@ -23,7 +23,7 @@ from clickstream.store.db import Database
 from clickstream.store.engine import create_store_engine
 from clickstream.store.erasure import ErasureOperations
 from clickstream.store.improvement import ImprovementOperations
-from clickstream.store.migrations import apply_migrations
+from clickstream.store.migrations import apply_migrations, migration_status
 from clickstream.store.retention import RetentionOperations
 from clickstream.store.sessions import SessionOperations
 
@@ -65,3 +65,7 @@ class SessionStore(SessionOperations, BatchOperations, ImprovementOperations, Er
         lock, SQLite on its write lock.
         """
         return apply_migrations(self.db, self.clock)
+
+    def migration_status(self) -> tuple[list[int], list[tuple[int, str]]]:
+        """The schema migrations applied (versions) and still pending (``(version, name)``); reads only."""
+        return migration_status(self.db)
