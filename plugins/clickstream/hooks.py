@@ -487,6 +487,10 @@ class ClickstreamHook(BaseHook):
         else:
             raise InvalidInput.field("path", f"{path} does not exist")
         sources = [(str(p), (lambda p=p: p.open("rb"))) for p in files]
+        try:
+            total_bytes: int | None = sum(p.stat().st_size for p in files)
+        except (OSError, AttributeError, TypeError):  # a store that cannot tell sizes: progress without a total
+            total_bytes = None
         return importing.import_history(
             self.get_conn(),
             sources,
@@ -495,4 +499,5 @@ class ClickstreamHook(BaseHook):
             max_errors=max_errors,
             chunk_rows=chunk_rows,
             logger=logger,
+            total_bytes=total_bytes,
         )

@@ -33,6 +33,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar, cast
 from pydantic import BaseModel, Field
 
 from clickstream import models
+from clickstream.progress import Progress
 from clickstream.store.checks import validate
 from clickstream.store.errors import InvalidInput
 from clickstream.store.import_load import ImportLoad, StagedEvent, StagedSession
@@ -141,6 +142,7 @@ def import_history(
     max_errors: int = DEFAULT_MAX_ERRORS,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     logger: logging.Logger | Any | None = None,
+    total_bytes: int | None = None,
 ) -> ImportReport:
     """Import session and event rows from ``sources`` into ``store``, all or nothing.
 
@@ -157,6 +159,8 @@ def import_history(
     :param max_errors: at most this many invalid rows are listed in the report (all are counted).
     :param chunk_rows: rows read, validated and staged at a time (bounds memory).
     :param logger: where progress goes (e.g. an Airflow task's ``self.log``); this module's logger if None.
+    :param total_bytes: the files' total size, for progress lines by bytes read (done / total, percentage,
+        rate, time left); without it the lines count bytes and rows only.
     :raises InvalidInput: a bad option, or no source at all.
     """
     check_options(fmt, invalid_threshold, max_errors, chunk_rows)
@@ -167,6 +171,8 @@ def import_history(
     errors: list[RowError] = []
     counts = {"rows": 0, "invalid": 0, "session_rows": 0, "event_rows": 0}
     started = last_log = time.monotonic()
+    progress = Progress(out, "import: bytes read", total_bytes, "bytes")
+    bytes_before = 0  # bytes of the files read before the current one
 
     def refuse(name: str, line: int, reason: str) -> None:
         counts["invalid"] += 1
@@ -174,9 +180,12 @@ def import_history(
             errors.append(RowError(file=name, line=line, reason=reason))
 
     with ImportLoad(store) as load:
+        file_bytes = 0
         for file_no, (name, opener) in enumerate(sources):
+            bytes_before += file_bytes  # the previous file's size
             out.info("import: reading %s (%s)", name, fmt)
             with opener() as raw, _decompressed(raw, name, fmt) as fileobj:
+                file_bytes = _size(raw)
                 for chunk in _read_chunks(fileobj, fmt, chunk_rows):
                     sessions: list[StagedSession] = []
                     events: list[StagedEvent] = []
@@ -211,6 +220,7 @@ def import_history(
                                 for pos, e in enumerate(body.events)
                             )
                     load.stage(sessions, events)
+                    progress.update(bytes_before + _position(raw))
                     now = time.monotonic()
                     if now - last_log >= 5 or len(chunk) < chunk_rows:
                         last_log = now
@@ -225,6 +235,7 @@ def import_history(
                             chunk[-1][0] if chunk else 0,
                         )
 
+        progress.done(bytes_before + file_bytes)
         rows = counts["rows"]
 
         def share_of(invalid: int) -> float:
@@ -297,6 +308,25 @@ def import_history(
 
 
 # ------------------------------------------------------------------------------------------ reading
+
+
+def _position(raw: IO[bytes]) -> int:
+    """How far into ``raw`` (the file as stored, before decompression) reading has got; 0 if unknown."""
+    try:
+        return raw.tell()
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
+def _size(raw: IO[bytes]) -> int:
+    """The size of ``raw`` in bytes (its end position); 0 if it cannot seek."""
+    try:
+        position = raw.tell()
+        end = raw.seek(0, 2)
+        raw.seek(position)
+        return end
+    except (OSError, ValueError, AttributeError):
+        return 0
 
 
 @contextlib.contextmanager

@@ -307,6 +307,31 @@ class TestHookAndOperator:
         assert [Path(f).name for f in report.files] == ["events.jsonl", "sessions.jsonl"]
         assert (report.loaded_sessions, report.loaded_events) == (3, 4)
 
+    def test_hook_logs_progress_by_bytes_read_against_the_files_total(self, clickstream_conn: SessionStore) -> None:
+        import logging
+
+        from clickstream.hooks import ClickstreamHook
+
+        class Lines(logging.Handler):
+            def __init__(self) -> None:
+                super().__init__()
+                self.lines: list[str] = []
+
+            def emit(self, record: logging.LogRecord) -> None:
+                self.lines.append(record.getMessage())
+
+        logger = logging.getLogger("test.import.progress")
+        logger.setLevel(logging.INFO)
+        handler = Lines()
+        logger.addHandler(handler)
+        total = sum(p.stat().st_size for p in EXAMPLES.glob("*.jsonl"))
+        with ClickstreamHook() as hook:
+            hook.import_history(f"file://{EXAMPLES}", logger=logger)
+        final = [line for line in handler.lines if line.startswith("import: bytes read")]
+        assert final, handler.lines
+        assert 1024 <= total < 1 << 20  # the example files: the line shows KiB
+        assert final[-1].startswith(f"import: bytes read: done, {total / 1024:.1f} KiB in "), final[-1]
+
     def test_hook_refuses_a_missing_path(self, clickstream_conn: SessionStore, tmp_path: Path) -> None:
         from clickstream.hooks import ClickstreamHook
 
