@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param
 
+from clickstream.operators.base import conn_id_param
 from clickstream.operators.erasure import EraseUserOperator
 
 with DAG(
@@ -24,13 +25,7 @@ with DAG(
             title="User id",
             description="The user_id whose data is erased from the session store.",
         ),
-        "conn_id": Param(
-            "clickstream_default",
-            type="string",
-            minLength=1,
-            title="Session store connection",
-            description="Airflow Connection id of the clickstream session store.",
-        ),
+        "conn_id": conn_id_param(),
     },
 ):
     EraseUserOperator(task_id="erase_user", user_id="{{ params.user_id }}", clickstream_conn_id="{{ params.conn_id }}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from airflow.sdk import DAG, Param
 
 from clickstream.operators import ImportHistoryOperator
+from clickstream.operators.base import conn_id_param
 
 with DAG(
     dag_id="clickstream_import",
@@ -50,13 +51,7 @@ with DAG(
             title="Max reported errors",
             description="At most this many invalid rows are listed (file, line, reason).",
         ),
-        "conn_id": Param(
-            "clickstream_default",
-            type="string",
-            minLength=1,
-            title="Session store connection",
-            description="Airflow Connection id of the clickstream session store.",
-        ),
+        "conn_id": conn_id_param(),
     },
 ):
     ImportHistoryOperator(

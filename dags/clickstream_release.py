@@ -25,6 +25,7 @@ from clickstream.operators import (
     MarkForImprovementOperator,
     ReleaseBatchOperator,
 )
+from clickstream.operators.base import conn_id_param
 from clickstream.operators.extract import RELEASED_DATASET_URI, default_base_path
 
 RELEASED_DATASETS = Asset(RELEASED_DATASET_URI)
@@ -41,12 +42,7 @@ log = logging.getLogger(__name__)
     tags=["clickstream"],
     doc_md=__doc__,
     params={
-        "conn_id": Param(
-            "clickstream_default",
-            type="string",
-            title="Session store connection",
-            description="Airflow Connection id of the clickstream session store.",
-        ),
+        "conn_id": conn_id_param(),
         "base_path": Param(
             default_base_path(),
             type="string",

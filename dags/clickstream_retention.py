@@ -10,6 +10,7 @@ from __future__ import annotations
 from airflow.sdk import DAG, Param
 
 from clickstream.operators import PurgeReleasedBatchesOperator
+from clickstream.operators.base import conn_id_param
 
 with DAG(
     dag_id="clickstream_retention",
@@ -38,13 +39,7 @@ with DAG(
             title="Dataset base path",
             description="Where the datasets are; empty: [clickstream] dataset_base_path.",
         ),
-        "conn_id": Param(
-            "clickstream_default",
-            type="string",
-            minLength=1,
-            title="Session store connection",
-            description="Airflow Connection id of the clickstream session store.",
-        ),
+        "conn_id": conn_id_param(),
     },
 ):
     PurgeReleasedBatchesOperator(

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from airflow.sdk import Param, dag
 
 from clickstream.operators import MarkForImprovementOperator
+from clickstream.operators.base import conn_id_param
 
 
 @dag(
@@ -32,12 +33,7 @@ from clickstream.operators import MarkForImprovementOperator
             title="Session ids",
             description="Sessions to use for model improvement, one id per line.",
         ),
-        "conn_id": Param(
-            "clickstream_default",
-            type="string",
-            title="Session store connection",
-            description="Airflow Connection id of the clickstream session store.",
-        ),
+        "conn_id": conn_id_param(),
     },
 )
 def clickstream_use_for_improvement() -> None:

@@ -30,6 +30,19 @@ if TYPE_CHECKING:
 DEFAULT_CONN_ID = "clickstream_default"
 
 
+def conn_id_param() -> Any:
+    """The ``conn_id`` param every clickstream DAG has: the session store's Connection (a trigger form field)."""
+    from airflow.sdk import Param
+
+    return Param(
+        DEFAULT_CONN_ID,
+        type="string",
+        minLength=1,
+        title="Session store connection",
+        description="Airflow Connection id of the clickstream session store.",
+    )
+
+
 class InvalidTaskInput(AirflowFailException, ValueError):
     """A task argument that a retry cannot fix: the task fails at once, without retries.
 
