@@ -430,7 +430,7 @@ class ClickstreamHook(BaseHook):
         return self.get_conn().list_purgeable_batches(released_before, limit)
 
     def purge_batch(self, batch_id: str, *, chunk_sessions: int = 1000, duty_cycle: float = 0.5) -> models.PurgeResult:
-        """Delete a released batch with its sessions, events and marks, chunk by chunk.
+        """Purge a released batch with its sessions, events and marks, chunk by chunk.
 
         Delegates to :meth:`clickstream.store.SessionStore.purge_batch`.
         """

@@ -22,7 +22,7 @@ def configured_retention_days() -> str:
 
 
 class PurgeReleasedBatchesOperator(ClickstreamBaseOperator):
-    """Delete released batches released more than ``retention_days`` ago, with their sessions, events and
+    """Purge released batches released more than ``retention_days`` ago, with their sessions, events and
     improvement marks, so the store does not grow forever.
 
     * Only released batches; the collecting batch is never touched.
