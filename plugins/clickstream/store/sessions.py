@@ -99,7 +99,8 @@ class SessionOperations(StoreBase):
         invalid or conflicts with what is stored is listed in ``rejected`` (its path, e.g. ``sessions[3]``,
         and the reason naming the field) without stopping the others. Sessions are written before events, so events of a
         session registered in the same call attach to it. Safe to retry: sessions are idempotent by
-        content, events by ``event_id``. All sessions go to one batch; what is reported stored is committed.
+        content, events by ``event_id``. The sessions go to the collecting batch (a release committing
+        during the call may send the rest to the next one); what is reported stored is committed.
 
         :param sessions: registration bodies, as for :meth:`register_session`.
         :param events: event bodies, as for :meth:`push_events`, each with its ``session_id``.
