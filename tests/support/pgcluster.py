@@ -283,6 +283,22 @@ class ThrowawayPostgres(PostgresServer):
             cmd = [runuser, "-u", self.os_user, "--", *cmd]
         return cmd
 
+    def _pg_ctl_start(self, timeout: float) -> None:
+        """``pg_ctl start`` on this cluster's data directory and port, waiting up to ``timeout`` s for it."""
+        self._run(
+            "pg_ctl",
+            "start",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_path),
+            "-w",
+            "-t",
+            str(int(timeout)),
+            "-s",
+            timeout=max(120, timeout + 10),
+        )
+
     def _run(self, exe: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
         for var in ("PGDATA", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGSERVICE", "PGOPTIONS"):
@@ -366,18 +382,7 @@ class ThrowawayPostgres(PostgresServer):
                 self.port = free_port(self.host)
                 self._write_conf()
                 try:
-                    self._run(
-                        "pg_ctl",
-                        "start",
-                        "-D",
-                        str(self.data_dir),
-                        "-l",
-                        str(self.log_path),
-                        "-w",
-                        "-t",
-                        "60",
-                        "-s",
-                    )
+                    self._pg_ctl_start(60)
                     break
                 except RuntimeError as e:
                     last_error = e
@@ -538,19 +543,7 @@ class ThrowawayPostgres(PostgresServer):
             raise RuntimeError("ThrowawayPostgres is not started")
         t0 = time.monotonic()
         if self.postmaster_pid() is None:
-            self._run(
-                "pg_ctl",
-                "start",
-                "-D",
-                str(self.data_dir),
-                "-l",
-                str(self.log_path),
-                "-w",
-                "-t",
-                str(int(timeout)),
-                "-s",
-                timeout=timeout + 10,
-            )
+            self._pg_ctl_start(timeout)
         self._wait_ready(timeout=timeout)
         return time.monotonic() - t0
 
