@@ -67,8 +67,11 @@ WITH x AS (
 fresh AS (
     SELECT x.*, row_number() OVER (PARTITION BY x.session_id ORDER BY x.ord) AS k
     FROM x
+    -- A scalar subquery, not NOT EXISTS: the planner cannot turn it into an anti-join, so each event is one
+    -- probe of the (session_id, event_id) index whatever the statistics (a generic plan chose a scan of
+    -- cs_event, and push_events slowed down as the table grew).
     WHERE NOT x.erased
-      AND NOT EXISTS (SELECT 1 FROM cs_event e WHERE e.session_id = x.session_id AND e.event_id = x.event_id)),
+      AND (SELECT 1 FROM cs_event e WHERE e.session_id = x.session_id AND e.event_id = x.event_id) IS NULL),
 held AS (
     SELECT f.session_id, (SELECT count(*) FROM cs_event e WHERE e.session_id = f.session_id) AS n
     FROM (SELECT DISTINCT session_id FROM fresh) f),
