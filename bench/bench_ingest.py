@@ -40,6 +40,10 @@ _SESSION_COLS = (
     "registered_at",
 )
 _EVENT_COLS = ("session_id", "event_id", "object_id", "event_type", "created_at", "meta", "received_at")
+_INSERT_SESSION = (
+    f"INSERT INTO cs_session ({', '.join(_SESSION_COLS)}) VALUES ({', '.join(['%s'] * len(_SESSION_COLS))})"
+)
+_INSERT_EVENT = f"INSERT INTO cs_event ({', '.join(_EVENT_COLS)}) VALUES ({', '.join(['%s'] * len(_EVENT_COLS))})"
 
 
 def _my_share(n: int, seed: int, writer: int, writers: int, start_ms: int) -> list[tuple[dict, list[dict]]]:
@@ -58,6 +62,50 @@ def _barrier(barrier: str, writer: int) -> None:
 
 
 # ---------------------------------------------------------------------------- child functions
+
+
+def insert_session_plainly(
+    conn: Any, s: dict[str, Any], evs: list[dict[str, Any]], content_hash: str, batch_id: str, now: int
+) -> int:
+    """The plain-INSERT baseline for one session: its row and its events' rows (as the store writes them),
+    in one transaction of a psycopg connection; returns the events inserted."""
+    dumps = json.dumps
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(
+            _INSERT_SESSION,
+            (
+                s["session_id"],
+                batch_id,
+                s["search_query"],
+                dumps(s["search_results"]),
+                dumps(s["search_meta"]),
+                dumps(s["payload_filter"]),
+                dumps(s["sort_by"]) if s["sort_by"] else None,
+                s["user_id"],
+                s["created_at"],
+                s["is_irrelevant"],
+                s["is_payload_search"],
+                content_hash,
+                now,
+            ),
+        )
+        if evs:
+            cur.executemany(
+                _INSERT_EVENT,
+                [
+                    (
+                        s["session_id"],
+                        e["event_id"],
+                        e["object_id"],
+                        e["event_type"],
+                        e["created_at"],
+                        dumps(e["meta"]) if e["meta"] is not None else None,
+                        now,
+                    )
+                    for e in evs
+                ],
+            )
+    return len(evs)
 
 
 def child_hook_writer(n: int, seed: int, writer: int, writers: int, start_ms: int, barrier: str) -> dict[str, Any]:
@@ -88,51 +136,13 @@ def child_insert_writer(
 
     pairs = _my_share(n, seed, writer, writers, start_ms)
     hashes = [content_hash(models.SessionIn.model_validate(s)) for s, _ in pairs]  # given, not timed
-    ins_s = f"INSERT INTO cs_session ({', '.join(_SESSION_COLS)}) VALUES ({', '.join(['%s'] * len(_SESSION_COLS))})"
-    ins_e = f"INSERT INTO cs_event ({', '.join(_EVENT_COLS)}) VALUES ({', '.join(['%s'] * len(_EVENT_COLS))})"
-    dumps = json.dumps
     with psycopg.connect(url) as conn:
         _barrier(barrier, writer)
         t0 = time.time()
         events = 0
         for (s, evs), h in zip(pairs, hashes, strict=True):
             now = int(time.time() * 1000)
-            with conn.transaction(), conn.cursor() as cur:
-                cur.execute(
-                    ins_s,
-                    (
-                        s["session_id"],
-                        batch_id,
-                        s["search_query"],
-                        dumps(s["search_results"]),
-                        dumps(s["search_meta"]),
-                        dumps(s["payload_filter"]),
-                        dumps(s["sort_by"]) if s["sort_by"] else None,
-                        s["user_id"],
-                        s["created_at"],
-                        s["is_irrelevant"],
-                        s["is_payload_search"],
-                        h,
-                        now,
-                    ),
-                )
-                if evs:
-                    cur.executemany(
-                        ins_e,
-                        [
-                            (
-                                s["session_id"],
-                                e["event_id"],
-                                e["object_id"],
-                                e["event_type"],
-                                e["created_at"],
-                                dumps(e["meta"]) if e["meta"] is not None else None,
-                                now,
-                            )
-                            for e in evs
-                        ],
-                    )
-                    events += len(evs)
+            events += insert_session_plainly(conn, s, evs, h, batch_id, now)
         t1 = time.time()
     return {"start": t0, "end": t1, "sessions": len(pairs), "events": events}
 
@@ -167,7 +177,7 @@ def child_copy_from(url: str, sessions_file: str, events_file: str) -> dict[str,
 # ---------------------------------------------------------------------------------- benchmark
 
 
-def _fresh_db(ctx: Context, name: str, *, with_batch: bool = False) -> tuple[str, str | None]:
+def fresh_db(ctx: Context, name: str, *, with_batch: bool = False) -> tuple[str, str | None]:
     from clickstream.store import SessionStore
     from clickstream.store import rows as store_mod
 
@@ -187,7 +197,7 @@ def _fresh_db(ctx: Context, name: str, *, with_batch: bool = False) -> tuple[str
 
 
 def _writers(ctx: Context, kind: str, writers: int, n: int, seed: int, tag: str) -> dict[str, float]:
-    url, batch_id = _fresh_db(ctx, f"ingest_{kind}_{writers}_{tag}", with_batch=(kind == "insert"))
+    url, batch_id = fresh_db(ctx, f"ingest_{kind}_{writers}_{tag}", with_batch=(kind == "insert"))
     env = ctx.airflow_env(url)
     barrier = ctx.workdir / f"barrier-{kind}-{writers}-{tag}"
     shutil.rmtree(barrier, ignore_errors=True)
@@ -302,7 +312,7 @@ def run(ctx: Context) -> list[Table]:
     }
     for i in range(ctx.repeat):
         for kind in ("copy", "import"):
-            url, batch_id = _fresh_db(ctx, f"bulk_{kind}_{i}", with_batch=(kind == "copy"))
+            url, batch_id = fresh_db(ctx, f"bulk_{kind}_{i}", with_batch=(kind == "copy"))
             env = ctx.airflow_env(url)
             if kind == "copy":
                 # the COPY files carry the batch id of this database's collecting batch

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.bench_ingest import _EVENT_COLS, _SESSION_COLS, _fresh_db
+from bench.bench_ingest import fresh_db, insert_session_plainly
 from bench.bench_rest import ApiServer
 from bench.harness import Context, Table, libpq_url, log, median, percentile, ratio_cell, run_child, synthetic_sessions
 
@@ -192,9 +192,6 @@ def child_insert_loop(url: str, batch_id: str, path: str, deadline_s: float) -> 
 
     pairs = _load_pairs(path)
     hashes = [content_hash(models.SessionIn.model_validate(s)) for s, _ in pairs]  # given, not timed
-    ins_s = f"INSERT INTO cs_session ({', '.join(_SESSION_COLS)}) VALUES ({', '.join(['%s'] * len(_SESSION_COLS))})"
-    ins_e = f"INSERT INTO cs_event ({', '.join(_EVENT_COLS)}) VALUES ({', '.join(['%s'] * len(_EVENT_COLS))})"
-    dumps = json.dumps
     sessions = events = 0
     with psycopg.connect(url) as conn:
         conn.execute("SELECT 1")
@@ -205,42 +202,8 @@ def child_insert_loop(url: str, batch_id: str, path: str, deadline_s: float) -> 
             if time.perf_counter() > stop_at:
                 break
             now = int(time.time() * 1000)
-            with conn.transaction(), conn.cursor() as cur:
-                cur.execute(
-                    ins_s,
-                    (
-                        s["session_id"],
-                        batch_id,
-                        s["search_query"],
-                        dumps(s["search_results"]),
-                        dumps(s["search_meta"]),
-                        dumps(s["payload_filter"]),
-                        dumps(s["sort_by"]) if s["sort_by"] else None,
-                        s["user_id"],
-                        s["created_at"],
-                        s["is_irrelevant"],
-                        s["is_payload_search"],
-                        h,
-                        now,
-                    ),
-                )
-                cur.executemany(
-                    ins_e,
-                    [
-                        (
-                            s["session_id"],
-                            e["event_id"],
-                            e["object_id"],
-                            e["event_type"],
-                            e["created_at"],
-                            dumps(e["meta"]) if e["meta"] is not None else None,
-                            now,
-                        )
-                        for e in evs
-                    ],
-                )
+            events += insert_session_plainly(conn, s, evs, h, batch_id, now)
             sessions += 1
-            events += len(evs)
         wall = time.perf_counter() - t0
     return {"wall": wall, "sessions": sessions, "events": events, "complete": sessions == len(pairs)}
 
@@ -342,7 +305,7 @@ def run(ctx: Context) -> list[Table]:
         * BULK_CLIENTS
     )
     n_single = max(400, min(ctx.sessions // 200, 1000))
-    url, batch_id = _fresh_db(ctx, "rest_ingest", with_batch=True)
+    url, batch_id = fresh_db(ctx, "rest_ingest", with_batch=True)
     env = ctx.airflow_env(url)
     start_ms = int(time.time() * 1000) - 3 * 3600 * 1000  # inside live ingestion's 24 h window
     bulk: dict[str, list[dict[str, Any]]] = {"insert": [], "rest": []}
