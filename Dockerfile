@@ -17,12 +17,13 @@ RUN mkdir -p /opt/airflow/auth /opt/airflow/datasets \
 USER airflow
 
 # Install the package (not editable): the wheel carries include/sql as clickstream/sql, and registers the
-# Airflow plugin through its `airflow.plugins` entry point. Only what the build needs is copied, so editing
-# DAGs or docs does not invalidate this layer.
+# Airflow plugin through its `airflow.plugins` entry point. Its extras `s3` (datasets on S3-compatible storage,
+# s3fs) and `celery` (the compose file's `celery` profile) come at the versions the scale-out test ran. Only
+# what the build needs is copied, so editing DAGs or docs does not invalidate this layer.
 COPY --chown=airflow:0 pyproject.toml README.md constraints.txt /opt/clickstream/src/
 COPY --chown=airflow:0 plugins/ /opt/clickstream/src/plugins/
 COPY --chown=airflow:0 include/ /opt/clickstream/src/include/
-RUN pip install --no-cache-dir --constraint /opt/clickstream/src/constraints.txt /opt/clickstream/src \
+RUN pip install --no-cache-dir --constraint /opt/clickstream/src/constraints.txt "/opt/clickstream/src[s3,celery]" \
  && python -c "import clickstream.hooks, clickstream.store.sql as s; s.queries('postgresql')"
 
 # The one-shot initialisation the compose file's airflow-init service runs.

@@ -12,7 +12,8 @@ set -euo pipefail
 # .env.example's placeholders must not reach production: refuse to initialise with any of them.
 placeholders=()
 for var in AIRFLOW__DATABASE__SQL_ALCHEMY_CONN AIRFLOW_CONN_CLICKSTREAM_DEFAULT AIRFLOW_ADMIN_PASSWORD \
-           AIRFLOW__API_AUTH__JWT_SECRET AIRFLOW__API__SECRET_KEY AIRFLOW__CORE__FERNET_KEY; do
+           AIRFLOW__API_AUTH__JWT_SECRET AIRFLOW__API__SECRET_KEY AIRFLOW__CORE__FERNET_KEY \
+           AIRFLOW_CONN_CLICKSTREAM_LAKE; do
   [[ ${!var:-} == *change-me* ]] && placeholders+=("$var")
 done
 if (( ${#placeholders[@]} )); then

@@ -41,7 +41,12 @@ AIRFLOW_SERVICES = {
     "airflow-triggerer": "triggerer",
 }
 INIT_SERVICE = "airflow-init"
-ONE_SHOT = {INIT_SERVICE}
+ONE_SHOT = {INIT_SERVICE, "minio-init"}
+#: The services of the `celery` profile (the scale-out topology of tests/scaleout/) and the worker services.
+CELERY_PROFILE = {"redis", "airflow-worker-1", "airflow-worker-2", "minio", "minio-init"}
+WORKERS = ("airflow-worker-1", "airflow-worker-2")
+#: The Airflow connection of the object storage (MinIO) datasets go to with the `celery` profile.
+LAKE_CONN_ID = "clickstream_lake"
 
 # ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error}; `$$` is a literal `$`.
 _VAR = re.compile(
@@ -266,8 +271,9 @@ class TestImage:
         constraint = re.search(r"(?:--constraint|-c)\s+(\S+)", cmd)
         assert constraint, "pip install without --constraint"
         assert copies.get(constraint.group(1)) == "constraints.txt"
-        # the install target is the folder holding the copied pyproject.toml
-        target = cmd.split()[-1].rstrip("/")
+        # the install target is the folder holding the copied pyproject.toml, with the extras s3 and celery
+        target, extras = re.fullmatch(r"(.+?)/?(?:\[([\w,]+)\])?", cmd.split()[-1].strip("\"'")).groups()
+        assert {"s3", "celery"} <= set((extras or "").split(",")), f"the image lacks the s3/celery extras: {cmd}"
         assert copies.get(f"{target}/pyproject.toml") == "pyproject.toml", f"pip installs {target}"
         assert "-e " not in cmd, "production images install the package, not an editable checkout"
 
@@ -378,9 +384,10 @@ class TestSessionStoreConnection:
         from clickstream.hooks import ClickstreamHook
 
         expected = f"AIRFLOW_CONN_{ClickstreamHook.default_conn_name.upper()}"
+        lake = f"AIRFLOW_CONN_{LAKE_CONN_ID.upper()}"  # the object storage (TestCeleryProfile)
         for name in [INIT_SERVICE, *AIRFLOW_SERVICES]:
-            conns = [k for k in _environment(services[name]) if k.startswith("AIRFLOW_CONN_")]
-            assert conns == [expected], f"{name}: {conns}"
+            conns = sorted(k for k in _environment(services[name]) if k.startswith("AIRFLOW_CONN_"))
+            assert conns == sorted([expected, lake]), f"{name}: {conns}"
 
     def test_connection_uri_resolves_to_a_store_url_on_the_postgres_service(self, services, monkeypatch):
         from clickstream.hooks import ClickstreamHook
@@ -446,6 +453,179 @@ class TestHealth:
         assert services[INIT_SERVICE]["depends_on"]["postgres"]["condition"] == "service_healthy"
 
 
+class TestCeleryProfile:
+    """The `celery` profile: the scale-out topology of tests/scaleout/ (Redis, two Celery workers, MinIO with
+    its bucket), switched on together with the executor and the dataset location in ``.env``."""
+
+    @pytest.fixture
+    def scale_out_block(self) -> dict[str, str]:
+        """The commented ``NAME=value`` lines of ``.env.example``'s scale-out block."""
+        values = {}
+        for line in ENV_EXAMPLE.read_text().splitlines():
+            m = re.fullmatch(r"#\s*(COMPOSE_PROFILES|AIRFLOW_EXECUTOR|CLICKSTREAM_DATASET_BASE_PATH)=(\S+)\s*", line)
+            if m and m.group(1) not in values:
+                values[m.group(1)] = m.group(2)
+        return values
+
+    @pytest.fixture
+    def scaled_out(self, raw, env_example, scale_out_block) -> dict[str, dict[str, Any]]:
+        """The services as Compose sees them once ``.env`` holds the scale-out block."""
+        return _interpolate_tree(raw, {**env_example, **scale_out_block})["services"]
+
+    def test_the_profile_holds_redis_two_workers_minio_and_its_init_and_flower_is_optional(self, services):
+        assert {n for n, svc in services.items() if "celery" in (svc.get("profiles") or [])} == CELERY_PROFILE
+        assert services["flower"]["profiles"] == ["flower"]
+        default = {n for n, svc in services.items() if not svc.get("profiles")}
+        assert default == {"postgres", INIT_SERVICE, *AIRFLOW_SERVICES}, "the default stack must not change"
+
+    def test_env_example_switches_profile_executor_and_dataset_location_together(self, scale_out_block, services):
+        assert scale_out_block["COMPOSE_PROFILES"] == "celery"
+        assert scale_out_block["AIRFLOW_EXECUTOR"] == "CeleryExecutor"
+        base = scale_out_block["CLICKSTREAM_DATASET_BASE_PATH"]
+        m = re.fullmatch(r"s3://(\w+)@([\w.-]+)/(\S+)", base)
+        assert m, base
+        assert m.group(1) == LAKE_CONN_ID
+        assert m.group(2) == _environment(services["minio-init"])["CLICKSTREAM_S3_BUCKET"], (
+            "the bucket minio-init creates"
+        )
+
+    def test_with_the_block_every_airflow_service_runs_the_celery_executor_and_writes_to_s3(self, scaled_out):
+        for name in [INIT_SERVICE, *AIRFLOW_SERVICES, *WORKERS, "flower"]:
+            env = _environment(scaled_out[name])
+            assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
+            assert env["AIRFLOW__CLICKSTREAM__DATASET_BASE_PATH"].startswith(f"s3://{LAKE_CONN_ID}@"), name
+
+    def test_workers_have_distinct_host_names_and_the_configuration_of_the_scheduler(self, services):
+        scheduler = services["airflow-scheduler"]
+        assert [services[w]["hostname"] for w in WORKERS] == list(WORKERS)
+        for name in WORKERS:
+            worker = services[name]
+            assert (worker["image"], worker["build"]) == (scheduler["image"], scheduler["build"])
+            env, scheduler_env = _environment(worker), _environment(scheduler)
+            assert {k for k in scheduler_env if env.get(k) != scheduler_env[k]} == set()
+            assert set(env) - set(scheduler_env) == {"DUMB_INIT_SETSID"}  # warm shutdown, as in Airflow's file
+            # Celery's node name is celery@<host name>: the health check pings this worker, not any worker
+            assert 'ping -d "celery@${HOSTNAME}"' in worker["healthcheck"]["test"][1]
+
+    @pytest.mark.parametrize("executor, status", [("LocalExecutor", 1), ("CeleryExecutor", 0)])
+    def test_a_worker_starts_only_under_the_celery_executor(self, services, tmp_path, executor, status):
+        fake = tmp_path / "airflow"  # stands in for the image's `airflow`: records its arguments
+        fake.write_text('#!/bin/sh\necho "airflow $*"\n')
+        fake.chmod(0o755)
+        cmd = _command(services["airflow-worker-1"])
+        assert cmd[:2] == ["bash", "-c"]
+        proc = subprocess.run(
+            cmd,
+            env={"PATH": f"{tmp_path}:{os.environ['PATH']}", "AIRFLOW__CORE__EXECUTOR": executor},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert proc.returncode == status, proc.stderr
+        if status:
+            assert "AIRFLOW_EXECUTOR=CeleryExecutor" in proc.stderr and not proc.stdout
+        else:
+            assert proc.stdout.strip() == "airflow celery worker"
+
+    def test_broker_is_the_redis_service_and_results_go_to_airflows_database(self, services):
+        env = _environment(services["airflow-scheduler"])
+        broker = make_url(env["AIRFLOW__CELERY__BROKER_URL"])
+        assert (broker.drivername, broker.host, broker.port) == ("redis", "redis", 6379)
+        assert "6379" in services["redis"]["expose"] and "ports" not in services["redis"], "compose network only"
+        backend = env["AIRFLOW__CELERY__RESULT_BACKEND"]
+        assert backend.startswith("db+")
+        results, meta = make_url(backend.removeprefix("db+")), make_url(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+        assert (results.host, results.username, results.password, results.database) == (
+            meta.host,
+            meta.username,
+            meta.password,
+            meta.database,
+        )
+
+    def test_the_lake_connection_reaches_minio_with_the_key_minio_init_creates(self, services, monkeypatch):
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        conn = _environment(services["airflow-scheduler"])[f"AIRFLOW_CONN_{LAKE_CONN_ID.upper()}"]
+        monkeypatch.setenv(f"AIRFLOW_CONN_{LAKE_CONN_ID.upper()}", conn)
+        hook = S3Hook(aws_conn_id=LAKE_CONN_ID)
+        assert hook.conn_config.get_service_endpoint_url(service_name="s3") == "http://minio:9000"
+        init = _environment(services["minio-init"])
+        assert (hook.conn_config.aws_access_key_id, hook.conn_config.aws_secret_access_key) == (
+            init["CLICKSTREAM_S3_ACCESS_KEY"],
+            init["CLICKSTREAM_S3_SECRET_KEY"],
+        )
+        assert services["minio"]["command"][:2] == ["server", "/data"]  # S3 API on MinIO's default :9000
+        assert _environment(services["minio"])["MINIO_ROOT_PASSWORD"] == init["MINIO_ROOT_PASSWORD"]
+
+    def test_host_ports_of_minio_and_flower_are_bound_to_this_machine_only(self, services):
+        for name in ("minio", "flower"):
+            for port in services[name]["ports"]:
+                assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond this machine"
+
+    def test_workers_wait_for_broker_bucket_and_execution_api(self, services):
+        for name in WORKERS:
+            deps = services[name]["depends_on"]
+            assert deps["redis"]["condition"] == "service_healthy"
+            assert deps["minio-init"]["condition"] == "service_completed_successfully"
+            assert deps["airflow-apiserver"]["condition"] == "service_healthy"
+            assert deps[INIT_SERVICE]["condition"] == "service_completed_successfully"
+        assert services["minio-init"]["depends_on"]["minio"]["condition"] == "service_healthy"
+        # the scheduler waits for the broker when the profile is on, and starts without it otherwise
+        assert services["airflow-scheduler"]["depends_on"]["redis"] == {
+            "condition": "service_healthy",
+            "required": False,
+        }
+
+    @pytest.mark.parametrize("name", ["redis", "minio", *WORKERS, "flower"])
+    def test_long_running_services_of_the_profiles_have_a_healthcheck(self, services, name):
+        assert services[name]["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL")
+
+
+class TestMinioInit:
+    """docker/minio/create-bucket.sh, run for real with a stand-in ``mc`` that records its calls."""
+
+    SCRIPT = ROOT / "docker" / "minio" / "create-bucket.sh"
+
+    def _run(self, services, tmp_path, *, user_info: str = "", **overrides: str) -> tuple[int, list[str], str]:
+        log = tmp_path / "mc.log"
+        fake = tmp_path / "mc"
+        fake.write_text(
+            f'#!/bin/sh\necho "$*" >> {shlex.quote(str(log))}\n'
+            f'if [ "$1 $2 $3" = "admin user info" ]; then echo {shlex.quote(user_info)}; fi\n'
+        )
+        fake.chmod(0o755)
+        entrypoint = services["minio-init"]["entrypoint"]
+        mount = next(v for v in services["minio-init"]["volumes"] if v.split(":")[1] == entrypoint[-1])
+        assert (ROOT / mount.split(":")[0]).resolve() == self.SCRIPT
+        env = {"PATH": f"{tmp_path}:{os.environ['PATH']}", **_environment(services["minio-init"]), **overrides}
+        proc = subprocess.run(["sh", str(self.SCRIPT)], env=env, capture_output=True, text=True, timeout=30)
+        calls = log.read_text().splitlines() if log.exists() else []
+        return proc.returncode, calls, proc.stderr
+
+    def test_it_refuses_the_placeholder_secrets_of_env_example(self, services, tmp_path):
+        status, calls, stderr = self._run(services, tmp_path)
+        assert status == 1 and "placeholder" in stderr
+        assert calls == [], "it must stop before touching MinIO"
+
+    def test_it_creates_the_bucket_and_airflows_access_key_once(self, services, tmp_path):
+        secrets = {"MINIO_ROOT_PASSWORD": "root-secret-1", "CLICKSTREAM_S3_SECRET_KEY": "airflow-secret-1"}
+        init = {**_environment(services["minio-init"]), **secrets}
+        status, calls, stderr = self._run(services, tmp_path, **secrets)
+        assert status == 0, stderr
+        key, bucket = init["CLICKSTREAM_S3_ACCESS_KEY"], init["CLICKSTREAM_S3_BUCKET"]
+        assert calls == [
+            f"alias set local http://minio:9000 {init['MINIO_ROOT_USER']} root-secret-1",
+            f"mb --ignore-existing local/{bucket}",
+            f"admin user add local {key} airflow-secret-1",
+            f"admin user info local {key}",
+            f"admin policy attach local readwrite --user {key}",
+        ]
+        (tmp_path / "mc.log").unlink()  # a second run: the policy is attached already
+        status, calls, stderr = self._run(services, tmp_path, user_info="PolicyName: readwrite", **secrets)
+        assert status == 0, stderr
+        assert not any("policy attach" in c for c in calls) and f"mb --ignore-existing local/{bucket}" in calls
+
+
 class TestInterpolation:
     """The test's own Compose interpolation, so a bug there cannot hide a broken compose file."""
 
@@ -506,7 +686,7 @@ class TestInitScripts:
                 store_url.set(drivername="postgresql").render_as_string(hide_password=False),
             )
             with ClickstreamHook() as hook:
-                assert hook.migrate() == [1, 2]
+                assert hook.migrate() == [1, 2, 3]
                 with hook.store.engine.connect() as conn:
                     owner, me = conn.execute(
                         sa.text("SELECT pg_get_userbyid(datdba), current_user FROM pg_database WHERE datname = :db"),
@@ -534,6 +714,7 @@ class TestInitScripts:
         )
         assert proc.returncode == 1
         assert "placeholder" in proc.stderr and "AIRFLOW__CORE__FERNET_KEY" in proc.stderr
+        assert "AIRFLOW_CONN_CLICKSTREAM_LAKE" in proc.stderr  # the MinIO access key's secret
         assert "migrating" not in proc.stdout, "it must stop before touching any database"
 
     @pytest.mark.slow
@@ -565,7 +746,7 @@ class TestInitScripts:
                 stdin=subprocess.DEVNULL,
             )
             assert proc.returncode == 0, f"run {attempt}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        assert "applied [1, 2]" in proc.stdout or "up to date" in proc.stdout
+        assert "applied [1, 2, 3]" in proc.stdout or "up to date" in proc.stdout
         assert json.loads(passwords.read_text()) == {"admin": "s3cret"}
         assert passwords.stat().st_mode & 0o077 == 0, "the passwords file must be private"
         meta = sa.create_engine(f"sqlite:///{home}/airflow.db")
@@ -573,7 +754,7 @@ class TestInitScripts:
         try:
             assert {"dag", "dag_run", "alembic_version"} <= set(sa.inspect(meta).get_table_names())
             with store.connect() as conn:
-                assert conn.execute(sa.text("SELECT version FROM cs_schema_migrations")).scalars().all() == [1, 2]
+                assert conn.execute(sa.text("SELECT version FROM cs_schema_migrations")).scalars().all() == [1, 2, 3]
         finally:
             meta.dispose()
             store.dispose()
