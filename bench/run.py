@@ -35,6 +35,7 @@ BENCHMARKS = {
     "rest": "bench_rest",
     "rest-ingest": "bench_rest_ingest",
     "retention": "bench_retention",
+    "overview": "bench_overview",
 }
 
 

@@ -222,3 +222,22 @@ SELECT (SELECT count(*) FROM s) AS sessions,
             'meta', CAST(nullif(e.meta, CAST('null' AS jsonb)) AS text)) AS text),
             chr(10) ORDER BY e.session_number, e.event_index)
         FROM e) AS events_json
+
+-- name: batch_result_lengths
+-- Position curve: how many sessions of batch :batch_id have n search results, for each n.
+SELECT jsonb_array_length(search_results) AS n, count(*) AS sessions
+FROM cs_session WHERE batch_id = :batch_id
+GROUP BY 1
+
+-- name: batch_position_clicks
+-- Position curve: for each result position up to :max_position, the sessions of batch :batch_id with a click
+-- on the result there. A result shown twice counts at its first position (as batch_rr_sum does).
+SELECT r.pos AS position, count(*) AS clicks
+FROM (SELECT s.session_id, o.v ->> 'object_id' AS object_id, min(o.pos) AS pos
+      FROM cs_session s CROSS JOIN LATERAL jsonb_array_elements(s.search_results) WITH ORDINALITY AS o(v, pos)
+      WHERE s.batch_id = :batch_id
+      GROUP BY s.session_id, o.v ->> 'object_id') r
+WHERE r.pos <= :max_position
+  AND EXISTS (SELECT 1 FROM cs_event e
+              WHERE e.session_id = r.session_id AND e.object_id = r.object_id AND e.event_type = 'click')
+GROUP BY r.pos

@@ -19,8 +19,9 @@
 --
 -- Format: a line "-- name: <name>" starts a query; it runs to the next such line. The first comment line
 -- after it says what the query does or returns; comment lines in a body are dropped when loading.
--- Names wrapped in __ (e.g. __EVENT_ON_RESULT__) are fragments: each dialect file defines them, and their
--- text replaces the name in every query of that dialect (shared ones included).
+-- Names wrapped in __ (e.g. __EVENT_ON_RESULT__) are fragments: each dialect file defines them (or this file,
+-- for one every dialect shares, e.g. __BATCH_SUMMARY__), and their text replaces the name in every query of
+-- that dialect (shared ones included).
 -- Bind parameters use :name. No "::" casts (they clash with :name): write CAST(x AS t).
 
 -- name: create_migrations_table
@@ -237,3 +238,61 @@ DELETE FROM cs_session WHERE session_number IN (
 -- name: delete_released_batch
 -- Retention: deletes the row of released batch :batch_id once its sessions are gone (never a collecting one).
 DELETE FROM cs_batch WHERE batch_id = :batch_id AND status = 'released'
+
+-- name: store_batch_metrics
+-- Keeps the metrics of released batch :batch_id (cs_batch_metrics), replacing an older computation.
+-- Nothing is stored for a batch that is not released (or gone), over a computation that started later
+-- (computed_at), or when a user was erased since the computation started (it may hold their sessions: the
+-- next read computes the metrics again).
+INSERT INTO cs_batch_metrics (batch_id, sessions, events, clicks, sessions_with_click, click_through_rate,
+                              mean_reciprocal_rank, no_click_rate, irrelevant_rate, late_events, computed_at)
+SELECT CAST(:batch_id AS TEXT), CAST(:sessions AS BIGINT), CAST(:events AS BIGINT), CAST(:clicks AS BIGINT),
+       CAST(:sessions_with_click AS BIGINT), CAST(:click_through_rate AS DOUBLE PRECISION),
+       CAST(:mean_reciprocal_rank AS DOUBLE PRECISION), CAST(:no_click_rate AS DOUBLE PRECISION),
+       CAST(:irrelevant_rate AS DOUBLE PRECISION), CAST(:late_events AS BIGINT), CAST(:computed_at AS BIGINT)
+WHERE EXISTS (SELECT 1 FROM cs_batch b WHERE b.batch_id = :batch_id AND b.status = 'released')
+  AND NOT EXISTS (SELECT 1 FROM cs_erased_session t WHERE t.erased_at >= :computed_at)
+ON CONFLICT (batch_id) DO UPDATE
+SET sessions = excluded.sessions, events = excluded.events, clicks = excluded.clicks,
+    sessions_with_click = excluded.sessions_with_click, click_through_rate = excluded.click_through_rate,
+    mean_reciprocal_rank = excluded.mean_reciprocal_rank, no_click_rate = excluded.no_click_rate,
+    irrelevant_rate = excluded.irrelevant_rate, late_events = excluded.late_events,
+    computed_at = excluded.computed_at
+WHERE cs_batch_metrics.computed_at <= excluded.computed_at
+
+-- name: erase_user_batch_metrics
+-- Erasure: forgets the stored metrics of the batches holding :user_id's sessions (computed again when read).
+DELETE FROM cs_batch_metrics WHERE batch_id IN (SELECT batch_id FROM cs_session WHERE user_id = :user_id)
+
+-- name: record_dataset
+-- Records the dataset manifest (path or URI) of released batch :batch_id; rowcount 0: unknown or collecting.
+UPDATE cs_batch SET dataset = :dataset WHERE batch_id = :batch_id AND status = 'released'
+
+-- name: __BATCH_SUMMARY__
+-- Fragment: each batch b with its stored metrics m (all NULL, metrics_computed_at too, when it has none).
+SELECT b.batch_id, b.status, b.created_at, b.release_id, b.released_at, b.dataset,
+       m.computed_at AS metrics_computed_at, m.sessions, m.events, m.click_through_rate, m.mean_reciprocal_rank,
+       m.no_click_rate, m.irrelevant_rate, m.late_events
+FROM cs_batch b
+LEFT JOIN cs_batch_metrics m ON m.batch_id = b.batch_id
+
+-- name: batch_summaries
+-- A page of batches, newest first (batch ids sort by creation): ids below :before (NULL: from the newest),
+-- only :release_id's unless it is NULL, at most :limit; each with its stored metrics (NULL when none).
+__BATCH_SUMMARY__
+WHERE (CAST(:before AS TEXT) IS NULL OR b.batch_id < :before)
+  AND (CAST(:release_id AS TEXT) IS NULL OR b.release_id = :release_id)
+ORDER BY b.batch_id DESC
+LIMIT :limit
+
+-- name: batch_summary
+-- One batch with its stored metrics (NULL when none), as a row of batch_summaries; no row: unknown batch_id.
+__BATCH_SUMMARY__
+WHERE b.batch_id = :batch_id
+
+-- name: released_metrics
+-- The last :limit released batches (newest release first) with their stored metrics (NULL when none).
+__BATCH_SUMMARY__
+WHERE b.status = 'released'
+ORDER BY b.released_at DESC, b.batch_id DESC
+LIMIT :limit

@@ -181,3 +181,22 @@ SELECT (SELECT count(*) FROM s) AS sessions,
 -- name: sessions_erased
 -- The tombstoned (erased) ids among :session_ids (a JSON array of texts).
 SELECT session_id FROM cs_erased_session WHERE session_id IN (SELECT value FROM json_each(:session_ids))
+
+-- name: batch_result_lengths
+-- Position curve: how many sessions of batch :batch_id have n search results, for each n.
+SELECT json_array_length(search_results) AS n, count(*) AS sessions
+FROM cs_session WHERE batch_id = :batch_id
+GROUP BY 1
+
+-- name: batch_position_clicks
+-- Position curve: for each result position up to :max_position, the sessions of batch :batch_id with a click
+-- on the result there. A result shown twice counts at its first position (as batch_rr_sum does).
+SELECT r.pos AS position, count(*) AS clicks
+FROM (SELECT s.session_id, json_extract(j.value, '$.object_id') AS object_id, min(CAST(j.key AS INTEGER)) + 1 AS pos
+      FROM cs_session s, json_each(s.search_results) j
+      WHERE s.batch_id = :batch_id
+      GROUP BY s.session_id, json_extract(j.value, '$.object_id')) r
+WHERE r.pos <= :max_position
+  AND EXISTS (SELECT 1 FROM cs_event e
+              WHERE e.session_id = r.session_id AND e.object_id = r.object_id AND e.event_type = 'click')
+GROUP BY r.pos

@@ -420,6 +420,43 @@ class ClickstreamHook(BaseHook):
         """
         return self.get_conn().batch_metrics(batch_id)
 
+    def list_batches_page(
+        self, limit: int = 20, before: str | None = None, release_id: str | None = None
+    ) -> models.BatchList:
+        """Batches newest first, keyset-paged, with their counts, kept metrics and dataset.
+
+        Delegates to :meth:`clickstream.store.SessionStore.list_batches_page`.
+        """
+        return self.get_conn().list_batches_page(limit, before, release_id)
+
+    def get_batch_summary(self, batch_id: str) -> models.BatchSummary:
+        """One batch as :meth:`list_batches_page` shows it.
+
+        Delegates to :meth:`clickstream.store.SessionStore.get_batch_summary`.
+        """
+        return self.get_conn().get_batch_summary(batch_id)
+
+    def batch_positions(self, batch_id: str, max_position: int = 20) -> models.BatchPositions:
+        """Click-through rate by result position.
+
+        Delegates to :meth:`clickstream.store.SessionStore.batch_positions`.
+        """
+        return self.get_conn().batch_positions(batch_id, max_position)
+
+    def metrics_series(self, limit: int = 100) -> models.MetricsSeries:
+        """The kept metrics of the last released batches, oldest first.
+
+        Delegates to :meth:`clickstream.store.SessionStore.metrics_series`.
+        """
+        return self.get_conn().metrics_series(limit)
+
+    def record_dataset(self, batch_id: str, manifest_path: str) -> None:
+        """Record the dataset manifest (path or URI) of a released batch.
+
+        Delegates to :meth:`clickstream.store.SessionStore.record_dataset`.
+        """
+        return self.get_conn().record_dataset(batch_id, manifest_path)
+
     # ------------------------------------------------------------------------------------- retention
 
     def list_purgeable_batches(self, released_before: int, limit: int = 1000) -> list[models.BatchInfo]:

@@ -354,3 +354,70 @@ class PurgeResult(BaseModel):
     events: int
     marks: int
     chunks: int = Field(description="transactions it took (each at most chunk_sessions sessions)")
+
+
+# ------------------------------------------------------------------------- batch overview (the UI page)
+
+
+class BatchQuality(BaseModel):
+    """The search-quality metrics of a released batch, as the batch list and the page show them (a
+    :class:`BatchMetrics` under short names). Rates are null for an empty batch."""
+
+    ctr: float | None = Field(description="click-through rate: sessions with a click / sessions")
+    mrr: float | None = Field(description="mean reciprocal rank of the first click (0 for a session without one)")
+    no_click_rate: float | None = Field(description="sessions without a click / sessions")
+    irrelevant_rate: float | None = Field(description="sessions flagged irrelevant / sessions")
+    late_events: int = Field(description="events that arrived after the release (when the metrics were computed)")
+
+
+class BatchSummary(BaseModel):
+    """A batch as ``GET /batches`` lists it: status, times, counts, metrics and dataset."""
+
+    batch_id: str
+    status: Literal["collecting", "released"]
+    created_at: int
+    released_at: int | None = None
+    release_id: str | None = None
+    sessions: int = Field(description="sessions of the batch (a released batch: when its metrics were computed)")
+    events: int = Field(description="events of its sessions (a released batch: when its metrics were computed)")
+    metrics: BatchQuality | None = Field(description="null while the batch is collecting")
+    dataset: str | None = Field(description="the manifest of the batch's dataset (path or URI); null until written")
+
+
+class BatchList(BaseModel):
+    batches: list[BatchSummary]
+    next_before: str | None = Field(
+        description="pass as `before` for the next (older) page; null when there is no older batch"
+    )
+
+
+class PositionCtr(BaseModel):
+    position: int = Field(description="1-based position in the search results")
+    shown: int = Field(description="sessions of the batch with a result at this position")
+    clicks: int = Field(description="sessions with a click on the result at this position")
+    ctr: float | None = Field(description="clicks / shown; null when nothing was shown there")
+
+
+class BatchPositions(BaseModel):
+    """Click-through rate by result position: the position-bias curve of a batch."""
+
+    batch_id: str
+    positions: list[PositionCtr]
+
+
+class MetricsPoint(BaseModel):
+    """One released batch on the metrics plots."""
+
+    batch_id: str
+    released_at: int
+    sessions: int
+    events: int
+    ctr: float | None
+    mrr: float | None
+    no_click_rate: float | None
+    irrelevant_rate: float | None
+    late_events: int
+
+
+class MetricsSeries(BaseModel):
+    metrics: list[MetricsPoint] = Field(description="the last released batches, oldest first")

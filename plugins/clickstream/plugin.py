@@ -7,7 +7,8 @@ scheduler, the DAG processor or a task. The store's engine is created later stil
 
 The API is served at ``<[api] base_url>/clickstream/...``, its OpenAPI document at
 ``/clickstream/openapi.json`` and its interactive docs at ``/clickstream/docs`` (also linked from the
-Airflow UI's *Docs* menu).
+Airflow UI's *Docs* menu). The Clickstream page (:mod:`clickstream.ui`, ``/clickstream/ui/``) is a
+top-level entry of the UI's navigation, shown inside the UI at ``/plugin/clickstream``, and a tab of DAG runs.
 """
 
 from __future__ import annotations
@@ -40,14 +41,34 @@ def _fastapi_apps() -> list[dict[str, Any]]:
     return [{"app": create_app(), "url_prefix": URL_PREFIX, "name": "Clickstream API"}]
 
 
+#: Route of the Clickstream page inside the Airflow UI (``/plugin/clickstream``).
+UI_ROUTE = "clickstream"
+
+
 def _external_views() -> list[dict[str, Any]]:
+    # The page (clickstream.ui) opens inside the UI, in an iframe at /plugin/<url_route>: as a top-level
+    # navigation entry, and as a tab of every DAG run (Airflow 3.3 cannot limit a tab to one DAG; the tab
+    # says when a run released no batch). The UI fills in {DAG_ID} and {RUN_ID}, URL-encoded.
     return [
+        {
+            "name": "Clickstream",
+            "href": base_url_path(f"{URL_PREFIX}/ui/"),
+            "url_route": UI_ROUTE,
+            "destination": "nav",
+            "nav_top_level": True,
+        },
+        {
+            "name": "Clickstream batch",
+            "href": base_url_path(f"{URL_PREFIX}/ui/dag_run?dag_id={{DAG_ID}}&run_id={{RUN_ID}}"),
+            "url_route": f"{UI_ROUTE}-dag-run",
+            "destination": "dag_run",
+        },
         {
             "name": "Clickstream API",
             "href": base_url_path(f"{URL_PREFIX}/docs"),
             "destination": "nav",
             "category": "docs",
-        }
+        },
     ]
 
 

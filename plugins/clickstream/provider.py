@@ -8,7 +8,9 @@ Airflow reads :func:`get_provider_info` through the ``apache_airflow_provider`` 
   ``clickstream://user:password@host:5432/database`` Connection is the PostgreSQL store; ``postgres`` and
   ``sqlite`` Connections keep working without it;
 * the ``[clickstream]`` config section: every key, its description and default, so ``airflow config list``
-  shows them and ``conf.get("clickstream", key)`` answers the default when nothing is configured.
+  shows them and ``conf.get("clickstream", key)`` answers the default when nothing is configured;
+* the operators' extra links "Batch" and "Dataset" (``extra-links``, listed by ``airflow providers links``;
+  the UI finds them through the serialized DAG, see :mod:`clickstream.operators.links`).
 
 The plugin (REST API) stays on the ``airflow.plugins`` entry point: listing it here too would register it
 twice. Importing this module is cheap: every Airflow process calls :func:`get_provider_info`.
@@ -186,6 +188,8 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
+        # Listed for `airflow providers links`; the UI needs no registration (clickstream.operators.links).
+        "extra-links": ["clickstream.operators.links.BatchLink", "clickstream.operators.links.DatasetLink"],
         "connection-types": [
             {
                 "connection-type": "clickstream",

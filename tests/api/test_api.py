@@ -42,6 +42,10 @@ class TestMounting:
             "/batch/release",
             "/user/erase",
             "/bulk",
+            "/batches",
+            "/batches/{batch_id}",
+            "/batches/{batch_id}/positions",
+            "/metrics",
         }
 
     def test_docs_page_loads_the_openapi_document_under_the_prefix(self, api: Api) -> None:

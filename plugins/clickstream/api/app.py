@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from clickstream import __version__
 from clickstream.api.admin import admin_router
-from clickstream.api.batches import batches_router
+from clickstream.api.batches import batches_router, overview_router
 from clickstream.api.bulk import bulk_router
 from clickstream.api.deps import get_user
 from clickstream.api.errors import install_error_handlers
@@ -30,6 +30,7 @@ from clickstream.api.runtime import tune_worker_process
 from clickstream.api.sessions import sessions_router
 from clickstream.hooks import ClickstreamHook, store_config_from_airflow
 from clickstream.store import StoreConfig, StoreError
+from clickstream.ui import ui_router
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -101,7 +102,9 @@ def create_app(
     install_error_handlers(app)
     app.include_router(sessions_router(config))
     app.include_router(batches_router(config))
+    app.include_router(overview_router())
     app.include_router(bulk_router())
     app.include_router(admin_router())
+    app.include_router(ui_router(config))
     app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
     return app

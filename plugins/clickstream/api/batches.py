@@ -1,13 +1,15 @@
-"""Routes of batches: page through a batch's sessions, release the collecting batch."""
+"""Routes of batches: page through a batch's sessions, release the collecting batch; and the batch overview
+behind the Clickstream page (``/batches``, ``/metrics``)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 
 from clickstream import models
 from clickstream.api.deps import StoreDep, require_write
 from clickstream.api.errors import error_responses
 from clickstream.store import StoreConfig
+from clickstream.store.batches import MAX_BATCHES_PAGE, MAX_METRICS_SERIES, MAX_POSITION
 
 
 def batches_router(config: StoreConfig) -> APIRouter:
@@ -62,5 +64,81 @@ def batches_router(config: StoreConfig) -> APIRouter:
         is collecting by now. No collecting batch and an unknown ``release_id``: 404.
         """
         return store.get().release_batch(body.release_id)
+
+    return router
+
+
+def overview_router() -> APIRouter:
+    """The batch overview (reads): ``/batches``, ``/batches/{batch_id}``, ``/batches/{batch_id}/positions``
+    and ``/metrics``, what the Clickstream page in the Airflow UI shows."""
+    router = APIRouter(tags=["batch overview"])
+
+    @router.get(
+        "/batches",
+        response_model=models.BatchList,
+        responses=error_responses(401, 403, 404, 422, 503),
+        summary="List batches, newest first",
+    )
+    def list_batches(
+        store: StoreDep,
+        limit: int = Query(20, ge=1, le=MAX_BATCHES_PAGE, description="at most this many batches"),
+        before: str | None = Query(
+            None,
+            min_length=1,
+            max_length=128,
+            description="batches older than this one: the previous page's next_before",
+        ),
+        release_id: str | None = Query(
+            None, min_length=1, max_length=512, description="only the batch released under this release_id"
+        ),
+    ) -> models.BatchList:
+        """Batches newest first, each with its status, counts, metrics (null while collecting) and dataset.
+
+        Keyset-paged: pass ``next_before`` as ``before`` for the next page (null: no older batch). An unknown
+        ``before`` is a 404. A released batch's metrics and counts are those kept when they were computed (by
+        the release DAG's metrics task, or on the first read of a batch released otherwise).
+        """
+        return store.get().list_batches_page(limit, before, release_id)
+
+    @router.get(
+        "/batches/{batch_id}",
+        response_model=models.BatchSummary,
+        responses=error_responses(401, 403, 404, 422, 503),
+        summary="Get one batch",
+    )
+    def get_batch(
+        store: StoreDep, batch_id: str = Path(min_length=1, max_length=128, description="the batch")
+    ) -> models.BatchSummary:
+        """One batch as ``GET /batches`` lists it; an unknown ``batch_id`` is a 404."""
+        return store.get().get_batch_summary(batch_id)
+
+    @router.get(
+        "/batches/{batch_id}/positions",
+        response_model=models.BatchPositions,
+        responses=error_responses(401, 403, 404, 422, 503),
+        summary="Click-through rate by result position",
+    )
+    def batch_positions(
+        store: StoreDep,
+        batch_id: str = Path(min_length=1, max_length=128, description="the batch"),
+        max_position: int = Query(20, ge=1, le=MAX_POSITION, description="positions 1 to this"),
+    ) -> models.BatchPositions:
+        """For each result position 1..``max_position``: the sessions with a result there (``shown``), those
+        with a click on it (``clicks``) and ``ctr`` = clicks / shown (null when shown is 0). A result listed
+        twice in a session counts at its first position. An unknown ``batch_id`` is a 404."""
+        return store.get().batch_positions(batch_id, max_position)
+
+    @router.get(
+        "/metrics",
+        response_model=models.MetricsSeries,
+        responses=error_responses(401, 403, 422, 503),
+        summary="Metrics of the last released batches, oldest first",
+    )
+    def metrics_series(
+        store: StoreDep,
+        limit: int = Query(100, ge=1, le=MAX_METRICS_SERIES, description="the last this many released batches"),
+    ) -> models.MetricsSeries:
+        """The metrics of the last ``limit`` released batches, oldest release first (the points of a plot)."""
+        return store.get().metrics_series(limit)
 
     return router

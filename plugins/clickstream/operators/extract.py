@@ -14,6 +14,7 @@ from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from clickstream.operators.base import DEFAULT_CONN_ID, ClickstreamBaseOperator, InvalidTaskInput
+from clickstream.operators.links import BatchLink, DatasetLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
@@ -130,12 +131,14 @@ def write_dataset_manifest(
     """Write the manifest of a sharded extraction (last step); returns the small summary for XCom.
 
     When the shards cover the whole batch, checks that their session counts add up to the batch's; removes
-    part files no shard wrote; records the release and ``complete`` (whole batch or not) in the manifest.
+    part files no shard wrote; records the release and ``complete`` (whole batch or not) in the manifest,
+    and the manifest's path as the batch's dataset in the store (``record_dataset``).
     """
     from airflow.sdk.exceptions import AirflowFailException
 
     from clickstream.dataset import manifest_summary, write_manifest
     from clickstream.hooks import ClickstreamHook
+    from clickstream.operators.base import fail_without_retry
 
     with ClickstreamHook(clickstream_conn_id) as hook:
         info = _require_released(hook, batch_id)
@@ -159,7 +162,10 @@ def write_dataset_manifest(
         logger=logger,
         extra={"release_id": info.release_id, "released_at": info.released_at, "complete": whole},
     )
-    return {**manifest_summary(manifest), "release_id": info.release_id, "released_at": info.released_at}
+    summary = manifest_summary(manifest)
+    with ClickstreamHook(clickstream_conn_id) as hook, fail_without_retry():
+        hook.record_dataset(batch_id, summary["paths"]["manifest"])  # the batch's `dataset` in the REST API
+    return {**summary, "release_id": info.release_id, "released_at": info.released_at}
 
 
 class ExtractBatchOperator(ClickstreamBaseOperator):
@@ -204,6 +210,8 @@ class ExtractBatchOperator(ClickstreamBaseOperator):
         *ClickstreamBaseOperator.template_fields,
     )
     ui_color = "#eae4f7"
+    #: "Batch" (the batch on the Clickstream page) and "Dataset" (:mod:`clickstream.operators.links`).
+    operator_extra_links = (BatchLink(), DatasetLink())
 
     def __init__(
         self,
@@ -304,6 +312,13 @@ class ExtractBatchOperator(ClickstreamBaseOperator):
             logger=self.log,
         )
         return self.result
+
+    def dataset_manifest(self) -> str:
+        """The dataset's manifest, written by this task or (a shard) by the extraction's last step: the
+        "Dataset" link."""
+        from clickstream.dataset import MANIFEST
+
+        return str(dataset_root(self.base_path, self.batch_id) / MANIFEST)
 
     def lineage(self) -> Lineage:
         """Reads the batch's sessions and events from the store; writes the dataset root."""

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from clickstream.operators.base import ClickstreamBaseOperator
 from clickstream.operators.extract import dataset_root
+from clickstream.operators.links import BatchLink, DatasetLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -22,7 +23,9 @@ class BatchMetricsOperator(ClickstreamBaseOperator):
     ``mean_reciprocal_rank`` (of the first click), ``no_click_rate``, ``irrelevant_rate``, ``late_events``
     (arrived after the release). Rates are ``null`` for an empty batch. Returns the metrics plus
     ``path`` (where they were written, or null with ``write_file=False``). Re-running overwrites the file.
-    An unknown batch fails the task without retry.
+    The store keeps the metrics of a released batch (the batch list and the Clickstream page show them).
+    An unknown batch fails the task without retry. Extra links: "Batch" (the batch on the Clickstream page)
+    and "Dataset" (the manifest of the dataset the metrics are written beside).
 
     :param batch_id: the batch (templated).
     :param base_path: dataset base path (templated); default (None or empty): ``[clickstream]
@@ -33,6 +36,8 @@ class BatchMetricsOperator(ClickstreamBaseOperator):
 
     template_fields: Sequence[str] = ("batch_id", "base_path", *ClickstreamBaseOperator.template_fields)
     ui_color = "#e4ecf7"
+    #: "Batch" (the batch on the Clickstream page) and "Dataset" (:mod:`clickstream.operators.links`).
+    operator_extra_links = (BatchLink(), DatasetLink())
 
     def __init__(
         self,
@@ -69,6 +74,12 @@ class BatchMetricsOperator(ClickstreamBaseOperator):
         if path:
             self.log.info("Written to %s", path)
         return {**metrics, "path": path}
+
+    def dataset_manifest(self) -> str:
+        """The manifest of the dataset beside which the metrics are written (the "Dataset" link)."""
+        from clickstream.dataset import MANIFEST
+
+        return str(dataset_root(self.base_path, self.batch_id) / MANIFEST)
 
     def lineage(self) -> Lineage:
         """Reads the batch's sessions and events; writes ``metrics.json`` into the dataset root."""

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from clickstream.operators.base import ClickstreamBaseOperator
+from clickstream.operators.links import BatchLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -25,7 +26,8 @@ class ReleaseBatchOperator(ClickstreamBaseOperator):
     with the default trigger rule. An invalid ``release_id`` fails the task without retry.
 
     The result is pushed as ``return_value`` and, by default (``multiple_outputs=True``), also key by key, so
-    ``release.output["batch_id"]`` can feed other tasks.
+    ``release.output["batch_id"]`` can feed other tasks. Its extra link "Batch" opens the released batch on
+    the Clickstream page of the Airflow UI.
 
     :param release_id: the release's id (templated); default ``{{ dag.dag_id }}/{{ run_id }}``.
     :param clickstream_conn_id: Airflow Connection of the session store (templated).
@@ -33,6 +35,8 @@ class ReleaseBatchOperator(ClickstreamBaseOperator):
 
     template_fields: Sequence[str] = ("release_id", *ClickstreamBaseOperator.template_fields)
     ui_color = "#e8f4ea"
+    #: "Batch": the released batch on the Clickstream page (:mod:`clickstream.operators.links`).
+    operator_extra_links = (BatchLink(),)
 
     def __init__(self, *, release_id: str = DEFAULT_RELEASE_ID, multiple_outputs: bool = True, **kwargs: Any) -> None:
         super().__init__(multiple_outputs=multiple_outputs, **kwargs)

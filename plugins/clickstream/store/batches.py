@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, RowMapping, exc
@@ -16,6 +17,7 @@ from clickstream.store.errors import Conflict, InvalidInput, NotFound
 from clickstream.store.rows import ExtractPage, new_batch_id, session_dict
 
 P = TypeVar("P", ExtractPage, list[dict[str, Any]])
+log = logging.getLogger(__name__)
 
 
 def require_batch(db: Database, conn: Connection, batch_id: str) -> RowMapping:
@@ -203,10 +205,16 @@ class BatchOperations(StoreBase):
         return [models.BatchInfo(**r) for r in rows]
 
     def batch_metrics(self, batch_id: str) -> models.BatchMetrics:
-        """Search-quality metrics of a batch (see :class:`clickstream.models.BatchMetrics`)."""
+        """Search-quality metrics of a batch (see :class:`clickstream.models.BatchMetrics`), computed now.
+
+        For a released batch they are also kept (replacing an older computation), and the batch list, the
+        batch summary and the metrics series show the kept ones (:meth:`list_batches_page`). Computed in a
+        read transaction, kept in a short write of its own.
+        """
         db = self.db
+        started = self.clock()
         with db.transaction(write=False) as conn:
-            require_batch(db, conn, batch_id)
+            batch = require_batch(db, conn, batch_id)
             s = db.run(conn, "batch_session_counts", batch_id=batch_id).mappings().one()
             e = db.run(conn, "batch_event_counts", batch_id=batch_id).mappings().one()
             rr_sum = float(db.run(conn, "batch_rr_sum", batch_id=batch_id).scalar() or 0)
@@ -215,7 +223,7 @@ class BatchOperations(StoreBase):
         def ratio(x: float) -> float | None:
             return round(x / n, 6) if n else None
 
-        return models.BatchMetrics(
+        metrics = models.BatchMetrics(
             batch_id=batch_id,
             sessions=n,
             events=e["events"],
@@ -227,3 +235,190 @@ class BatchOperations(StoreBase):
             irrelevant_rate=ratio(s["irrelevant"]),
             late_events=e["late_events"],
         )
+        if batch["status"] == "released":
+            with db.transaction(write=True, single_statement=True) as conn:
+                db.run(conn, "store_batch_metrics", **metrics.model_dump(), computed_at=started)
+        return metrics
+
+    # ------------------------------------------------------------------- the batch overview (UI page)
+
+    def list_batches_page(
+        self, limit: int = 20, before: str | None = None, release_id: str | None = None
+    ) -> models.BatchList:
+        """Batches newest first, a keyset page at a time, each with its counts, metrics and dataset.
+
+        ``before`` is the previous page's ``next_before`` (None: from the newest batch); ``next_before`` is
+        None when no older batch is left. ``release_id`` keeps only the batch of that release. A released
+        batch's metrics (and its counts) are the kept ones (:meth:`batch_metrics`); one that has none yet gets
+        them computed now, once. A collecting batch is counted now and has no metrics.
+
+        :raises InvalidInput: ``limit`` outside 1..:data:`MAX_BATCHES_PAGE`, an empty ``before`` or ``release_id``.
+        :raises NotFound: an unknown ``before`` (the error names ``before``).
+        """
+        _between("limit", limit, 1, MAX_BATCHES_PAGE)
+        before = _optional_id("before", before, 128)
+        release_id = _optional_id("release_id", release_id, 512)
+        with self.db.transaction(write=False) as conn:
+            if before is not None and self.db.run(conn, "get_batch", batch_id=before).first() is None:
+                raise NotFound(f"before: batch_id {before!r} not found")
+            rows = (
+                self.db.run(conn, "batch_summaries", before=before, release_id=release_id, limit=limit + 1)
+                .mappings()
+                .all()
+            )
+        page = rows[:limit]
+        return models.BatchList(
+            batches=self._summaries(page), next_before=page[-1]["batch_id"] if len(rows) > limit else None
+        )
+
+    def get_batch_summary(self, batch_id: str) -> models.BatchSummary:
+        """One batch as :meth:`list_batches_page` shows it. :raises NotFound: unknown ``batch_id``."""
+        with self.db.transaction(write=False) as conn:
+            row = self.db.run(conn, "batch_summary", batch_id=batch_id).mappings().first()
+        found = self._summaries([row] if row is not None else [])
+        if not found:
+            raise NotFound(f"batch_id {batch_id!r} not found")
+        return found[0]
+
+    def metrics_series(self, limit: int = 100) -> models.MetricsSeries:
+        """The metrics of the last ``limit`` released batches (1..:data:`MAX_METRICS_SERIES`), oldest first:
+        the points of the page's plots. Kept metrics, computed once for a batch that has none yet."""
+        _between("limit", limit, 1, MAX_METRICS_SERIES)
+        with self.db.transaction(write=False) as conn:
+            rows = self.db.run(conn, "released_metrics", limit=limit).mappings().all()
+        points = []
+        for summary in reversed(self._summaries(rows)):
+            assert summary.metrics is not None and summary.released_at is not None  # released batches only
+            points.append(
+                models.MetricsPoint(
+                    batch_id=summary.batch_id,
+                    released_at=summary.released_at,
+                    sessions=summary.sessions,
+                    events=summary.events,
+                    **summary.metrics.model_dump(),
+                )
+            )
+        return models.MetricsSeries(metrics=points)
+
+    def _summaries(self, rows: Sequence[RowMapping]) -> list[models.BatchSummary]:
+        """``batch_summary`` rows as summaries: kept metrics, computed for a released batch without them,
+        counted now for a collecting batch. A batch deleted meanwhile (retention) is left out."""
+        counted: dict[str, tuple[int, int]] = {}
+        collecting = [r["batch_id"] for r in rows if r["status"] == "collecting"]
+        if collecting:
+            with self.db.transaction(write=False) as conn:
+                for batch_id in collecting:
+                    in_batch = self.db.run(conn, "batch_session_counts", batch_id=batch_id).mappings().one()
+                    of_batch = self.db.run(conn, "batch_event_counts", batch_id=batch_id).mappings().one()
+                    counted[batch_id] = (in_batch["sessions"], of_batch["events"])
+        summaries = []
+        for row in rows:
+            batch_id = row["batch_id"]
+            metrics = None
+            if row["status"] == "collecting":
+                sessions, events = counted[batch_id]
+            elif row["metrics_computed_at"] is not None:
+                sessions, events = row["sessions"], row["events"]
+                metrics = models.BatchQuality(
+                    ctr=row["click_through_rate"],
+                    mrr=row["mean_reciprocal_rank"],
+                    no_click_rate=row["no_click_rate"],
+                    irrelevant_rate=row["irrelevant_rate"],
+                    late_events=row["late_events"],
+                )
+            else:
+                log.info("batch %s: released without kept metrics; computing them once", batch_id)
+                try:
+                    computed = self.batch_metrics(batch_id)
+                except NotFound:
+                    continue
+                sessions, events = computed.sessions, computed.events
+                metrics = models.BatchQuality(
+                    ctr=computed.click_through_rate,
+                    mrr=computed.mean_reciprocal_rank,
+                    no_click_rate=computed.no_click_rate,
+                    irrelevant_rate=computed.irrelevant_rate,
+                    late_events=computed.late_events,
+                )
+            summaries.append(
+                models.BatchSummary(
+                    batch_id=batch_id,
+                    status=row["status"],
+                    created_at=row["created_at"],
+                    released_at=row["released_at"],
+                    release_id=row["release_id"],
+                    sessions=sessions,
+                    events=events,
+                    metrics=metrics,
+                    dataset=row["dataset"],
+                )
+            )
+        return summaries
+
+    def batch_positions(self, batch_id: str, max_position: int = 20) -> models.BatchPositions:
+        """Click-through rate by result position (1..``max_position``, at most :data:`MAX_POSITION`): for each
+        position, the sessions with a result there (``shown``), those with a click on it (``clicks``, a click
+        as :meth:`batch_metrics` counts it; a result listed twice counts at its first position) and their
+        ratio. Every position is listed, with ``shown`` 0 and ``ctr`` None where nothing was shown.
+
+        :raises NotFound: unknown ``batch_id``.
+        """
+        _between("max_position", max_position, 1, MAX_POSITION)
+        db = self.db
+        with db.transaction(write=False) as conn:
+            require_batch(db, conn, batch_id)
+            lengths: list[tuple[int, int]] = [
+                (r.n, r.sessions) for r in db.run(conn, "batch_result_lengths", batch_id=batch_id)
+            ]
+            rows = db.run(conn, "batch_position_clicks", batch_id=batch_id, max_position=max_position)
+            clicks: dict[int, int] = {r.position: r.clicks for r in rows}
+        positions = []
+        for position in range(1, max_position + 1):
+            shown = sum(sessions for n, sessions in lengths if n >= position)
+            clicked = clicks.get(position, 0)
+            positions.append(
+                models.PositionCtr(
+                    position=position, shown=shown, clicks=clicked, ctr=round(clicked / shown, 6) if shown else None
+                )
+            )
+        return models.BatchPositions(batch_id=batch_id, positions=positions)
+
+    def record_dataset(self, batch_id: str, manifest_path: str) -> None:
+        """Record where the dataset of released batch ``batch_id`` is: its manifest's path or URI (shown as
+        ``dataset`` by :meth:`list_batches_page`). Recording again replaces it.
+
+        :raises InvalidInput: an empty ``manifest_path``, or one over 4096 characters.
+        :raises NotFound: unknown ``batch_id``.
+        :raises Conflict: the batch is still collecting.
+        """
+        path = _optional_id("manifest_path", manifest_path, 4096)
+        if path is None:
+            raise InvalidInput.field("manifest_path", "must be a path or URI, got None")
+        db = self.db
+        with db.transaction(write=True) as conn:
+            if db.run(conn, "record_dataset", batch_id=batch_id, dataset=path).rowcount == 0:
+                require_batch(db, conn, batch_id)
+                raise Conflict(f"batch_id {batch_id!r} is collecting: a dataset is written from a released batch")
+
+
+#: Largest ``limit`` of :meth:`BatchOperations.list_batches_page`.
+MAX_BATCHES_PAGE = 100
+#: Largest ``limit`` of :meth:`BatchOperations.metrics_series`.
+MAX_METRICS_SERIES = 1000
+#: Largest ``max_position`` of :meth:`BatchOperations.batch_positions`.
+MAX_POSITION = 100
+
+
+def _between(field: str, value: int, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidInput.field(field, f"must be an integer between {low} and {high}, got {value!r}")
+
+
+def _optional_id(field: str, value: str | None, max_length: int) -> str | None:
+    """``value`` if None or a text of 1..``max_length`` characters without NUL; :class:`InvalidInput` naming
+    ``field`` otherwise."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > max_length or "\x00" in value:
+        raise InvalidInput.field(field, f"must be a text of 1 to {max_length} characters without NUL, got {value!r}")
+    return value

@@ -11,7 +11,8 @@ class ErasureOperations(StoreBase):
     def erase_user(self, user_id: str) -> models.EraseResult:
         """Remove every session, event and improvement mark of ``user_id`` in one transaction, and record a
         tombstone for each of their session ids, so that registrations and events sent for those sessions
-        later are not stored again (they are counted as ``erased``).
+        later are not stored again (they are counted as ``erased``). The kept metrics of the batches that held
+        their sessions are dropped with them, and computed again, without them, when next read.
 
         On PostgreSQL the erasure first waits for in-flight writes of sessions and events and holds new ones
         until it commits (``lock_for_erasure``): a write racing with it is either erased or refused. SQLite's
@@ -24,6 +25,7 @@ class ErasureOperations(StoreBase):
                 db.run(conn, "lock_for_erasure")
             batches = list(db.run(conn, "user_batches", user_id=uid).scalars())
             tombstones = db.run(conn, "insert_user_tombstones", user_id=uid, now=self.clock()).rowcount
+            db.run(conn, "erase_user_batch_metrics", user_id=uid)  # counted their sessions: computed again
             events = db.run(conn, "erase_user_events", user_id=uid).rowcount
             marks = db.run(conn, "erase_user_marks", user_id=uid).rowcount
             sessions = db.run(conn, "erase_user_sessions", user_id=uid).rowcount

@@ -24,7 +24,8 @@ class RetentionOperations(StoreBase):
             return [models.BatchInfo(**r) for r in rows.mappings()]
 
     def purge_batch(self, batch_id: str, *, chunk_sessions: int = 1000, duty_cycle: float = 0.5) -> models.PurgeResult:
-        """Delete a released batch: its sessions with their events and improvement marks, then the batch.
+        """Delete a released batch: its sessions with their events and improvement marks, then the batch
+        (whose kept metrics go with its row: ``ON DELETE CASCADE``).
 
         Each chunk of ``chunk_sessions`` sessions is its own short transaction, so ingestion (which writes
         to the collecting batch) is never held up for long; a purge that stops half-way leaves whole

@@ -1,0 +1,95 @@
+"""8. The batch overview (the Clickstream page): listing batches with their kept metrics, against computing
+every listed batch's metrics at each request. Target: a page of batches at most 0.1x of recomputing them.
+
+One database of its own: 10 released batches sharing ``--sessions`` sessions (about 5 events each, seeded with
+COPY) and a collecting batch of a tenth of them. Measured in process on ``SessionStore``:
+
+* ``list_batches_page(limit=20)``, the first call (it computes and keeps the metrics of each released
+  batch, once) and later calls (kept metrics; the collecting batch is counted at each call);
+* the baseline: ``batch_metrics`` of every released batch of the page, which a page without kept metrics
+  would have to run at each request;
+* ``metrics_series(limit=100)`` (the plots) and ``batch_positions`` of one batch (computed at each call),
+  next to ``batch_metrics`` of the same batch, a read of the same rows.
+"""
+
+from __future__ import annotations
+
+from bench.harness import Context, Table, log, median, ratio_cell, seed_batch, synthetic_sessions, timed, vacuum_analyze
+
+BATCHES = 10
+
+
+def run(ctx: Context) -> list[Table]:
+    from clickstream.store import SessionStore
+
+    name = "overview"
+    ctx.pg.drop_database(name)
+    url = ctx.pg.create_database(name)
+    per_batch = max(100, ctx.sessions // BATCHES)
+    released = [
+        seed_batch(
+            url,
+            synthetic_sessions(per_batch, seed=80 + i, id_prefix=f"ov{i}"),
+            release_id=f"ov-{i}",
+            label=f"overview batch {i + 1}/{BATCHES}",
+        )
+        for i in range(BATCHES)
+    ]
+    seed_batch(url, synthetic_sessions(per_batch, seed=99, id_prefix="ovc"), label="overview collecting batch")
+    vacuum_analyze(url)
+
+    store = SessionStore.from_url(url)
+    try:
+        first, _ = timed(lambda: store.list_batches_page(limit=20))
+        log(f"  first page (computes and keeps {BATCHES} batches' metrics): {first:.2f} s")
+        listed, recomputed, series, positions, metrics_one = [], [], [], [], []
+        for rep in range(ctx.repeat):
+            listed.append(timed(lambda: store.list_batches_page(limit=20))[0])
+            recomputed.append(sum(timed(lambda b=b: store.batch_metrics(b.batch_id))[0] for b in released))
+            series.append(timed(lambda: store.metrics_series(limit=100))[0])
+            positions.append(timed(lambda: store.batch_positions(released[-1].batch_id))[0])
+            metrics_one.append(timed(lambda: store.batch_metrics(released[-1].batch_id))[0])
+            log(f"  rep {rep + 1}: page {listed[-1] * 1000:.1f} ms, recomputing its metrics {recomputed[-1]:.2f} s")
+    finally:
+        store.dispose()
+
+    table = Table(
+        f"Batch overview: {BATCHES} released batches of {per_batch:,} sessions + a collecting one (PostgreSQL)",
+        ["operation", "median ms", "vs baseline"],
+    )
+    base = median(recomputed)
+    table.add("baseline: batch_metrics of the page's 10 released batches", base * 1000, "1.00x")
+    table.add(
+        "list_batches_page(limit=20), kept metrics", median(listed) * 1000, ratio_cell(median(listed) / base, "<=0.1")
+    )
+    table.add("list_batches_page(limit=20), first call (computes + keeps)", first * 1000, f"{first / base:.2f}x")
+    table.add("metrics_series(limit=100)", median(series) * 1000, f"{median(series) / base:.2f}x")
+    one = median(metrics_one)
+    table.add("baseline 2: batch_metrics of one batch", one * 1000, "1.00x")
+    table.add(
+        "batch_positions(max_position=20) of that batch", median(positions) * 1000, f"{median(positions) / one:.2f}x"
+    )
+    table.notes.append(
+        "the kept page still counts the collecting batch's sessions and events at each call (a tenth of the "
+        "sessions); released batches are read from cs_batch_metrics"
+    )
+    return [table]
+
+
+if __name__ == "__main__":
+    import argparse
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from bench import harness
+
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_overview")
+    parser.add_argument("--sessions", type=int, default=harness.DEFAULT_SESSIONS)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="clickstream-bench-") as tmp, harness.postgres() as pg:
+        ctx = Context(pg=pg, sessions=args.sessions, repeat=args.repeat, workdir=Path(tmp))
+        os.environ.update(ctx.airflow_env())
+        for t in run(ctx):
+            print(t.render())

@@ -1,0 +1,238 @@
+"""Routes of the Clickstream page, under ``/clickstream/ui/`` in the plugin's app (HTML, not in the OpenAPI
+document).
+
+* ``/ui/``: plots of the released batches' metrics, the batch table (``before``, ``limit``), the lookup;
+* ``/ui/batches/{batch_id}``: a batch, its position-bias curve, its sessions (``after_number``, ``limit``);
+* ``/ui/sessions?session_id=``: one session with its results and events;
+* ``/ui/dag_run?dag_id=&run_id=``: the tab of a DAG run: the batch released under ``<dag_id>/<run_id>``;
+* ``/ui/static/clickstream.css``: the stylesheet.
+
+They read through the same store methods as the JSON routes, need the same authenticated Airflow user
+(the app's ``get_user``: the UI's ``_token`` cookie inside the UI's iframe; any role, reads only), and
+answer every error as an HTML page with the API's message: 401 without a login (with a link to Airflow's
+login), 404 for an unknown id, 422 for bad input naming the parameter, 503 while the store is down.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse
+from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from clickstream.models import MAX_BIGINT
+from clickstream.store import NotFound, StoreConfig, StoreError
+from clickstream.ui import pages
+
+if TYPE_CHECKING:
+    from clickstream.api.holder import StoreHolder
+
+log = logging.getLogger(__name__)
+
+#: Where the router is mounted in the plugin's app (so at ``<base path>/clickstream/ui/``).
+PREFIX = "/ui"
+#: The DAG whose runs release batches (its runs' tab explains when nothing was released).
+RELEASE_DAG_ID = "clickstream_release"
+#: Content-Security-Policy of every page: everything from the API server itself, nothing from outside,
+#: no script at all, shown only inside Airflow's own UI (or on its own).
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; base-uri 'none'; "
+    "frame-ancestors 'self'"
+)
+_HEADERS = {"Content-Security-Policy": CSP, "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+
+def store_holder(request: Request) -> StoreHolder:
+    """The app's store holder (``app.state.clickstream``, as :func:`clickstream.api.deps.get_store` gives
+    it to the JSON routes; not imported from there: :mod:`clickstream.api` imports this module). Handlers
+    call its ``get()`` once the request is valid, so bad input answers 422 even while the store is down."""
+    return request.app.state.clickstream
+
+
+StoreDep = Annotated["StoreHolder", Depends(store_holder)]
+
+
+def relative_root(route_path: str) -> str:
+    """The relative URL from a page at ``route_path`` (``/ui/batches/{batch_id}``) to the page's root
+    (``../``): links stay right under any ``[api] base_url`` path and behind proxies."""
+    depth = route_path.removeprefix(PREFIX + "/").count("/")
+    return "../" * depth or "./"
+
+
+def html(content: str, status_code: int = 200) -> HTMLResponse:
+    return HTMLResponse(content, status_code=status_code, headers=_HEADERS)
+
+
+def _validation_detail(err: RequestValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in err.errors())
+
+
+class HtmlRoute(APIRoute):
+    """A route whose errors (those of its dependencies included: the app's ``get_user``) are HTML pages
+    with the API's message, not JSON: a person reads them in the Airflow UI."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        ui = relative_root(self.path)
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except HTTPException as err:
+                return _error(ui, err.status_code, str(err.detail))
+            except RequestValidationError as err:
+                return _error(ui, 422, _validation_detail(err) or "invalid request")
+            except StoreError as err:
+                return _error(ui, err.http_status, err.detail)
+            except Exception as err:
+                log.exception("clickstream page: unexpected error", exc_info=err)
+                return _error(ui, 500, f"internal error ({type(err).__name__}); see the API server log")
+
+        return route
+
+
+_TITLES = {
+    401: "Log in to see the clickstream",
+    403: "Not allowed",
+    404: "Not found",
+    422: "Invalid request",
+    503: "Session store unavailable",
+}
+_HINTS = {
+    401: ["The page uses your Airflow login: it opens inside the Airflow UI once you are logged in."],
+    403: ["Your login is not valid (any more): log in to Airflow again."],
+    503: ["The clickstream's database cannot be reached or is not configured; try again in a few seconds."],
+}
+
+
+def _error(ui: str, status: int, detail: str) -> HTMLResponse:
+    if status >= 500:
+        log.warning("clickstream page: %s %s", status, detail)
+    page = pages.error_page(
+        ui=ui, status=status, title=_TITLES.get(status, "Error"), detail=detail, hints=_HINTS.get(status, ())
+    )
+    response = html(page, status_code=status)
+    if status == 503:
+        response.headers["Retry-After"] = "5"
+    return response
+
+
+def ui_router(config: StoreConfig) -> APIRouter:
+    """The page's routes; ``config`` bounds the sessions and events asked for (``max_page``, ``max_events``)."""
+    router = APIRouter(prefix=PREFIX, include_in_schema=False, route_class=HtmlRoute)
+    page_max = min(100, config.max_page)
+    page_default = min(20, page_max)
+    batch_events = min(50, config.max_events)
+    session_events = min(500, config.max_events)
+
+    @router.get("/", response_class=HTMLResponse)
+    def overview(
+        store: StoreDep,
+        before: str | None = Query(None, min_length=1, max_length=128, description="older than this batch"),
+        limit: int = Query(20, ge=1, le=100, description="batches per page"),
+        points: int = Query(100, ge=1, le=1000, description="released batches on the plots"),
+    ) -> HTMLResponse:
+        s = store.get()
+        batches = s.list_batches_page(limit=limit, before=before)
+        series = s.metrics_series(limit=points)
+        return html(pages.overview_page(ui="./", batches=batches, series=series, before=before, limit=limit))
+
+    @router.get("/batches/{batch_id}", response_class=HTMLResponse)
+    def batch(
+        store: StoreDep,
+        batch_id: str,
+        after_number: int = Query(0, ge=0, le=MAX_BIGINT, description="sessions numbered above this"),
+        limit: int = Query(page_default, ge=1, le=page_max, description="sessions per page"),
+    ) -> HTMLResponse:
+        s = store.get()
+        summary = s.get_batch_summary(batch_id)
+        positions = s.batch_positions(batch_id, max_position=20)
+        sessions = s.get_batch_sessions(batch_id, after_number=after_number, limit=limit, events_limit=batch_events)
+        return html(
+            pages.batch_page(
+                ui="../",
+                summary=summary,
+                positions=positions,
+                sessions=sessions,
+                after_number=after_number,
+                limit=limit,
+                events_limit=batch_events,
+            )
+        )
+
+    @router.get("/sessions", response_class=HTMLResponse)
+    def session(
+        store: StoreDep,
+        session_id: str | None = Query(None, min_length=1, max_length=128, description="the session to show"),
+    ) -> HTMLResponse:
+        if session_id is None:
+            return html(pages.session_page(ui="./", session_id=None, session=None))
+        try:
+            found = store.get().get_session(session_id, events_limit=session_events)
+        except NotFound:
+            message = f"No session with session_id {session_id!r}: it was never registered, or it was erased."
+            return html(pages.session_page(ui="./", session_id=session_id, session=None, message=message), 404)
+        return html(pages.session_page(ui="./", session_id=session_id, session=found))
+
+    @router.get("/dag_run", response_class=HTMLResponse)
+    def dag_run(
+        store: StoreDep,
+        dag_id: str = Query(min_length=1, max_length=250, description="the DAG of the run"),
+        run_id: str = Query(min_length=1, max_length=250, description="the run"),
+        after_number: int = Query(0, ge=0, le=MAX_BIGINT, description="sessions numbered above this"),
+        limit: int = Query(page_default, ge=1, le=page_max, description="sessions per page"),
+    ) -> HTMLResponse:
+        release_id = f"{dag_id}/{run_id}"
+        s = store.get()
+        found = s.list_batches_page(limit=1, release_id=release_id).batches
+        if not found:
+            if dag_id == RELEASE_DAG_ID:
+                message = (
+                    "This run has not released a batch (yet): its release task has not run, or it was skipped "
+                    "because no batch was collecting."
+                )
+            else:
+                message = (
+                    f"This run is not a clickstream release: no batch was released under its release id. "
+                    f"This tab shows the batch a {RELEASE_DAG_ID} run released."
+                )
+            return html(
+                pages.dag_run_page(ui="./", dag_id=dag_id, run_id=run_id, release_id=release_id, message=message)
+            )
+        summary = found[0]
+        base = f"./dag_run?dag_id={pages.quote_segment(dag_id)}&run_id={pages.quote_segment(run_id)}"
+        return html(
+            pages.batch_page(
+                ui="./",
+                summary=summary,
+                positions=s.batch_positions(summary.batch_id, max_position=20),
+                sessions=s.get_batch_sessions(
+                    summary.batch_id, after_number=after_number, limit=limit, events_limit=batch_events
+                ),
+                after_number=after_number,
+                limit=limit,
+                events_limit=batch_events,
+                heading=f"Run {run_id} of {dag_id} released this batch (release id {release_id}).",
+                base=base,
+            )
+        )
+
+    @router.get("/static/clickstream.css")
+    async def stylesheet() -> Response:
+        css = await run_in_threadpool(pages.STYLESHEET.read_bytes)
+        return Response(
+            css,
+            media_type="text/css",
+            headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"},
+        )
+
+    return router
+
+
+__all__ = ["PREFIX", "RELEASE_DAG_ID", "relative_root", "ui_router"]

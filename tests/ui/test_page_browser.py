@@ -1,0 +1,173 @@
+"""The Clickstream page in a real browser: headless Chromium (Debian's ``chromium``, driven by Playwright)
+against a real ``airflow api-server``.
+
+A user logs in through the Airflow UI's login form, opens "Clickstream" from the navigation and sees, inside
+the page (the UI's iframe), the ids of the released batches and plots with one point per released batch;
+opens a batch and sees its first session. A viewer sees the page too. Screenshots go to the test's
+``tmp_path`` (listed in the output); with ``CLICKSTREAM_UI_SCREENSHOTS=<dir>`` they are also saved there as
+``clickstream-page.png`` and ``clickstream-batch.png`` (that is how the README's images in docs/img are made:
+``CLICKSTREAM_UI_SCREENSHOTS=docs/img ./dev test tests/ui/test_page_browser.py``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from clickstream.store import now_ms
+from clickstream.synthetic import generate
+from tests.support.apiserver import PASSWORDS, ApiServer
+from tests.support.bodies import session_body
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+#: Debian's Chromium (`apt-get install chromium`); Playwright's own browser download cannot work here.
+CHROMIUM = Path(os.environ.get("CLICKSTREAM_CHROMIUM", "/usr/bin/chromium"))
+#: Milliseconds Playwright waits for an element (the UI's first load compiles a large bundle).
+TIMEOUT_MS = 30_000
+#: Batches released before the browser opens the page (each is one point of every plot).
+RELEASES = 6
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Path:
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} not found: install Debian's chromium (`apt-get install chromium`; .ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def server(airflow_db: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """One api-server for the module, on a SQLite store (the store's backends are tested elsewhere)."""
+    workdir = tmp_path_factory.mktemp("page-browser")
+    with ApiServer(f"sqlite:///{workdir / 'store.db'}", workdir / "api-server") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def seeded(server: ApiServer) -> dict[str, Any]:
+    return _seed(server)
+
+
+def _seed(server: ApiServer) -> dict[str, Any]:
+    """Released batches of synthetic sessions (position-biased clicks, some irrelevant; a few hundred each,
+    every batch a little different) and a collecting batch, all over REST."""
+    auth = {"Authorization": f"Bearer {server.token('admin')}"}
+    released: list[str] = []
+    first_sessions: list[str] = []
+    start = now_ms() - 30 * 60_000
+    with httpx.Client(base_url=f"{server.base_url}/clickstream", headers=auth, timeout=60) as http:
+        for number in range(1, RELEASES + 1):
+            generated = list(
+                generate(
+                    120 + 40 * number,
+                    seed=number,
+                    start_ms=start,
+                    span_ms=10 * 60_000,
+                    id_prefix=f"b{number}",
+                    irrelevant_rate=0.02 * number,
+                )
+            )
+            sessions = [g.session for g in generated]
+            events = [{"session_id": g.session["session_id"], **e} for g in generated for e in g.events]
+            for i in range(0, len(events), 500):
+                body = {"sessions": sessions if i == 0 else [], "events": events[i : i + 500]}
+                answer = http.post("/bulk", json=body)
+                assert answer.status_code == 200 and not answer.json()["rejected"], answer.text
+            release = http.post("/batch/release", json={"release_id": f"ui-test-{number}"})
+            assert release.status_code == 200, release.text
+            released.append(release.json()["batch_id"])
+            if number == 1:
+                first_sessions = [s["session_id"] for s in sessions]
+        assert http.post("/session", json=session_body("still-collecting")).status_code == 200
+    return {"released": released, "first_sessions": first_sessions}
+
+
+def _log_in(page: Any, base_url: str, username: str) -> None:
+    page.goto(f"{base_url}/")
+    page.locator("input[name=username]").fill(username)
+    page.locator("input[name=password]").fill(PASSWORDS[username])
+    page.locator("input[name=password]").press("Enter")
+
+
+def _screenshot(page: Any, shots: Path, name: str) -> None:
+    page.screenshot(path=str(shots / name))
+    if target := os.environ.get("CLICKSTREAM_UI_SCREENSHOTS"):
+        page.screenshot(path=str(Path(target) / name))
+
+
+class TestTheClickstreamPageInChromium:
+    def test_log_in_open_clickstream_see_batches_and_plots_then_a_batch(
+        self, chromium: Path, server: ApiServer, seeded: dict[str, Any], tmp_path: Path
+    ) -> None:
+        from playwright.sync_api import expect, sync_playwright
+
+        released: list[str] = seeded["released"]
+        shots = tmp_path / "screenshots"
+        shots.mkdir()
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(chromium), args=["--no-sandbox"])
+            try:
+                page = browser.new_page(viewport={"width": 1440, "height": 1100})
+                page.set_default_timeout(TIMEOUT_MS)
+                _log_in(page, server.base_url, "admin")
+
+                # "Clickstream" in Airflow's navigation opens the page inside the UI, at /plugin/clickstream
+                page.get_by_role("link", name="Clickstream", exact=True).click()
+                page.wait_for_url("**/plugin/clickstream**")
+                frame = page.frame_locator("iframe[title=Clickstream]")
+                ctr_points = frame.locator("svg[data-plot=ctr] circle.point")
+                expect(ctr_points).to_have_count(len(released))
+                assert [ctr_points.nth(i).get_attribute("data-batch-id") for i in range(len(released))] == released
+                for batch_id in released:
+                    expect(frame.locator(f"table.batches tr[data-batch-id='{batch_id}']")).to_be_visible()
+                expect(frame.locator("svg[data-plot=volume] circle.point[data-series=sessions]")).to_have_count(
+                    len(released)
+                )
+                _screenshot(page, shots, "clickstream-page.png")
+
+                # open the first released batch: its position curve and its first session
+                frame.locator(f"a.batch-link[href$='{released[0]}']").click()
+                expect(frame.locator("svg[data-plot=positions] .point")).to_have_count(20)  # 11-20: nothing shown
+                first = frame.locator("article.session").first
+                expect(first).to_have_attribute("data-session-id", seeded["first_sessions"][0])
+                expect(first.locator("a.session-link")).to_have_text(seeded["first_sessions"][0])
+                _screenshot(page, shots, "clickstream-batch.png")
+
+                # the address bar follows the page, so the batch's view is a link to share: it reopens there
+                page.wait_for_url(f"**/plugin/clickstream/clickstream/ui/batches/{released[0]}")
+                page.reload()
+                expect(frame.locator("article.session").first).to_have_attribute(
+                    "data-session-id", seeded["first_sessions"][0]
+                )
+            finally:
+                browser.close()
+        print(f"screenshots: {shots}")
+
+    def test_a_viewer_sees_the_page(
+        self, chromium: Path, server: ApiServer, seeded: dict[str, Any], tmp_path: Path
+    ) -> None:
+        from playwright.sync_api import expect, sync_playwright
+
+        released = seeded["released"]
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(chromium), args=["--no-sandbox"])
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.set_default_timeout(TIMEOUT_MS)
+                _log_in(page, server.base_url, "viewer")
+                page.get_by_role("link", name="Clickstream", exact=True).click()
+                frame = page.frame_locator("iframe[title=Clickstream]")
+                expect(frame.locator("svg[data-plot=ctr] circle.point")).to_have_count(len(released))
+                expect(frame.locator(f"table.batches tr[data-batch-id='{released[-1]}']")).to_be_visible()
+                page.screenshot(path=str(tmp_path / "viewer.png"))
+            finally:
+                browser.close()
