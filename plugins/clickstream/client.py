@@ -48,6 +48,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, NamedTuple, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel
@@ -412,6 +413,47 @@ class ClickstreamClient:
         :raises NotFoundError: no collecting batch and an unknown ``release_id``.
         """
         return self._call(models.ReleaseResult, "POST", "/batch/release", json={"release_id": release_id})
+
+    def list_batches(
+        self, limit: int = 20, before: str | None = None, release_id: str | None = None
+    ) -> models.BatchList:
+        """Batches newest first, with counts, metrics and dataset (``GET /clickstream/batches``).
+
+        :param limit: at most this many batches (1..100).
+        :param before: the previous page's ``next_before``, for the next (older) page.
+        :param release_id: only the batch released under this release id.
+        :raises NotFoundError: unknown ``before`` batch.
+        """
+        params: dict[str, Any] = {"limit": limit}
+        if before is not None:
+            params["before"] = before
+        if release_id is not None:
+            params["release_id"] = release_id
+        return self._call(models.BatchList, "GET", "/batches", params=params)
+
+    def get_batch(self, batch_id: str) -> models.BatchSummary:
+        """One batch: status, times, counts, metrics, dataset (``GET /clickstream/batches/{batch_id}``).
+
+        :raises NotFoundError: unknown batch.
+        """
+        return self._call(models.BatchSummary, "GET", f"/batches/{quote(batch_id, safe='')}")
+
+    def batch_positions(self, batch_id: str, max_position: int = 20) -> models.BatchPositions:
+        """Click-through rate by result position 1..``max_position`` of a batch
+        (``GET /clickstream/batches/{batch_id}/positions``).
+
+        :raises NotFoundError: unknown batch.
+        """
+        return self._call(
+            models.BatchPositions,
+            "GET",
+            f"/batches/{quote(batch_id, safe='')}/positions",
+            params={"max_position": max_position},
+        )
+
+    def metrics_series(self, limit: int = 100) -> models.MetricsSeries:
+        """The metrics of the last ``limit`` released batches, oldest first (``GET /clickstream/metrics``)."""
+        return self._call(models.MetricsSeries, "GET", "/metrics", params={"limit": limit})
 
     # ------------------------------------------------------------------------------------ admin
 
