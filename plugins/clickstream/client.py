@@ -414,7 +414,7 @@ class ClickstreamClient:
         """
         return self._call(models.ReleaseResult, "POST", "/batch/release", json={"release_id": release_id})
 
-    def list_batches(
+    def list_batches_page(
         self, limit: int = 20, before: str | None = None, release_id: str | None = None
     ) -> models.BatchList:
         """Batches newest first, with counts, metrics and dataset (``GET /clickstream/batches``).
@@ -431,7 +431,7 @@ class ClickstreamClient:
             params["release_id"] = release_id
         return self._call(models.BatchList, "GET", "/batches", params=params)
 
-    def get_batch(self, batch_id: str) -> models.BatchSummary:
+    def get_batch_summary(self, batch_id: str) -> models.BatchSummary:
         """One batch: status, times, counts, metrics, dataset (``GET /clickstream/batches/{batch_id}``).
 
         :raises NotFoundError: unknown batch.

@@ -292,20 +292,20 @@ class TestRoutes:
         admin.register_session(session(sid))
         admin.push_events(sid, [event("e1")])
         batch_id = admin.get_session(sid).batch_id
-        collecting = viewer.get_batch(batch_id)
+        collecting = viewer.get_batch_summary(batch_id)
         assert (collecting.status, collecting.metrics, collecting.released_at) == ("collecting", None, None)
 
         release_id = uid("release")
         admin.release_batch(release_id)
-        listed = viewer.list_batches(release_id=release_id)
+        listed = viewer.list_batches_page(release_id=release_id)
         assert [b.batch_id for b in listed.batches] == [batch_id]
-        released = viewer.get_batch(batch_id)
+        released = viewer.get_batch_summary(batch_id)
         assert released.status == "released" and released.release_id == release_id
         assert released.metrics is not None and released.metrics.ctr is not None and released.metrics.ctr > 0
 
-        newest = viewer.list_batches(limit=1)
+        newest = viewer.list_batches_page(limit=1)
         assert len(newest.batches) == 1 and newest.next_before == newest.batches[0].batch_id
-        older = viewer.list_batches(limit=100, before=newest.next_before)
+        older = viewer.list_batches_page(limit=100, before=newest.next_before)
         assert batch_id in [b.batch_id for b in newest.batches + older.batches]
 
         positions = viewer.batch_positions(batch_id, max_position=3)
@@ -317,7 +317,7 @@ class TestRoutes:
         released_at = [m.released_at for m in series.metrics]
         assert released_at == sorted(released_at)  # oldest first
         with pytest.raises(NotFoundError):
-            viewer.get_batch("b-no-such-batch")
+            viewer.get_batch_summary("b-no-such-batch")
         with pytest.raises(NotFoundError):
             viewer.batch_positions("b-no-such-batch")
 
