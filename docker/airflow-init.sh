@@ -10,10 +10,21 @@
 set -euo pipefail
 
 # .env.example's placeholders must not reach production: refuse to initialise with any of them.
+checked=(AIRFLOW__DATABASE__SQL_ALCHEMY_CONN AIRFLOW_CONN_CLICKSTREAM_DEFAULT AIRFLOW_ADMIN_PASSWORD
+         AIRFLOW__API_AUTH__JWT_SECRET AIRFLOW__API__SECRET_KEY AIRFLOW__CORE__FERNET_KEY)
+# The object storage's connection (MinIO, the `celery` profile) only when something uses it: the
+# CeleryExecutor (the profile's workers write datasets there) or a base path on it. Its secret comes from
+# CLICKSTREAM_S3_SECRET_KEY, which a stack without the profile need not set.
+if [[ ${AIRFLOW__CORE__EXECUTOR:-} == *CeleryExecutor* ||
+      ${AIRFLOW__CLICKSTREAM__DATASET_BASE_PATH:-} == *://clickstream_lake@* ]]; then
+  if ! python -c 'import json, os, sys; sys.exit(not json.loads(os.environ.get("AIRFLOW_CONN_CLICKSTREAM_LAKE") or "{}").get("password"))'; then
+    echo "[init] error: AIRFLOW_CONN_CLICKSTREAM_LAKE has no secret: set CLICKSTREAM_S3_SECRET_KEY (and MINIO_ROOT_PASSWORD) in .env for the celery profile (see .env.example)" >&2
+    exit 1
+  fi
+  checked+=(AIRFLOW_CONN_CLICKSTREAM_LAKE)
+fi
 placeholders=()
-for var in AIRFLOW__DATABASE__SQL_ALCHEMY_CONN AIRFLOW_CONN_CLICKSTREAM_DEFAULT AIRFLOW_ADMIN_PASSWORD \
-           AIRFLOW__API_AUTH__JWT_SECRET AIRFLOW__API__SECRET_KEY AIRFLOW__CORE__FERNET_KEY \
-           AIRFLOW_CONN_CLICKSTREAM_LAKE; do
+for var in "${checked[@]}"; do
   [[ ${!var:-} == *change-me* ]] && placeholders+=("$var")
 done
 if (( ${#placeholders[@]} )); then

@@ -7,6 +7,15 @@
 # Runs in the minio/mc image (POSIX sh, no bash).
 set -eu
 
+# The two secrets are not `:?` in docker-compose.yaml (that would stop the default stack too): checked here.
+# MinIO wants at least 8 characters for both.
+for var in MINIO_ROOT_PASSWORD CLICKSTREAM_S3_SECRET_KEY; do
+  eval "value=\${$var:-}"
+  if [ ${#value} -lt 8 ]; then
+    echo "[minio-init] error: $var is unset or shorter than 8 characters: set it in .env for the celery profile (see .env.example)" >&2
+    exit 1
+  fi
+done
 case "${CLICKSTREAM_S3_SECRET_KEY}${MINIO_ROOT_PASSWORD}" in
   *change-me*)
     echo "[minio-init] error: still the .env.example placeholder (change-me...) in MINIO_ROOT_PASSWORD or CLICKSTREAM_S3_SECRET_KEY; set real secrets in .env" >&2

@@ -31,6 +31,9 @@ from tests.support import REPO_ROOT
 ROOT = REPO_ROOT
 COMPOSE = ROOT / "docker-compose.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
+#: .env.example as shipped before the `celery` profile (commit 686391a): an .env made from it must still start
+#: the default stack.
+PREVIOUS_ENV_EXAMPLE = Path(__file__).with_name("previous.env.example")
 DOCKERFILE = ROOT / "Dockerfile"
 
 #: The long-running Airflow services and the Airflow sub-command each one runs.
@@ -67,6 +70,21 @@ def _read_env_file(path: Path) -> dict[str, str]:
         assert sep, f"{path.name}: not NAME=value: {line!r}"
         values[name.strip()] = value.strip()
     return values
+
+
+def _scale_out_block() -> dict[str, str]:
+    """The commented ``NAME=value`` lines of ``.env.example``'s scale-out block."""
+    values = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        m = re.fullmatch(r"#\s*(COMPOSE_PROFILES|AIRFLOW_EXECUTOR|CLICKSTREAM_DATASET_BASE_PATH)=(\S+)\s*", line)
+        if m and m.group(1) not in values:
+            values[m.group(1)] = m.group(2)
+    return values
+
+
+def _with_real_secrets(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with each ``change-me`` placeholder replaced by a secret (URL-safe, at least 8 characters)."""
+    return {k: f"real-secret-{k.lower().replace('_', '-')}" if "change-me" in v else v for k, v in env.items()}
 
 
 def _references(text: str) -> list[tuple[str, str | None, str | None]]:
@@ -150,6 +168,28 @@ def _dockerfile_base_image() -> str:
     raise AssertionError("Dockerfile has no FROM")
 
 
+def _run_airflow_init_until_migration(env_vars: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """docker/airflow-init.sh with ``env_vars`` and a stand-in ``airflow`` that exits 3 at ``airflow db migrate``,
+    the first step after the secrets check: exit status 3 means the check let it through."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    fake = bin_dir / "airflow"
+    fake.write_text('#!/bin/sh\necho "airflow $*"\nexit 3\n')
+    fake.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update(env_vars)
+    env["AIRFLOW_HOME"] = str(tmp_path)
+    env["PATH"] = f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}"  # `python` of this venv
+    return subprocess.run(
+        ["bash", str(ROOT / "docker" / "airflow-init.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 # ----------------------------------------------------------------------------------------------- fixtures
 
 
@@ -162,6 +202,12 @@ def raw() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def env_example() -> dict[str, str]:
     return _read_env_file(ENV_EXAMPLE)
+
+
+@pytest.fixture(scope="module")
+def previous_env() -> dict[str, str]:
+    """An ``.env`` made from the ``.env.example`` of before the `celery` profile, its secrets set."""
+    return _with_real_secrets(_read_env_file(PREVIOUS_ENV_EXAMPLE))
 
 
 @pytest.fixture(scope="module")
@@ -379,6 +425,32 @@ class TestEnvironment:
         assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"].startswith(auth_mount + "/")
 
 
+class TestAnEnvFromBeforeTheCeleryProfile:
+    """An ``.env`` made from the ``.env.example`` of before the `celery` profile (no MinIO secrets) keeps
+    starting the default stack. Compose interpolates the whole file whatever the active profiles, so one
+    ``${VAR:?...}`` anywhere that such an ``.env`` lacks would fail every ``docker compose up``."""
+
+    def test_the_file_requires_only_variables_that_env_had(self, raw, previous_env):
+        required = {name for name, op, _arg in _references(COMPOSE.read_text()) if op in (":?", "?")}
+        assert required, "the stack's own secrets are required (${VAR:?...})"
+        missing = sorted(required - set(previous_env))
+        assert not missing, f"required by docker-compose.yaml but not in the previous .env.example: {missing}"
+        _interpolate_tree(raw, previous_env)  # what `docker compose up` does first: raises on a missing variable
+
+    def test_the_default_stack_runs_the_local_executor_and_a_local_dataset_folder(self, raw, previous_env):
+        old = _interpolate_tree(raw, previous_env)["services"]
+        for name in [INIT_SERVICE, *AIRFLOW_SERVICES]:
+            env = _environment(old[name])
+            assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor", name
+            assert env["AIRFLOW__CLICKSTREAM__DATASET_BASE_PATH"] == "file:///opt/airflow/datasets", name
+
+    def test_airflow_init_passes_its_secrets_check(self, raw, previous_env, tmp_path):
+        old = _interpolate_tree(raw, previous_env)["services"]
+        proc = _run_airflow_init_until_migration(_environment(old[INIT_SERVICE]), tmp_path)
+        assert proc.returncode == 3 and "[init] migrating" in proc.stdout, proc.stderr  # the stand-in `airflow`
+        assert "error" not in proc.stderr
+
+
 class TestSessionStoreConnection:
     def test_connection_env_name_is_the_hooks_default_connection(self, services):
         from clickstream.hooks import ClickstreamHook
@@ -459,13 +531,7 @@ class TestCeleryProfile:
 
     @pytest.fixture
     def scale_out_block(self) -> dict[str, str]:
-        """The commented ``NAME=value`` lines of ``.env.example``'s scale-out block."""
-        values = {}
-        for line in ENV_EXAMPLE.read_text().splitlines():
-            m = re.fullmatch(r"#\s*(COMPOSE_PROFILES|AIRFLOW_EXECUTOR|CLICKSTREAM_DATASET_BASE_PATH)=(\S+)\s*", line)
-            if m and m.group(1) not in values:
-                values[m.group(1)] = m.group(2)
-        return values
+        return _scale_out_block()
 
     @pytest.fixture
     def scaled_out(self, raw, env_example, scale_out_block) -> dict[str, dict[str, Any]]:
@@ -554,7 +620,7 @@ class TestCeleryProfile:
             init["CLICKSTREAM_S3_ACCESS_KEY"],
             init["CLICKSTREAM_S3_SECRET_KEY"],
         )
-        assert services["minio"]["command"][:2] == ["server", "/data"]  # S3 API on MinIO's default :9000
+        assert services["minio"]["command"][:3] == ["minio", "server", "/data"]  # S3 API on MinIO's default :9000
         assert _environment(services["minio"])["MINIO_ROOT_PASSWORD"] == init["MINIO_ROOT_PASSWORD"]
 
     def test_host_ports_of_minio_and_flower_are_bound_to_this_machine_only(self, services):
@@ -575,6 +641,33 @@ class TestCeleryProfile:
             "condition": "service_healthy",
             "required": False,
         }
+
+    @pytest.mark.parametrize(
+        "password, starts",
+        [(None, False), ("", False), ("short", False), ("long-enough-secret", True)],
+        ids=["unset", "empty", "short", "set"],
+    )
+    def test_minio_starts_only_with_a_root_password(self, raw, previous_env, tmp_path, password, starts):
+        env = dict(previous_env)  # an .env from before the profile: MINIO_ROOT_PASSWORD unset
+        if password is not None:
+            env["MINIO_ROOT_PASSWORD"] = password
+        minio = _interpolate_tree(raw, env)["services"]["minio"]
+        fake = tmp_path / "minio"  # stands in for the image's `minio`: records its arguments
+        fake.write_text('#!/bin/sh\necho "minio $*"\n')
+        fake.chmod(0o755)
+        proc = subprocess.run(
+            [*minio["entrypoint"], *minio["command"]],
+            env={"PATH": f"{tmp_path}:{os.environ['PATH']}", **_environment(minio)},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        if starts:
+            assert proc.returncode == 0, proc.stderr
+            assert proc.stdout.strip() == "minio server /data --console-address :9001"
+        else:
+            assert proc.returncode == 1 and not proc.stdout
+            assert "MINIO_ROOT_PASSWORD" in proc.stderr and ".env" in proc.stderr
 
     @pytest.mark.parametrize("name", ["redis", "minio", *WORKERS, "flower"])
     def test_long_running_services_of_the_profiles_have_a_healthcheck(self, services, name):
@@ -605,6 +698,16 @@ class TestMinioInit:
     def test_it_refuses_the_placeholder_secrets_of_env_example(self, services, tmp_path):
         status, calls, stderr = self._run(services, tmp_path)
         assert status == 1 and "placeholder" in stderr
+        assert calls == [], "it must stop before touching MinIO"
+
+    @pytest.mark.parametrize("unset", ["MINIO_ROOT_PASSWORD", "CLICKSTREAM_S3_SECRET_KEY"])
+    def test_it_refuses_a_secret_an_env_from_before_the_profile_lacks(self, raw, previous_env, tmp_path, unset):
+        old = _interpolate_tree(raw, previous_env)["services"]
+        secrets = {"MINIO_ROOT_PASSWORD": "root-secret-1", "CLICKSTREAM_S3_SECRET_KEY": "airflow-secret-1"}
+        secrets[unset] = _environment(old["minio-init"])[unset]
+        assert secrets[unset] == "", "not in that .env: empty, not a Compose error"
+        status, calls, stderr = self._run(old, tmp_path, **secrets)
+        assert status == 1 and f"{unset} is unset" in stderr and ".env" in stderr
         assert calls == [], "it must stop before touching MinIO"
 
     def test_it_creates_the_bucket_and_airflows_access_key_once(self, services, tmp_path):
@@ -701,21 +804,50 @@ class TestInitScripts:
             engine.dispose()
 
     def test_airflow_init_job_refuses_the_placeholder_secrets_of_env_example(self, services, tmp_path):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-        env.update(_environment(services[INIT_SERVICE]))  # interpolated with .env.example's values
-        env["AIRFLOW_HOME"] = str(tmp_path)
-        proc = subprocess.run(
-            ["bash", str(self.SCRIPTS[1])],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            stdin=subprocess.DEVNULL,
-        )
+        proc = _run_airflow_init_until_migration(_environment(services[INIT_SERVICE]), tmp_path)
         assert proc.returncode == 1
         assert "placeholder" in proc.stderr and "AIRFLOW__CORE__FERNET_KEY" in proc.stderr
-        assert "AIRFLOW_CONN_CLICKSTREAM_LAKE" in proc.stderr  # the MinIO access key's secret
+        # the LocalExecutor and a file:// base path never use MinIO: its placeholder does not matter
+        assert "AIRFLOW_CONN_CLICKSTREAM_LAKE" not in proc.stderr
         assert "migrating" not in proc.stdout, "it must stop before touching any database"
+
+    @pytest.mark.parametrize(
+        "settings, s3_secret, refused",
+        [
+            ({}, "", None),  # no MinIO: nothing to check
+            ({}, "change-me-s3-secret", None),
+            (_scale_out_block(), "", "has no secret"),
+            (_scale_out_block(), "change-me-s3-secret", "placeholder"),
+            (_scale_out_block(), "a-real-s3-secret", None),
+            ({"AIRFLOW_EXECUTOR": "CeleryExecutor"}, "", "has no secret"),
+            ({"CLICKSTREAM_DATASET_BASE_PATH": "s3://clickstream_lake@b/datasets"}, "", "has no secret"),
+            ({"CLICKSTREAM_DATASET_BASE_PATH": "s3://clickstream_lake@b/datasets"}, "change-me-x", "placeholder"),
+        ],
+        ids=[
+            "local",
+            "local-placeholder",
+            "celery-unset",
+            "celery-placeholder",
+            "celery-set",
+            "executor-unset",
+            "lake-path-unset",
+            "lake-path-placeholder",
+        ],
+    )
+    def test_airflow_init_job_checks_the_object_storage_secret_only_when_the_stack_uses_it(
+        self, raw, previous_env, tmp_path, settings, s3_secret, refused
+    ):
+        env = {**previous_env, **settings, "CLICKSTREAM_S3_SECRET_KEY": s3_secret}
+        init = _environment(_interpolate_tree(raw, env)["services"][INIT_SERVICE])
+        proc = _run_airflow_init_until_migration(init, tmp_path)
+        if refused:
+            assert proc.returncode == 1 and refused in proc.stderr, proc.stderr
+            assert "AIRFLOW_CONN_CLICKSTREAM_LAKE" in proc.stderr
+            if refused == "has no secret":
+                assert "CLICKSTREAM_S3_SECRET_KEY" in proc.stderr  # what to set in .env
+            assert "migrating" not in proc.stdout, "it must stop before touching any database"
+        else:
+            assert proc.returncode == 3 and "[init] migrating" in proc.stdout, proc.stderr  # the stand-in `airflow`
 
     @pytest.mark.slow
     def test_airflow_init_job_migrates_both_databases_and_sets_the_admin_password(self, pg_url, tmp_path):

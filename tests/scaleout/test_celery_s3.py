@@ -44,6 +44,10 @@ SHARDS = 4
 PAGE_SIZE = 500
 PAGES_PER_PART = 2  # 5,000 sessions a shard: 10 pages, 5 parts
 WORKERS = ("worker-a", "worker-b")
+#: One task slot per worker: a worker holds one task at a time (Airflow acknowledges late, prefetches 1), so of
+#: the 4 shards queued together each worker gets one at least. With 2 slots each, one worker could take all 4
+#: while the other was slow to poll.
+CONCURRENCY = 1
 LAKE_CONN_ID = "clickstream_lake"
 BUCKET = "lake"
 PREFIX = "clickstream/datasets"
@@ -114,6 +118,7 @@ def scaleout(pg_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
                 store_url=store_url,
                 broker_url=redis.url,
                 workers=WORKERS,
+                concurrency=CONCURRENCY,
                 extra_env={
                     f"AIRFLOW_CONN_{LAKE_CONN_ID.upper()}": s3.airflow_connection(),
                     "AIRFLOW__CLICKSTREAM__RELEASE_SCHEDULE": "",  # runs only when triggered
@@ -142,6 +147,7 @@ def released(scaleout: ScaleOut) -> ScaleOut:
     cluster = scaleout.cluster
     cluster.wait_for_dag(DAG_ID)
     cluster.unpause(DAG_ID)
+    cluster.wait_for_workers()  # both consume from the broker right now, so the shards can spread over both
     t0 = time.monotonic()
     conf = {"shards": SHARDS, "base_path": BASE_PATH, "page_size": PAGE_SIZE, "pages_per_part": PAGES_PER_PART}
     scaleout.run_id = cluster.trigger(DAG_ID, conf)

@@ -285,7 +285,8 @@ class CeleryCluster:
     :param store_url: the session store (the ``clickstream_default`` connection).
     :param broker_url: the Celery broker (``redis://...``).
     :param workers: the workers' names: each is its Celery node name and its task instances' hostname.
-    :param concurrency: task slots per worker.
+    :param concurrency: task slots per worker. With 1 (and Airflow's late acknowledgement and prefetch of 1), a
+        worker holds one task at a time, so tasks queued together spread over every worker that answers.
     :param extra_env: more environment for every process (connections, ``AIRFLOW__...`` options).
     :param startup_timeout_s: how long :meth:`start` waits for every process to be ready.
     """
@@ -305,6 +306,7 @@ class CeleryCluster:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.worker_names = list(workers)
+        self.broker_url = broker_url
         self.startup_timeout_s = startup_timeout_s
         env = {
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
@@ -371,6 +373,7 @@ class CeleryCluster:
                 if not wait_until(ready, max(1.0, deadline - time.monotonic()), interval=0.5):
                     worker.check_alive()
                     raise RuntimeError(f"{name} not ready after {self.startup_timeout_s} s:\n{worker.log_tail()}")
+            self.wait_for_workers(max(10.0, deadline - time.monotonic()))
             for proc in self.processes.values():
                 proc.check_alive()
         except BaseException:
@@ -391,6 +394,40 @@ class CeleryCluster:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+    # ------------------------------------------------------------------------------------------ Celery
+
+    def workers_answering(self, timeout: float = 2.0) -> set[str]:
+        """The workers (by name) that answer a Celery ``ping`` through the broker within ``timeout`` s: they
+        consume from the broker now (``celery inspect ping``, in process)."""
+        from celery import Celery
+
+        app = Celery("clickstream-scaleout-probe", broker=self.broker_url)
+        try:
+            replies = app.control.ping(timeout=timeout)
+        finally:
+            app.close()
+        nodes = {node for reply in replies for node in reply}
+        return {name for name in self.worker_names if any(node.startswith(f"{name}@") for node in nodes)}
+
+    def wait_for_workers(self, timeout: float = 60) -> None:
+        """Wait until every worker answers a ping (see :meth:`workers_answering`); raise with the logs of those
+        that do not."""
+        answering: set[str] = set()
+
+        def all_answer() -> bool:
+            nonlocal answering
+            for name in self.worker_names:
+                self.processes[name].check_alive()
+            answering = self.workers_answering()
+            return answering == set(self.worker_names)
+
+        if not wait_until(all_answer, timeout, interval=0.5):
+            for name in self.worker_names:
+                self.processes[name].check_alive()  # a dead worker: say so, with its log
+            silent = [name for name in self.worker_names if name not in answering]
+            tails = "\n".join(f"----- {name} -----\n{self.processes[name].log_tail()}" for name in silent)
+            raise RuntimeError(f"workers {silent} do not answer a Celery ping after {timeout:.0f} s:\n{tails}")
 
     # ------------------------------------------------------------------------------------------ REST
 
