@@ -1,6 +1,7 @@
 -- PostgreSQL's own queries, added to queries.sql (see its header for the convention): the PostgreSQL
 -- version of each query whose SQL differs per dialect (queries.sqlite.sql has the SQLite one), and the
--- queries only PostgreSQL runs: lock_migrations, lock_batch_creation and lock_collecting_for_release, which
+-- queries only PostgreSQL runs: lock_migrations, lock_batch_creation, lock_collecting_for_release,
+-- lock_erasures and snapshot_read, which
 -- the Python side runs when Database.has(...) finds them (SQLite's BEGIN IMMEDIATE makes them unnecessary).
 -- No name here overrides one of queries.sql. JSON parameters arrive as text and are cast to jsonb here.
 -- Names wrapped in __ are fragments substituted into other queries (shared ones included).
@@ -19,6 +20,17 @@ SELECT pg_advisory_xact_lock(4242057001)
 -- write that read "not tombstoned" before the erasure commits after it (SHARE ROW EXCLUSIVE blocks
 -- INSERT/UPDATE/DELETE, not reads). Erasure is short, so ingestion pauses only briefly.
 LOCK TABLE cs_session, cs_event IN SHARE ROW EXCLUSIVE MODE
+
+-- name: lock_erasures
+-- PostgreSQL only: a metrics keep-write waits for erasures in flight (their tombstone insert) to commit and
+-- holds new ones until it commits (SHARE conflicts with ROW EXCLUSIVE, not with reads), so its tombstone
+-- count (store_batch_metrics) is that of every erasure that may have deleted the kept row.
+LOCK TABLE cs_erased_session IN SHARE MODE
+
+-- name: snapshot_read
+-- PostgreSQL only, first statement of a metrics computation: every query of the transaction reads one
+-- snapshot (REPEATABLE READ), the tombstone count (erasure_generation) included.
+SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY
 
 -- name: lock_batch_creation
 -- PostgreSQL only: advisory lock (till commit) taken before opening a collecting batch.
@@ -231,13 +243,15 @@ GROUP BY 1
 
 -- name: batch_position_clicks
 -- Position curve: for each result position up to :max_position, the sessions of batch :batch_id with a click
--- on the result there. A result shown twice counts at its first position (as batch_rr_sum does).
+-- on the result there. A result shown twice counts at its first position (as batch_rr_sum does). Starts from
+-- the batch's clicked (session, object) pairs, so only clicked sessions' results are expanded.
 SELECT r.pos AS position, count(*) AS clicks
-FROM (SELECT s.session_id, o.v ->> 'object_id' AS object_id, min(o.pos) AS pos
-      FROM cs_session s CROSS JOIN LATERAL jsonb_array_elements(s.search_results) WITH ORDINALITY AS o(v, pos)
-      WHERE s.batch_id = :batch_id
-      GROUP BY s.session_id, o.v ->> 'object_id') r
+FROM (SELECT c.session_id,
+             (SELECT min(o.pos) FROM jsonb_array_elements(s.search_results) WITH ORDINALITY AS o(v, pos)
+              WHERE o.v ->> 'object_id' = c.object_id) AS pos
+      FROM (SELECT DISTINCT e.session_id, e.object_id
+            FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
+            WHERE s.batch_id = :batch_id AND e.event_type = 'click') c
+      JOIN cs_session s ON s.session_id = c.session_id) r
 WHERE r.pos <= :max_position
-  AND EXISTS (SELECT 1 FROM cs_event e
-              WHERE e.session_id = r.session_id AND e.object_id = r.object_id AND e.event_type = 'click')
 GROUP BY r.pos

@@ -239,26 +239,53 @@ DELETE FROM cs_session WHERE session_number IN (
 -- Retention: deletes the row of released batch :batch_id once its sessions are gone (never a collecting one).
 DELETE FROM cs_batch WHERE batch_id = :batch_id AND status = 'released'
 
+-- name: erasure_generation
+-- How many sessions were ever erased (tombstones are never deleted): read FIRST in a metrics snapshot, so a
+-- keep-write seeing another count knows a user was erased since (store_batch_metrics).
+SELECT count(*) FROM cs_erased_session
+
 -- name: store_batch_metrics
--- Keeps the metrics of released batch :batch_id (cs_batch_metrics), replacing an older computation.
--- Nothing is stored for a batch that is not released (or gone), over a computation that started later
--- (computed_at), or when a user was erased since the computation started (it may hold their sessions: the
--- next read computes the metrics again).
+-- Keeps the metrics and position curve of released batch :batch_id (cs_batch_metrics); rowcount 1: kept.
+-- Nothing is kept for a batch that is not released (or gone), when a user was erased since the snapshot
+-- the metrics were read in (the tombstone count is no longer :generation; run after lock_erasures on
+-- PostgreSQL, under SQLite's write lock elsewhere, so an erasure in flight has committed first), or over a
+-- kept computation that saw more: events and irrelevant flags only grow in a released batch (an erasure
+-- deletes the kept row), so a computation seeing fewer read an older snapshot. No clock decides anything.
 INSERT INTO cs_batch_metrics (batch_id, sessions, events, clicks, sessions_with_click, click_through_rate,
-                              mean_reciprocal_rank, no_click_rate, irrelevant_rate, late_events, computed_at)
+                              mean_reciprocal_rank, no_click_rate, irrelevant_rate, late_events, positions,
+                              computed_at)
 SELECT CAST(:batch_id AS TEXT), CAST(:sessions AS BIGINT), CAST(:events AS BIGINT), CAST(:clicks AS BIGINT),
        CAST(:sessions_with_click AS BIGINT), CAST(:click_through_rate AS DOUBLE PRECISION),
        CAST(:mean_reciprocal_rank AS DOUBLE PRECISION), CAST(:no_click_rate AS DOUBLE PRECISION),
-       CAST(:irrelevant_rate AS DOUBLE PRECISION), CAST(:late_events AS BIGINT), CAST(:computed_at AS BIGINT)
+       CAST(:irrelevant_rate AS DOUBLE PRECISION), CAST(:late_events AS BIGINT), CAST(:positions AS TEXT),
+       CAST(:computed_at AS BIGINT)
 WHERE EXISTS (SELECT 1 FROM cs_batch b WHERE b.batch_id = :batch_id AND b.status = 'released')
-  AND NOT EXISTS (SELECT 1 FROM cs_erased_session t WHERE t.erased_at >= :computed_at)
+  AND (SELECT count(*) FROM cs_erased_session) = :generation
 ON CONFLICT (batch_id) DO UPDATE
 SET sessions = excluded.sessions, events = excluded.events, clicks = excluded.clicks,
     sessions_with_click = excluded.sessions_with_click, click_through_rate = excluded.click_through_rate,
     mean_reciprocal_rank = excluded.mean_reciprocal_rank, no_click_rate = excluded.no_click_rate,
     irrelevant_rate = excluded.irrelevant_rate, late_events = excluded.late_events,
-    computed_at = excluded.computed_at
-WHERE cs_batch_metrics.computed_at <= excluded.computed_at
+    positions = excluded.positions, computed_at = excluded.computed_at
+WHERE excluded.events >= cs_batch_metrics.events
+  AND coalesce(excluded.irrelevant_rate, 0) >= coalesce(cs_batch_metrics.irrelevant_rate, 0)
+
+-- name: kept_positions
+-- The kept position curve of batch :batch_id (JSON [[shown, clicks], ...] for positions 1..); no row: none kept.
+SELECT positions FROM cs_batch_metrics WHERE batch_id = :batch_id
+
+-- name: released_without_metrics
+-- Released batches without kept metrics, newest release first, at most :limit (what a backfill computes).
+SELECT b.batch_id FROM cs_batch b
+WHERE b.status = 'released' AND NOT EXISTS (SELECT 1 FROM cs_batch_metrics m WHERE m.batch_id = b.batch_id)
+ORDER BY b.released_at DESC, b.batch_id DESC
+LIMIT :limit
+
+-- name: batch_counts
+-- A batch's sessions and their events, counted (no click or late-event aggregation): a collecting batch's row.
+SELECT (SELECT count(*) FROM cs_session WHERE batch_id = :batch_id) AS sessions,
+       (SELECT count(*) FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
+        WHERE s.batch_id = :batch_id) AS events
 
 -- name: erase_user_batch_metrics
 -- Erasure: forgets the stored metrics of the batches holding :user_id's sessions (computed again when read).

@@ -190,13 +190,15 @@ GROUP BY 1
 
 -- name: batch_position_clicks
 -- Position curve: for each result position up to :max_position, the sessions of batch :batch_id with a click
--- on the result there. A result shown twice counts at its first position (as batch_rr_sum does).
+-- on the result there. A result shown twice counts at its first position (as batch_rr_sum does). Starts from
+-- the batch's clicked (session, object) pairs, so only clicked sessions' results are expanded.
 SELECT r.pos AS position, count(*) AS clicks
-FROM (SELECT s.session_id, json_extract(j.value, '$.object_id') AS object_id, min(CAST(j.key AS INTEGER)) + 1 AS pos
-      FROM cs_session s, json_each(s.search_results) j
-      WHERE s.batch_id = :batch_id
-      GROUP BY s.session_id, json_extract(j.value, '$.object_id')) r
+FROM (SELECT c.session_id,
+             (SELECT min(CAST(j.key AS INTEGER)) + 1 FROM json_each(s.search_results) j
+              WHERE json_extract(j.value, '$.object_id') = c.object_id) AS pos
+      FROM (SELECT DISTINCT e.session_id, e.object_id
+            FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
+            WHERE s.batch_id = :batch_id AND e.event_type = 'click') c
+      JOIN cs_session s ON s.session_id = c.session_id) r
 WHERE r.pos <= :max_position
-  AND EXISTS (SELECT 1 FROM cs_event e
-              WHERE e.session_id = r.session_id AND e.object_id = r.object_id AND e.event_type = 'click')
 GROUP BY r.pos

@@ -420,6 +420,13 @@ class ClickstreamHook(BaseHook):
         """
         return self.get_conn().batch_metrics(batch_id)
 
+    def compute_missing_metrics(self, limit: int = 10) -> models.MetricsBackfill:
+        """Compute and keep the metrics of released batches that have none kept, newest first.
+
+        Delegates to :meth:`clickstream.store.SessionStore.compute_missing_metrics`.
+        """
+        return self.get_conn().compute_missing_metrics(limit)
+
     def list_batches_page(
         self, limit: int = 20, before: str | None = None, release_id: str | None = None
     ) -> models.BatchList:

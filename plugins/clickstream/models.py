@@ -378,9 +378,18 @@ class BatchSummary(BaseModel):
     created_at: int
     released_at: int | None = None
     release_id: str | None = None
-    sessions: int = Field(description="sessions of the batch (a released batch: when its metrics were computed)")
-    events: int = Field(description="events of its sessions (a released batch: when its metrics were computed)")
-    metrics: BatchQuality | None = Field(description="null while the batch is collecting")
+    sessions: int | None = Field(
+        description="sessions of the batch (a released batch: when its metrics were computed; null while they "
+        "are not computed yet)"
+    )
+    events: int | None = Field(
+        description="events of its sessions (a released batch: when its metrics were computed; null while they "
+        "are not computed yet)"
+    )
+    metrics: BatchQuality | None = Field(
+        description="null while the batch is collecting, and for a released batch whose metrics are not computed "
+        "yet (computed by the next reads or by the release DAG's metrics task)"
+    )
     dataset: str | None = Field(description="the manifest of the batch's dataset (path or URI); null until written")
 
 
@@ -417,6 +426,13 @@ class MetricsPoint(BaseModel):
     no_click_rate: float | None
     irrelevant_rate: float | None
     late_events: int
+
+
+class MetricsBackfill(BaseModel):
+    """What :meth:`compute_missing_metrics` computed."""
+
+    computed: list[str] = Field(description="released batches whose metrics were computed and kept, newest first")
+    more: bool = Field(description="more released batches without kept metrics are left")
 
 
 class MetricsSeries(BaseModel):

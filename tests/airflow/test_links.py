@@ -19,7 +19,7 @@ from clickstream.operators.links import BatchLink, DatasetLink
 from clickstream.store import SessionStore
 from clickstream.synthetic import seed_store
 from tests.support import REPO_ROOT
-from tests.support.inprocess import ROLES, SIMPLE_AUTH_MANAGER, mint_token
+from tests.support.inprocess import airflow_api_app, mint_token
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*cannot be called outside of the Task Runner")
 
@@ -64,6 +64,20 @@ class TestOperatorsRunDirectly:
         expected = {"Batch": f"/clickstream/ui/batches/{batch_id}", "Dataset": manifest}
         assert _links(extract) == _links(metrics) == expected
 
+    def test_the_metrics_task_also_backfills_older_released_batches_within_its_budget(
+        self, store: SessionStore
+    ) -> None:
+        released = []
+        for i in range(4):  # released outside the DAG, or before the upgrade: no kept metrics
+            store.register_session({"session_id": f"s{i}", "search_results": [{"object_id": "a"}]})
+            released.append(store.release_batch(f"r{i}").batch_id)
+        metrics = BatchMetricsOperator(task_id="metrics", batch_id=released[-1], write_file=False, backfill=2)
+        metrics.execute(context={})
+        kept = [len(_kept_metrics_computed_at(store, b)) for b in released]
+        assert kept == [0, 1, 1, 1]  # its batch, then the two newest without metrics
+        BatchMetricsOperator(task_id="metrics", batch_id=released[-1], write_file=False).execute(context={})
+        assert [len(_kept_metrics_computed_at(store, b)) for b in released] == [1, 1, 1, 1]
+
     def test_a_batch_id_that_cannot_name_a_folder_gets_no_dataset_link(self) -> None:
         metrics = BatchMetricsOperator(task_id="metrics", batch_id="../etc", base_path="/tmp/x")
         assert DatasetLink().get_link(metrics, ti_key=None) == ""  # type: ignore[arg-type]
@@ -76,16 +90,8 @@ class TestOperatorsRunDirectly:
 @pytest.fixture(scope="module")
 def airflow_app(airflow_db: None) -> Iterator[Any]:
     """Airflow's API server app (SimpleAuthManager), which answers a task instance's extra links."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AIRFLOW__CORE__AUTH_MANAGER", SIMPLE_AUTH_MANAGER)
-        mp.setenv("AIRFLOW__CORE_SIMPLE_AUTH_MANAGER_USERS", ",".join(f"{r}:{r}" for r in ROLES))
-        from airflow import plugins_manager
-        from airflow.api_fastapi.app import create_app, purge_cached_app
-
-        purge_cached_app()
-        plugins_manager._get_plugins.cache_clear()
-        yield create_app()
-        purge_cached_app()
+    with airflow_api_app() as app:
+        yield app
 
 
 def _kept_metrics_computed_at(store: SessionStore, batch_id: str) -> list[int]:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.support.connections import airflow_conn_uri
-from tests.support.inprocess import ROLES, SIMPLE_AUTH_MANAGER, Api, mint_token
+from tests.support.inprocess import ROLES, Api, airflow_api_app, mint_token
 
 # ---------------------------------------------------------------------------------------------- fixtures
 
@@ -16,18 +16,8 @@ from tests.support.inprocess import ROLES, SIMPLE_AUTH_MANAGER, Api, mint_token
 @pytest.fixture(scope="module")
 def airflow_app(airflow_db: None) -> Iterator[Any]:
     """Airflow's API server app with SimpleAuthManager and every plugin found by entry point."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AIRFLOW__CORE__AUTH_MANAGER", SIMPLE_AUTH_MANAGER)
-        mp.setenv("AIRFLOW__CORE_SIMPLE_AUTH_MANAGER_USERS", ",".join(f"{r}:{r}" for r in ROLES))
-        from airflow import plugins_manager
-        from airflow.api_fastapi.app import create_app, purge_cached_app
-
-        purge_cached_app()
-        plugins_manager._get_plugins.cache_clear()
-        plugins_manager.get_fastapi_plugins.cache_clear()
-        plugins_manager._get_ui_plugins.cache_clear()
-        yield create_app()
-        purge_cached_app()
+    with airflow_api_app() as app:
+        yield app
 
 
 @pytest.fixture

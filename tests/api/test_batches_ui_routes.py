@@ -100,10 +100,20 @@ class TestBatches:
             "next_before": None,
         }
 
-    def test_an_unknown_before_is_404_naming_before(self, api: Api, released: list[str]) -> None:
-        answer = api.get("/batches?before=b0000000000000-nope", role="viewer")
-        assert answer.status_code == 404
-        assert answer.json()["detail"].startswith("before: ")
+    def test_a_before_that_is_no_batch_still_pages_keyset_wise(self, api: Api, released: list[str]) -> None:
+        # e.g. the last batch of the previous page was purged meanwhile: paging goes on from where it sorted
+        answer = api.get(f"/batches?before={released[-1]}-purged", role="viewer")
+        assert answer.status_code == 200
+        assert [b["batch_id"] for b in answer.json()["batches"]] == released[::-1]
+        assert api.get("/batches?before=b0000000000000-nope", role="viewer").json()["batches"] == []
+
+    def test_a_read_computes_at_most_two_missing_metrics_the_others_are_null(
+        self, api: Api, released: list[str]
+    ) -> None:
+        first = api.get("/batches", role="viewer").json()["batches"]
+        assert [(b["sessions"], b["metrics"] is None) for b in first] == [(2, False), (2, False), (None, True)]
+        second = api.get("/batches", role="viewer").json()["batches"]
+        assert [(b["sessions"], b["metrics"] is None) for b in second] == [(2, False)] * 3
 
     @pytest.mark.parametrize("route", ["/batches/nope", "/batches/nope/positions"])
     def test_an_unknown_batch_is_404(self, api: Api, route: str) -> None:
@@ -146,6 +156,10 @@ class TestPositions:
 class TestMetrics:
     def test_released_batches_oldest_first_each_with_its_metrics(self, api: Api, released: list[str]) -> None:
         api.post("/session", session_body("collecting-1"), role="user")  # not released: not plotted
+        assert api.get("/metrics", role="viewer").json() == {"metrics": []}  # kept metrics only: none yet
+        api.get("/batches", role="viewer")  # computes (and keeps) two
+        assert len(api.get("/metrics", role="viewer").json()["metrics"]) == 2
+        api.get(f"/batches/{released[0]}", role="viewer")  # and the third
         answer = api.get("/metrics", role="viewer")
         assert answer.status_code == 200
         points = answer.json()["metrics"]

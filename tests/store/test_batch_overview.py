@@ -4,7 +4,10 @@ click-through rate by result position, and the recorded dataset."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -101,10 +104,11 @@ class TestListBatchesPage:
         assert page.next_before is None
         assert store.list_batches_page(release_id="never").batches == []
 
-    def test_an_unknown_before_is_not_found_naming_before(self, store: SessionStore) -> None:
-        _release_batches(store, 1)
-        with pytest.raises(NotFound, match="^before: batch_id 'b0-nope' not found"):
-            store.list_batches_page(before="b0-nope")
+    def test_a_before_that_is_no_batch_pages_from_where_it_would_sort(self, store: SessionStore) -> None:
+        # keyset paging needs no existing batch: a page whose last batch was purged meanwhile still continues
+        older, newer = _release_batches(store, 2)
+        assert [b.batch_id for b in store.list_batches_page(before=newer + "-purged").batches] == [newer, older]
+        assert store.list_batches_page(before="0").batches == []
 
     @pytest.mark.parametrize(
         "kwargs, field",
@@ -166,7 +170,7 @@ class TestKeptMetrics:
 
     def test_a_purged_batch_takes_its_kept_metrics_along(self, store: SessionStore) -> None:
         first, second = _release_batches(store, 2)
-        store.metrics_series()  # keeps both
+        store.list_batches_page()  # computes and keeps both
         assert _kept_metrics(store, first) == _kept_metrics(store, second) == 1
         store.purge_batch(first, duty_cycle=1)
         assert _kept_metrics(store, first) == 0 and _kept_metrics(store, second) == 1
@@ -193,20 +197,156 @@ class TestKeptMetrics:
         assert after.metrics is not None
         assert (after.sessions, after.events, after.metrics.ctr, after.metrics.no_click_rate) == (1, 0, 0.0, 1.0)
 
-    def test_a_computation_that_started_before_an_erasure_is_not_kept(
+    @pytest.mark.parametrize("threaded", [True, False], ids=["erasure-in-flight", "erasure-clock-behind"])
+    def test_a_computation_whose_snapshot_predates_an_erasure_is_not_kept(
+        self, store: SessionStore, store_url: str, threaded: bool
+    ) -> None:
+        # The computation reads the batch with the user's session, the erasure commits, then the keep-write
+        # runs: it must not keep the stale numbers. erasure-in-flight (the reviewer's race): the erasure starts
+        # first and is in flight (tombstones inserted, kept metrics deleted, not committed) while the
+        # computation reads, and commits while the keep-write waits for it. erasure-clock-behind: the erasure
+        # runs between the reads and the keep-write on a host whose clock is a minute behind.
+        store.register_session(_session("mine", user_id="u1"))
+        store.push_events("mine", [click("e1", "a")])
+        store.register_session(_session("other", user_id="u2"))
+        batch_id = store.release_batch("r1").batch_id
+        computing = SessionStore(create_store_engine(store_url))
+        eraser = SessionStore(create_store_engine(store_url), clock=lambda: now_ms() - 60_000)
+        in_flight, keep_starts = threading.Event(), threading.Event()
+        erase_run = eraser.db.run
+
+        def pausing_run(conn: Any, query: str, /, **params: Any) -> Any:
+            result = erase_run(conn, query, **params)
+            if query == "erase_user_sessions":  # the erasure's last statement: hold it uncommitted
+                in_flight.set()
+                assert keep_starts.wait(10)
+                time.sleep(0.3)  # the keep-write is waiting for it now
+            return result
+
+        erasure = threading.Thread(target=eraser.erase_user, args=("u1",))
+        transaction = computing.db.transaction
+
+        @contextmanager
+        def interleaved(*, write: bool, **kwargs: Any) -> Iterator[Any]:
+            if write:  # the computation has read its snapshot; its keep-write starts now
+                if threaded:
+                    keep_starts.set()
+                else:
+                    eraser.erase_user("u1")
+            with transaction(write=write, **kwargs) as conn:
+                yield conn
+
+        computing.db.transaction = interleaved  # type: ignore[method-assign]
+        try:
+            if threaded:
+                eraser.db.run = pausing_run  # type: ignore[method-assign]
+                erasure.start()
+                assert in_flight.wait(10)
+            computed = computing.batch_metrics(batch_id)
+            if threaded:
+                erasure.join(10)
+        finally:
+            computing.dispose()
+            eraser.dispose()
+        assert (computed.sessions, computed.click_through_rate) == (2, 0.5)  # read before the erasure committed
+        assert _kept_metrics(store, batch_id) == 0
+        after = store.get_batch_summary(batch_id)  # computed again, without the erased session
+        assert after.metrics is not None and (after.sessions, after.metrics.ctr) == (1, 0.0)
+
+    def test_an_older_snapshot_never_replaces_a_newer_one_and_no_clock_decides(
         self, store: SessionStore, store_url: str
     ) -> None:
-        store.register_session(_session("mine", user_id="u1"))
-        batch_id = store.release_batch("r1").batch_id
-        store.erase_user("u1")
-        started_earlier = SessionStore(create_store_engine(store_url), clock=lambda: now_ms() - 60_000)
-        try:
-            started_earlier.batch_metrics(batch_id)
-        finally:
-            started_earlier.dispose()
-        assert _kept_metrics(store, batch_id) == 0
+        (batch_id,) = _release_batches(store, 1)
         store.batch_metrics(batch_id)
-        assert _kept_metrics(store, batch_id) == 1
+        store.push_events("s0-0", [click("late-1", "a")])
+        # a worker whose clock is a minute behind re-runs the metrics: the newer snapshot is kept
+        behind = SessionStore(create_store_engine(store_url), clock=lambda: now_ms() - 60_000)
+        transaction = behind.db.transaction
+
+        @contextmanager
+        def late_event_then_keep(*, write: bool, **kwargs: Any) -> Iterator[Any]:
+            if write:  # after this computation read 1 event: another event, and a computation that sees it
+                store.push_events("s0-0", [click("late-2", "b")])
+                store.batch_metrics(batch_id)
+            with transaction(write=write, **kwargs) as conn:
+                yield conn
+
+        try:
+            behind.db.transaction = late_event_then_keep  # type: ignore[method-assign]
+            assert behind.batch_metrics(batch_id).events == 1
+            behind.db.transaction = transaction  # type: ignore[method-assign]
+            assert store.get_batch_summary(batch_id).events == 2  # the older snapshot (1 event) was not kept
+            store.push_events("s0-0", [click("late-3", "c")])
+            assert behind.batch_metrics(batch_id).events == 3  # clock behind, snapshot newer: kept
+            assert store.get_batch_summary(batch_id).events == 3
+        finally:
+            behind.dispose()
+
+    def test_the_position_curve_is_kept_with_the_metrics(self, store: SessionStore) -> None:
+        store.register_session(_session("s1"))
+        store.push_events("s1", [click("e1", "b")])
+        batch_id = store.release_batch("r1").batch_id
+        store.batch_metrics(batch_id)
+        store.push_events("s1", [click("e2", "a")])  # a late click: shown once the metrics are computed again
+        kept = [(p.shown, p.clicks) for p in store.batch_positions(batch_id, max_position=3).positions]
+        assert kept == [(1, 0), (1, 1), (1, 0)]
+        assert len(store.batch_positions(batch_id).positions) == 20
+        live = store.batch_positions(batch_id, max_position=21).positions  # beyond the kept curve: live
+        assert [(p.shown, p.clicks) for p in live[:3]] == [(1, 1), (1, 1), (1, 0)]
+        store.batch_metrics(batch_id)
+        assert [p.clicks for p in store.batch_positions(batch_id, max_position=3).positions] == [1, 1, 0]
+
+
+class TestComputeBudget:
+    def test_a_read_computes_at_most_two_missing_metrics_the_others_are_null(self, store: SessionStore) -> None:
+        released = _release_batches(store, 5)
+        assert store.metrics_series().metrics == []  # computes nothing
+        first = store.list_batches_page().batches
+        assert [b.metrics is not None for b in first] == [True, True, False, False, False]
+        assert [b.sessions for b in first] == [1, 1, None, None, None]
+        assert [b.events for b in first] == [0, 0, None, None, None]
+        assert [p.batch_id for p in store.metrics_series().metrics] == released[3:]
+        store.list_batches_page()
+        assert [b.metrics is not None for b in store.list_batches_page().batches] == [True] * 5
+
+    def test_compute_missing_metrics_backfills_newest_first_within_its_limit(self, store: SessionStore) -> None:
+        released = _release_batches(store, 5)
+        done = store.compute_missing_metrics(limit=3)
+        assert (done.computed, done.more) == (released[:1:-1], True)
+        done = store.compute_missing_metrics(limit=3)
+        assert (done.computed, done.more) == (released[1::-1], False)
+        assert store.compute_missing_metrics().computed == []
+        assert [p.batch_id for p in store.metrics_series().metrics] == released
+
+    def test_a_read_whose_keep_write_cannot_run_still_answers_the_metrics(self, tmp_path: Any) -> None:
+        # SQLite: another writer holds the write lock longer than the busy timeout (an import, a purge)
+        url = f"sqlite:///{tmp_path / 'busy.db'}"
+        store = SessionStore(create_store_engine(url, sqlite_busy_timeout_s=0.2))
+        store.migrate()
+        try:
+            (batch_id,) = _release_batches(store, 1)
+            with store.db.transaction(write=True):
+                summary = store.get_batch_summary(batch_id)
+            assert summary.metrics is not None and summary.sessions == 1
+            assert _kept_metrics(store, batch_id) == 0
+        finally:
+            store.dispose()
+
+    def test_a_batch_purged_during_the_keep_write_is_simply_not_kept(self, store: SessionStore) -> None:
+        (batch_id,) = _release_batches(store, 1)
+        transaction = store.db.transaction
+
+        @contextmanager
+        def purge_first(*, write: bool, **kwargs: Any) -> Iterator[Any]:
+            if write:
+                store.db.transaction = transaction  # type: ignore[method-assign]
+                store.purge_batch(batch_id, duty_cycle=1)
+            with transaction(write=write, **kwargs) as conn:
+                yield conn
+
+        store.db.transaction = purge_first  # type: ignore[method-assign]
+        assert store.batch_metrics(batch_id).sessions == 1
+        assert _kept_metrics(store, batch_id) == 0
 
 
 # ------------------------------------------------------------------------------------------ metrics series
@@ -217,6 +357,8 @@ class TestMetricsSeries:
         released = _release_batches(store, 4, sessions=2)
         store.register_session(_session("collecting"))
         store.push_events("s3-0", [click("e1", "c")])  # the newest released batch gets a late click
+        assert store.metrics_series().metrics == []  # it shows kept metrics only
+        store.compute_missing_metrics()
         series = store.metrics_series(limit=3).metrics
         assert [p.batch_id for p in series] == released[1:]
         assert [p.released_at for p in series] == sorted(p.released_at for p in series)

@@ -24,7 +24,7 @@ from clickstream.api.batches import batches_router, overview_router
 from clickstream.api.bulk import bulk_router
 from clickstream.api.deps import get_user
 from clickstream.api.errors import install_error_handlers
-from clickstream.api.holder import StoreHolder
+from clickstream.api.holder import StoreHolder, get_store
 from clickstream.api.limits import DEFAULT_MAX_REQUEST_BYTES, BodySizeLimit
 from clickstream.api.runtime import tune_worker_process
 from clickstream.api.sessions import sessions_router
@@ -105,6 +105,6 @@ def create_app(
     app.include_router(overview_router())
     app.include_router(bulk_router())
     app.include_router(admin_router())
-    app.include_router(ui_router(config))
+    app.include_router(ui_router(config, get_store))
     app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
     return app

@@ -76,7 +76,7 @@ def overview_router() -> APIRouter:
     @router.get(
         "/batches",
         response_model=models.BatchList,
-        responses=error_responses(401, 403, 404, 422, 503),
+        responses=error_responses(401, 403, 422, 503),
         summary="List batches, newest first",
     )
     def list_batches(
@@ -94,9 +94,10 @@ def overview_router() -> APIRouter:
     ) -> models.BatchList:
         """Batches newest first, each with its status, counts, metrics (null while collecting) and dataset.
 
-        Keyset-paged: pass ``next_before`` as ``before`` for the next page (null: no older batch). An unknown
-        ``before`` is a 404. A released batch's metrics and counts are those kept when they were computed (by
-        the release DAG's metrics task, or on the first read of a batch released otherwise).
+        Keyset-paged: pass ``next_before`` as ``before`` for the next page (null: no older batch); ``before``
+        need not exist any more. A released batch's metrics and counts are those kept when they were computed
+        (by the release DAG's metrics task, or by a read of a batch released otherwise: at most two a request;
+        the others answer ``metrics``, ``sessions`` and ``events`` null until a later read computes them).
         """
         return store.get().list_batches_page(limit, before, release_id)
 
@@ -109,7 +110,8 @@ def overview_router() -> APIRouter:
     def get_batch(
         store: StoreDep, batch_id: str = Path(min_length=1, max_length=128, description="the batch")
     ) -> models.BatchSummary:
-        """One batch as ``GET /batches`` lists it; an unknown ``batch_id`` is a 404."""
+        """One batch as ``GET /batches`` lists it (metrics computed now if none are kept yet); an unknown
+        ``batch_id`` is a 404."""
         return store.get().get_batch_summary(batch_id)
 
     @router.get(
@@ -125,7 +127,8 @@ def overview_router() -> APIRouter:
     ) -> models.BatchPositions:
         """For each result position 1..``max_position``: the sessions with a result there (``shown``), those
         with a click on it (``clicks``) and ``ctr`` = clicks / shown (null when shown is 0). A result listed
-        twice in a session counts at its first position. An unknown ``batch_id`` is a 404."""
+        twice in a session counts at its first position. A released batch with kept metrics answers from the
+        curve kept with them (``max_position`` up to 20). An unknown ``batch_id`` is a 404."""
         return store.get().batch_positions(batch_id, max_position)
 
     @router.get(
@@ -138,7 +141,8 @@ def overview_router() -> APIRouter:
         store: StoreDep,
         limit: int = Query(100, ge=1, le=MAX_METRICS_SERIES, description="the last this many released batches"),
     ) -> models.MetricsSeries:
-        """The metrics of the last ``limit`` released batches, oldest release first (the points of a plot)."""
+        """The kept metrics of the last ``limit`` released batches, oldest release first (the points of a plot);
+        computes none: a batch whose metrics are not computed yet is left out."""
         return store.get().metrics_series(limit)
 
     return router

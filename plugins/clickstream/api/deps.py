@@ -15,12 +15,12 @@ Authorisation goes through Airflow's auth manager, so it follows whatever the de
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 from airflow.api_fastapi.core_api.security import GetUserDep, get_user
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import HTTPException, status
 
-from clickstream.api.holder import StoreHolder
+from clickstream.api.holder import StoreDep, get_store
 
 if TYPE_CHECKING:
     from airflow.api_fastapi.auth.managers.base_auth_manager import BaseAuthManager
@@ -60,12 +60,3 @@ def require_admin(user: GetUserDep) -> None:
     """Erasure needs an administrator (403 otherwise)."""
     if not is_admin(user, _auth_manager()):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "Forbidden: erasing a user's data needs an administrator")
-
-
-def get_store(request: Request) -> StoreHolder:
-    """The process's :class:`~clickstream.api.holder.StoreHolder`; handlers call its ``get()`` only once the
-    request is valid, so invalid input answers 422 even while the store is down."""
-    return request.app.state.clickstream
-
-
-StoreDep = Annotated[StoreHolder, Depends(get_store)]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Depends, Request
 
 from clickstream.hooks import ClickstreamHook
 from clickstream.store import StoreUnavailable
@@ -67,3 +69,14 @@ class StoreHolder:
             if self._store is not None:
                 self._store.dispose()
                 self._store = None
+
+
+def get_store(request: Request) -> StoreHolder:
+    """The process's :class:`StoreHolder` (``app.state.clickstream``), the dependency of the JSON routes and
+    of the Clickstream page; handlers call its ``get()`` only once the request is valid, so invalid input
+    answers 422 even while the store is down."""
+    holder: StoreHolder = request.app.state.clickstream
+    return holder
+
+
+StoreDep = Annotated[StoreHolder, Depends(get_store)]

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from clickstream.operators.base import ClickstreamBaseOperator
+from clickstream.operators.base import ClickstreamBaseOperator, InvalidTaskInput
 from clickstream.operators.extract import dataset_root
 from clickstream.operators.links import BatchLink, DatasetLink
 
@@ -24,13 +24,17 @@ class BatchMetricsOperator(ClickstreamBaseOperator):
     (arrived after the release). Rates are ``null`` for an empty batch. Returns the metrics plus
     ``path`` (where they were written, or null with ``write_file=False``). Re-running overwrites the file.
     The store keeps the metrics of a released batch (the batch list and the Clickstream page show them).
-    An unknown batch fails the task without retry. Extra links: "Batch" (the batch on the Clickstream page)
+    Then the task computes the missing kept metrics of up to ``backfill`` older released batches (after an
+    upgrade, an erasure, or releases made outside the DAG), newest first, and logs how many; an outage
+    during that backfill is logged, not failed (the batch's own metrics are done). An unknown batch fails
+    the task without retry. Extra links: "Batch" (the batch on the Clickstream page)
     and "Dataset" (the manifest of the dataset the metrics are written beside).
 
     :param batch_id: the batch (templated).
     :param base_path: dataset base path (templated); default (None or empty): ``[clickstream]
         dataset_base_path``, else ``$AIRFLOW_HOME/clickstream/datasets``.
     :param write_file: write ``metrics.json`` beside the dataset (default True).
+    :param backfill: older released batches without kept metrics to compute per run (default 10; 0: none).
     :param clickstream_conn_id: Airflow Connection of the session store (templated).
     """
 
@@ -45,9 +49,13 @@ class BatchMetricsOperator(ClickstreamBaseOperator):
         batch_id: str,
         base_path: str | None = None,
         write_file: bool = True,
+        backfill: int = 10,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if isinstance(backfill, bool) or not isinstance(backfill, int) or backfill < 0:
+            raise InvalidTaskInput(f"backfill must be an integer >= 0, got {backfill!r}")
+        self.backfill = backfill
         self.batch_id = batch_id
         self.base_path = base_path
         self.write_file = write_file
@@ -73,7 +81,26 @@ class BatchMetricsOperator(ClickstreamBaseOperator):
         )
         if path:
             self.log.info("Written to %s", path)
+        if self.backfill:
+            self._backfill()
         return {**metrics, "path": path}
+
+    def _backfill(self) -> None:
+        """Compute the missing kept metrics of up to ``backfill`` older released batches; log how many."""
+        from clickstream.store import StoreUnavailable
+
+        try:
+            with self.store() as hook:
+                done = hook.compute_missing_metrics(self.backfill)
+        except StoreUnavailable as err:
+            self.log.warning("Backfill of missing batch metrics skipped (store unavailable): %s", err)
+            return
+        self.log.info(
+            "Backfill: computed the kept metrics of %d older released batch(es)%s%s",
+            len(done.computed),
+            f" ({', '.join(done.computed)})" if done.computed else "",
+            "; more are missing: the next runs continue" if done.more else "; none is missing",
+        )
 
     def dataset_manifest(self) -> str:
         """The manifest of the dataset beside which the metrics are written (the "Dataset" link)."""

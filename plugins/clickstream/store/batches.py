@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, RowMapping, exc
@@ -12,8 +13,8 @@ from clickstream import models
 from clickstream.models import MAX_BIGINT
 from clickstream.store.base import StoreBase
 from clickstream.store.checks import validate
-from clickstream.store.db import Database
-from clickstream.store.errors import Conflict, InvalidInput, NotFound
+from clickstream.store.db import Database, dumps, loads
+from clickstream.store.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
 from clickstream.store.rows import ExtractPage, new_batch_id, session_dict
 
 P = TypeVar("P", ExtractPage, list[dict[str, Any]])
@@ -207,17 +208,32 @@ class BatchOperations(StoreBase):
     def batch_metrics(self, batch_id: str) -> models.BatchMetrics:
         """Search-quality metrics of a batch (see :class:`clickstream.models.BatchMetrics`), computed now.
 
-        For a released batch they are also kept (replacing an older computation), and the batch list, the
-        batch summary and the metrics series show the kept ones (:meth:`list_batches_page`). Computed in a
-        read transaction, kept in a short write of its own.
+        For a released batch they are also kept, with its position curve (positions 1..:data:`KEPT_POSITIONS`),
+        and the batch list, the batch summary, the metrics series and :meth:`batch_positions` show the kept
+        ones. Computed in one read snapshot, kept in a short write of its own, and only when that is safe: no
+        user was erased since the snapshot (their sessions may be in it), and the kept computation did not see
+        more (see :meth:`_keep`). A batch deleted meanwhile (retention) is simply not kept.
+
+        :raises NotFound: unknown ``batch_id``.
         """
+        computed = self._compute(batch_id)
+        if computed.released:
+            self._keep(computed)
+        return computed.metrics
+
+    def _compute(self, batch_id: str) -> _Computed:
+        """The metrics and the kept position curve of a batch, read in one snapshot whose first read is the
+        erasure generation (the tombstone count) that :meth:`_keep` compares."""
         db = self.db
-        started = self.clock()
         with db.transaction(write=False) as conn:
+            if db.has("snapshot_read"):  # PostgreSQL: one snapshot for every query below (SQLite has one)
+                db.run(conn, "snapshot_read")
+            generation = int(db.run(conn, "erasure_generation").scalar_one())
             batch = require_batch(db, conn, batch_id)
             s = db.run(conn, "batch_session_counts", batch_id=batch_id).mappings().one()
             e = db.run(conn, "batch_event_counts", batch_id=batch_id).mappings().one()
             rr_sum = float(db.run(conn, "batch_rr_sum", batch_id=batch_id).scalar() or 0)
+            curve = self._position_curve(conn, batch_id, KEPT_POSITIONS)
         n = s["sessions"]
 
         def ratio(x: float) -> float | None:
@@ -235,10 +251,64 @@ class BatchOperations(StoreBase):
             irrelevant_rate=ratio(s["irrelevant"]),
             late_events=e["late_events"],
         )
-        if batch["status"] == "released":
-            with db.transaction(write=True, single_statement=True) as conn:
-                db.run(conn, "store_batch_metrics", **metrics.model_dump(), computed_at=started)
-        return metrics
+        return _Computed(metrics, curve, generation, batch["status"] == "released")
+
+    def _keep(self, computed: _Computed) -> bool:
+        """Keep a released batch's computed metrics; whether they were kept.
+
+        The write first waits for erasures in flight (PostgreSQL: ``lock_erasures``; SQLite's write lock
+        serialises it already), then ``store_batch_metrics`` keeps only if the tombstone count is still the one
+        of the computation's snapshot (an erasure since may have deleted the kept row, and the snapshot holds
+        the erased sessions) and the computation saw at least as many events and irrelevant flags as the kept
+        one (they only grow in a released batch, so fewer means an older snapshot). The database decides; no
+        clock does. A batch deleted since (retention: the foreign key) is not kept either.
+        """
+        db = self.db
+        try:
+            with db.transaction(write=True) as conn:
+                if db.has("lock_erasures"):
+                    db.run(conn, "lock_erasures")
+                kept = db.run(
+                    conn,
+                    "store_batch_metrics",
+                    **computed.metrics.model_dump(),
+                    positions=dumps(computed.curve),
+                    generation=computed.generation,
+                    computed_at=self.clock(),
+                ).rowcount
+        except exc.IntegrityError:  # the batch row was deleted after the EXISTS check (a concurrent purge)
+            kept = 0
+        if not kept:
+            log.info("batch %s: computed metrics not kept (erasure, purge or a newer computation)", computed.batch_id)
+        return bool(kept)
+
+    def _position_curve(self, conn: Connection, batch_id: str, max_position: int) -> list[tuple[int, int]]:
+        """``(shown, clicks)`` for positions 1..``max_position`` of a batch (see :meth:`batch_positions`)."""
+        lengths = [(r.n, r.sessions) for r in self.db.run(conn, "batch_result_lengths", batch_id=batch_id)]
+        rows = self.db.run(conn, "batch_position_clicks", batch_id=batch_id, max_position=max_position)
+        clicks: dict[int, int] = {r.position: r.clicks for r in rows}
+        return [
+            (sum(sessions for n, sessions in lengths if n >= position), clicks.get(position, 0))
+            for position in range(1, max_position + 1)
+        ]
+
+    def compute_missing_metrics(self, limit: int = 10) -> models.MetricsBackfill:
+        """Compute and keep the metrics of up to ``limit`` (1..:data:`MAX_METRICS_SERIES`) released batches
+        that have none kept, newest release first: after an upgrade from version 2, after an erasure, or for
+        batches released outside the release DAG. The release DAG's metrics task runs it after each release;
+        run it repeatedly (until ``more`` is false) to backfill everything at once.
+        """
+        _between("limit", limit, 1, MAX_METRICS_SERIES)
+        with self.db.transaction(write=False) as conn:
+            missing = list(self.db.run(conn, "released_without_metrics", limit=limit + 1).scalars())
+        computed = []
+        for batch_id in missing[:limit]:
+            try:
+                self.batch_metrics(batch_id)
+            except NotFound:  # purged meanwhile
+                continue
+            computed.append(batch_id)
+        return models.MetricsBackfill(computed=computed, more=len(missing) > limit)
 
     # ------------------------------------------------------------------- the batch overview (UI page)
 
@@ -247,20 +317,20 @@ class BatchOperations(StoreBase):
     ) -> models.BatchList:
         """Batches newest first, a keyset page at a time, each with its counts, metrics and dataset.
 
-        ``before`` is the previous page's ``next_before`` (None: from the newest batch); ``next_before`` is
-        None when no older batch is left. ``release_id`` keeps only the batch of that release. A released
-        batch's metrics (and its counts) are the kept ones (:meth:`batch_metrics`); one that has none yet gets
-        them computed now, once. A collecting batch is counted now and has no metrics.
+        ``before`` is the previous page's ``next_before`` (None: from the newest batch; any batch id works,
+        even one deleted since: the page holds the batches whose ids sort below it); ``next_before`` is None
+        when no older batch is left. ``release_id`` keeps only the batch of that release. A released batch's
+        metrics (and its counts) are the kept ones (:meth:`batch_metrics`); of those that have none yet, at
+        most :data:`READ_COMPUTE_BUDGET` are computed (and kept) by this call, the others have ``metrics``,
+        ``sessions`` and ``events`` None until a later read or the metrics task computes them. A collecting
+        batch is counted now and has no metrics.
 
         :raises InvalidInput: ``limit`` outside 1..:data:`MAX_BATCHES_PAGE`, an empty ``before`` or ``release_id``.
-        :raises NotFound: an unknown ``before`` (the error names ``before``).
         """
         _between("limit", limit, 1, MAX_BATCHES_PAGE)
         before = _optional_id("before", before, 128)
         release_id = _optional_id("release_id", release_id, 512)
         with self.db.transaction(write=False) as conn:
-            if before is not None and self.db.run(conn, "get_batch", batch_id=before).first() is None:
-                raise NotFound(f"before: batch_id {before!r} not found")
             rows = (
                 self.db.run(conn, "batch_summaries", before=before, release_id=release_id, limit=limit + 1)
                 .mappings()
@@ -268,27 +338,32 @@ class BatchOperations(StoreBase):
             )
         page = rows[:limit]
         return models.BatchList(
-            batches=self._summaries(page), next_before=page[-1]["batch_id"] if len(rows) > limit else None
+            batches=self._summaries(page, READ_COMPUTE_BUDGET),
+            next_before=page[-1]["batch_id"] if len(rows) > limit else None,
         )
 
     def get_batch_summary(self, batch_id: str) -> models.BatchSummary:
-        """One batch as :meth:`list_batches_page` shows it. :raises NotFound: unknown ``batch_id``."""
+        """One batch as :meth:`list_batches_page` shows it (a released batch without kept metrics gets them
+        computed now). :raises NotFound: unknown ``batch_id``."""
         with self.db.transaction(write=False) as conn:
             row = self.db.run(conn, "batch_summary", batch_id=batch_id).mappings().first()
-        found = self._summaries([row] if row is not None else [])
+        found = self._summaries([row] if row is not None else [], READ_COMPUTE_BUDGET)
         if not found:
             raise NotFound(f"batch_id {batch_id!r} not found")
         return found[0]
 
     def metrics_series(self, limit: int = 100) -> models.MetricsSeries:
-        """The metrics of the last ``limit`` released batches (1..:data:`MAX_METRICS_SERIES`), oldest first:
-        the points of the page's plots. Kept metrics, computed once for a batch that has none yet."""
+        """The kept metrics of the last ``limit`` released batches (1..:data:`MAX_METRICS_SERIES`), oldest
+        first: the points of the page's plots. Computes nothing: a batch without kept metrics yet is left out
+        (:meth:`list_batches_page`, :meth:`compute_missing_metrics` and the metrics task compute them)."""
         _between("limit", limit, 1, MAX_METRICS_SERIES)
         with self.db.transaction(write=False) as conn:
             rows = self.db.run(conn, "released_metrics", limit=limit).mappings().all()
         points = []
-        for summary in reversed(self._summaries(rows)):
-            assert summary.metrics is not None and summary.released_at is not None  # released batches only
+        for summary in reversed(self._summaries(rows, 0)):
+            if summary.metrics is None or summary.sessions is None or summary.events is None:
+                continue
+            assert summary.released_at is not None  # released batches only
             points.append(
                 models.MetricsPoint(
                     batch_id=summary.batch_id,
@@ -300,46 +375,35 @@ class BatchOperations(StoreBase):
             )
         return models.MetricsSeries(metrics=points)
 
-    def _summaries(self, rows: Sequence[RowMapping]) -> list[models.BatchSummary]:
-        """``batch_summary`` rows as summaries: kept metrics, computed for a released batch without them,
-        counted now for a collecting batch. A batch deleted meanwhile (retention) is left out."""
-        counted: dict[str, tuple[int, int]] = {}
-        collecting = [r["batch_id"] for r in rows if r["status"] == "collecting"]
-        if collecting:
-            with self.db.transaction(write=False) as conn:
-                for batch_id in collecting:
-                    in_batch = self.db.run(conn, "batch_session_counts", batch_id=batch_id).mappings().one()
-                    of_batch = self.db.run(conn, "batch_event_counts", batch_id=batch_id).mappings().one()
-                    counted[batch_id] = (in_batch["sessions"], of_batch["events"])
+    def _summaries(self, rows: Sequence[RowMapping], budget: int) -> list[models.BatchSummary]:
+        """``batch_summary`` rows as summaries: kept metrics; computed (and kept) for at most ``budget``
+        released batches without them, the others None; counted now for a collecting batch. A batch deleted
+        meanwhile (retention) is left out. Keeping is best-effort here: a read never fails because the
+        keep-write could not run (store busy or down, batch purged meanwhile); it answers what it computed."""
         summaries = []
         for row in rows:
             batch_id = row["batch_id"]
-            metrics = None
+            sessions, events, metrics = row["sessions"], row["events"], None
             if row["status"] == "collecting":
-                sessions, events = counted[batch_id]
+                with self.db.transaction(write=False) as conn:
+                    counted = self.db.run(conn, "batch_counts", batch_id=batch_id).mappings().one()
+                sessions, events = counted["sessions"], counted["events"]
             elif row["metrics_computed_at"] is not None:
-                sessions, events = row["sessions"], row["events"]
-                metrics = models.BatchQuality(
-                    ctr=row["click_through_rate"],
-                    mrr=row["mean_reciprocal_rank"],
-                    no_click_rate=row["no_click_rate"],
-                    irrelevant_rate=row["irrelevant_rate"],
-                    late_events=row["late_events"],
-                )
-            else:
-                log.info("batch %s: released without kept metrics; computing them once", batch_id)
+                metrics = _quality(row)
+            elif budget > 0:
+                budget -= 1
+                log.info("batch %s: released without kept metrics; computing them", batch_id)
                 try:
-                    computed = self.batch_metrics(batch_id)
+                    computed = self._compute(batch_id)
                 except NotFound:
                     continue
-                sessions, events = computed.sessions, computed.events
-                metrics = models.BatchQuality(
-                    ctr=computed.click_through_rate,
-                    mrr=computed.mean_reciprocal_rank,
-                    no_click_rate=computed.no_click_rate,
-                    irrelevant_rate=computed.irrelevant_rate,
-                    late_events=computed.late_events,
-                )
+                try:
+                    self._keep(computed)
+                except StoreUnavailable as err:
+                    log.warning("batch %s: computed metrics not kept (%s); answering them anyway", batch_id, err)
+                m = computed.metrics
+                sessions, events = m.sessions, m.events
+                metrics = _quality(m.model_dump())
             summaries.append(
                 models.BatchSummary(
                     batch_id=batch_id,
@@ -361,26 +425,28 @@ class BatchOperations(StoreBase):
         as :meth:`batch_metrics` counts it; a result listed twice counts at its first position) and their
         ratio. Every position is listed, with ``shown`` 0 and ``ctr`` None where nothing was shown.
 
+        A released batch with kept metrics answers from the curve kept with them (same snapshot) for
+        ``max_position`` up to :data:`KEPT_POSITIONS`; otherwise the curve is computed now.
+
         :raises NotFound: unknown ``batch_id``.
         """
         _between("max_position", max_position, 1, MAX_POSITION)
         db = self.db
         with db.transaction(write=False) as conn:
             require_batch(db, conn, batch_id)
-            lengths: list[tuple[int, int]] = [
-                (r.n, r.sessions) for r in db.run(conn, "batch_result_lengths", batch_id=batch_id)
-            ]
-            rows = db.run(conn, "batch_position_clicks", batch_id=batch_id, max_position=max_position)
-            clicks: dict[int, int] = {r.position: r.clicks for r in rows}
-        positions = []
-        for position in range(1, max_position + 1):
-            shown = sum(sessions for n, sessions in lengths if n >= position)
-            clicked = clicks.get(position, 0)
-            positions.append(
-                models.PositionCtr(
-                    position=position, shown=shown, clicks=clicked, ctr=round(clicked / shown, 6) if shown else None
-                )
+            kept = None
+            if max_position <= KEPT_POSITIONS:
+                kept = db.run(conn, "kept_positions", batch_id=batch_id).scalar()
+            if kept is not None:
+                curve = [(int(shown), int(clicks)) for shown, clicks in loads(kept)[:max_position]]
+            else:
+                curve = self._position_curve(conn, batch_id, max_position)
+        positions = [
+            models.PositionCtr(
+                position=position, shown=shown, clicks=clicked, ctr=round(clicked / shown, 6) if shown else None
             )
+            for position, (shown, clicked) in enumerate(curve, start=1)
+        ]
         return models.BatchPositions(batch_id=batch_id, positions=positions)
 
     def record_dataset(self, batch_id: str, manifest_path: str) -> None:
@@ -407,6 +473,37 @@ MAX_BATCHES_PAGE = 100
 MAX_METRICS_SERIES = 1000
 #: Largest ``max_position`` of :meth:`BatchOperations.batch_positions`.
 MAX_POSITION = 100
+#: Positions of the curve kept with a released batch's metrics (the page's default ``max_position``).
+KEPT_POSITIONS = 20
+#: Released batches without kept metrics that one read (a batch list, a batch summary) computes at most;
+#: the others answer ``metrics`` None until a later read or the metrics task computes them.
+READ_COMPUTE_BUDGET = 2
+
+
+@dataclass(frozen=True)
+class _Computed:
+    """A metrics computation: the metrics, the curve of :data:`KEPT_POSITIONS` positions, the erasure
+    generation its snapshot started with, and whether the batch was released then."""
+
+    metrics: models.BatchMetrics
+    curve: list[tuple[int, int]]
+    generation: int
+    released: bool
+
+    @property
+    def batch_id(self) -> str:
+        return self.metrics.batch_id
+
+
+def _quality(row: Mapping[str, Any] | RowMapping) -> models.BatchQuality:
+    """The page's names for kept metrics (a ``batch_summary`` row) or computed ones (the same keys)."""
+    return models.BatchQuality(
+        ctr=row["click_through_rate"],
+        mrr=row["mean_reciprocal_rank"],
+        no_click_rate=row["no_click_rate"],
+        irrelevant_rate=row["irrelevant_rate"],
+        late_events=row["late_events"],
+    )
 
 
 def _between(field: str, value: int, low: int, high: int) -> None:

@@ -12,7 +12,10 @@ class ErasureOperations(StoreBase):
         """Remove every session, event and improvement mark of ``user_id`` in one transaction, and record a
         tombstone for each of their session ids, so that registrations and events sent for those sessions
         later are not stored again (they are counted as ``erased``). The kept metrics of the batches that held
-        their sessions are dropped with them, and computed again, without them, when next read.
+        their sessions are dropped with them, and computed again, without them, by later reads or the metrics
+        task. A metrics computation whose snapshot predates this erasure's commit is never kept afterwards:
+        the tombstones change the erasure generation it compares (``store_batch_metrics``), and they are
+        inserted before the kept metrics are deleted, under a lock a keep-write waits for.
 
         On PostgreSQL the erasure first waits for in-flight writes of sessions and events and holds new ones
         until it commits (``lock_for_erasure``): a write racing with it is either erased or refused. SQLite's

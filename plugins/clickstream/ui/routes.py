@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -26,12 +26,14 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from clickstream.models import MAX_BIGINT
+from clickstream.models import MAX_BIGINT, BatchSummary
 from clickstream.store import NotFound, StoreConfig, StoreError
+from clickstream.store.batches import KEPT_POSITIONS
 from clickstream.ui import pages
 
 if TYPE_CHECKING:
     from clickstream.api.holder import StoreHolder
+    from clickstream.store import SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +48,6 @@ CSP = (
     "frame-ancestors 'self'"
 )
 _HEADERS = {"Content-Security-Policy": CSP, "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
-
-
-def store_holder(request: Request) -> StoreHolder:
-    """The app's store holder (``app.state.clickstream``, as :func:`clickstream.api.deps.get_store` gives
-    it to the JSON routes; not imported from there: :mod:`clickstream.api` imports this module). Handlers
-    call its ``get()`` once the request is valid, so bad input answers 422 even while the store is down."""
-    return request.app.state.clickstream
-
-
-StoreDep = Annotated["StoreHolder", Depends(store_holder)]
 
 
 def relative_root(route_path: str) -> str:
@@ -123,17 +115,40 @@ def _error(ui: str, status: int, detail: str) -> HTMLResponse:
     return response
 
 
-def ui_router(config: StoreConfig) -> APIRouter:
-    """The page's routes; ``config`` bounds the sessions and events asked for (``max_page``, ``max_events``)."""
+def ui_router(config: StoreConfig, get_store: Callable[[Request], StoreHolder]) -> APIRouter:
+    """The page's routes; ``config`` bounds the sessions and events asked for (``max_page``, ``max_events``);
+    ``get_store`` is the app's store dependency (:func:`clickstream.api.holder.get_store`, passed in: the API
+    package imports this one). Handlers call the holder's ``get()`` once the request is valid, so bad input
+    answers 422 even while the store is down."""
     router = APIRouter(prefix=PREFIX, include_in_schema=False, route_class=HtmlRoute)
     page_max = min(100, config.max_page)
     page_default = min(20, page_max)
     batch_events = min(50, config.max_events)
     session_events = min(500, config.max_events)
 
+    def _batch_page(
+        s: SessionStore, summary: BatchSummary, after_number: int, limit: int, *, ui: str, **shown: str
+    ) -> HTMLResponse:
+        """A batch's page (the ``batch`` route, and a release run's tab): its summary, its position curve
+        (the one kept with its metrics, if any), one page of its sessions."""
+        return html(
+            pages.batch_page(
+                ui=ui,
+                summary=summary,
+                positions=s.batch_positions(summary.batch_id, max_position=KEPT_POSITIONS),
+                sessions=s.get_batch_sessions(
+                    summary.batch_id, after_number=after_number, limit=limit, events_limit=batch_events
+                ),
+                after_number=after_number,
+                limit=limit,
+                events_limit=batch_events,
+                **shown,
+            )
+        )
+
     @router.get("/", response_class=HTMLResponse)
     def overview(
-        store: StoreDep,
+        store: StoreHolder = Depends(get_store),
         before: str | None = Query(None, min_length=1, max_length=128, description="older than this batch"),
         limit: int = Query(20, ge=1, le=100, description="batches per page"),
         points: int = Query(100, ge=1, le=1000, description="released batches on the plots"),
@@ -145,30 +160,17 @@ def ui_router(config: StoreConfig) -> APIRouter:
 
     @router.get("/batches/{batch_id}", response_class=HTMLResponse)
     def batch(
-        store: StoreDep,
         batch_id: str,
+        store: StoreHolder = Depends(get_store),
         after_number: int = Query(0, ge=0, le=MAX_BIGINT, description="sessions numbered above this"),
         limit: int = Query(page_default, ge=1, le=page_max, description="sessions per page"),
     ) -> HTMLResponse:
         s = store.get()
-        summary = s.get_batch_summary(batch_id)
-        positions = s.batch_positions(batch_id, max_position=20)
-        sessions = s.get_batch_sessions(batch_id, after_number=after_number, limit=limit, events_limit=batch_events)
-        return html(
-            pages.batch_page(
-                ui="../",
-                summary=summary,
-                positions=positions,
-                sessions=sessions,
-                after_number=after_number,
-                limit=limit,
-                events_limit=batch_events,
-            )
-        )
+        return _batch_page(s, s.get_batch_summary(batch_id), after_number, limit, ui="../")
 
     @router.get("/sessions", response_class=HTMLResponse)
     def session(
-        store: StoreDep,
+        store: StoreHolder = Depends(get_store),
         session_id: str | None = Query(None, min_length=1, max_length=128, description="the session to show"),
     ) -> HTMLResponse:
         if session_id is None:
@@ -182,7 +184,7 @@ def ui_router(config: StoreConfig) -> APIRouter:
 
     @router.get("/dag_run", response_class=HTMLResponse)
     def dag_run(
-        store: StoreDep,
+        store: StoreHolder = Depends(get_store),
         dag_id: str = Query(min_length=1, max_length=250, description="the DAG of the run"),
         run_id: str = Query(min_length=1, max_length=250, description="the run"),
         after_number: int = Query(0, ge=0, le=MAX_BIGINT, description="sessions numbered above this"),
@@ -194,8 +196,10 @@ def ui_router(config: StoreConfig) -> APIRouter:
         if not found:
             if dag_id == RELEASE_DAG_ID:
                 message = (
-                    "This run has not released a batch (yet): its release task has not run, or it was skipped "
-                    "because no batch was collecting."
+                    "This run has not released a batch under its own release id (yet): its release task has "
+                    "not run, or it was skipped because no batch was collecting. A run triggered with its own "
+                    "release_id param released under that id instead: find its batch in the batch table "
+                    "(the release id column)."
                 )
             else:
                 message = (
@@ -205,23 +209,9 @@ def ui_router(config: StoreConfig) -> APIRouter:
             return html(
                 pages.dag_run_page(ui="./", dag_id=dag_id, run_id=run_id, release_id=release_id, message=message)
             )
-        summary = found[0]
         base = f"./dag_run?dag_id={pages.quote_segment(dag_id)}&run_id={pages.quote_segment(run_id)}"
-        return html(
-            pages.batch_page(
-                ui="./",
-                summary=summary,
-                positions=s.batch_positions(summary.batch_id, max_position=20),
-                sessions=s.get_batch_sessions(
-                    summary.batch_id, after_number=after_number, limit=limit, events_limit=batch_events
-                ),
-                after_number=after_number,
-                limit=limit,
-                events_limit=batch_events,
-                heading=f"Run {run_id} of {dag_id} released this batch (release id {release_id}).",
-                base=base,
-            )
-        )
+        heading = f"Run {run_id} of {dag_id} released this batch (release id {release_id})."
+        return _batch_page(s, found[0], after_number, limit, ui="./", heading=heading, base=base)
 
     @router.get("/static/clickstream.css")
     async def stylesheet() -> Response:
