@@ -5,7 +5,9 @@
 -- queries*.sql). Same format and conventions as queries.sql (see its header).
 --
 -- Flow: rows are staged into the connection's private temp tables cs_stage_session / cs_stage_event
--- (COPY on PostgreSQL, executemany on SQLite), in short transactions that touch no shared table. Then ONE
+-- (COPY on PostgreSQL, executemany on SQLite), in short transactions that touch no shared table. A session
+-- row's embedded events are staged with it as one JSON array (cs_stage_session.events) when the import's
+-- fast path validated the row, else one cs_stage_event row each. Then ONE
 -- write transaction locks the collecting batch (import_collecting_batch), inserts the new sessions and
 -- events, marks conflicts, and commits only if the invalid share stays within the threshold (else it
 -- rolls back: nothing is loaded). seq is the row's position in the whole import (file order).
@@ -47,22 +49,3 @@ SELECT count(*) FROM cs_stage_session WHERE conflict
 -- name: import_conflict_rows
 -- Where the first :limit conflicting rows are (file_no, line, session_id), in file order.
 SELECT file_no, line, session_id FROM cs_stage_session WHERE conflict ORDER BY seq LIMIT :limit
-
--- name: import_staged_counts
--- Valid staged rows: sessions (conflicts excluded) and events (those of conflicting session rows excluded).
-SELECT (SELECT count(*) FROM cs_stage_session WHERE NOT conflict) AS sessions,
-       (SELECT count(*) FROM cs_stage_event e
-        WHERE NOT EXISTS (SELECT 1 FROM cs_stage_session s WHERE s.seq = e.seq AND s.conflict)) AS events
-
--- name: import_insert_events
--- Inserts the events of the import in file order (their arrival order), except the events embedded in a
--- conflicting session row. Duplicates (session_id, event_id), stored or repeated in the files, are skipped,
--- and so are the events of tombstoned (erased) sessions (counted as duplicates).
-INSERT INTO cs_event (session_id, event_id, object_id, event_type, created_at, meta, received_at)
-SELECT e.session_id, e.event_id, e.object_id, e.event_type, e.created_at, e.meta, :now
-FROM cs_stage_event e
-WHERE NOT EXISTS (SELECT 1 FROM cs_stage_session s WHERE s.seq = e.seq AND s.conflict)
-  AND NOT EXISTS (SELECT 1 FROM cs_event c WHERE c.session_id = e.session_id AND c.event_id = e.event_id)
-  AND NOT EXISTS (SELECT 1 FROM cs_erased_session t WHERE t.session_id = e.session_id)
-ORDER BY e.seq, e.pos
-ON CONFLICT (session_id, event_id) DO NOTHING

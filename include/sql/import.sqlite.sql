@@ -12,7 +12,8 @@ DROP TABLE IF EXISTS temp.cs_stage_session
 DROP TABLE IF EXISTS temp.cs_stage_event
 
 -- name: import_create_stage_sessions
--- Creates the staged session rows' temp table (seq: position in the import; conflict: see import.sql).
+-- Creates the staged session rows' temp table (seq: position in the import; events: the row's embedded
+-- events as a JSON array, when the fast path validated it; conflict: see import.sql).
 CREATE TEMP TABLE cs_stage_session (
     seq               INTEGER PRIMARY KEY,
     file_no           INTEGER NOT NULL,
@@ -28,6 +29,7 @@ CREATE TEMP TABLE cs_stage_session (
     is_irrelevant     INTEGER NOT NULL,
     is_payload_search INTEGER NOT NULL,
     content_hash      TEXT    NOT NULL,
+    events            TEXT,
     conflict          INTEGER NOT NULL DEFAULT FALSE
 )
 
@@ -52,9 +54,9 @@ CREATE TEMP TABLE cs_stage_event (
 -- SQLite only: stages one session row (run with a list of rows: executemany).
 INSERT INTO temp.cs_stage_session (seq, file_no, line, session_id, search_query, search_results, search_meta,
                                    payload_filter, sort_by, user_id, created_at, is_irrelevant,
-                                   is_payload_search, content_hash)
+                                   is_payload_search, content_hash, events)
 VALUES (:seq, :file_no, :line, :session_id, :search_query, :search_results, :search_meta, :payload_filter,
-        :sort_by, :user_id, :created_at, :is_irrelevant, :is_payload_search, :content_hash)
+        :sort_by, :user_id, :created_at, :is_irrelevant, :is_payload_search, :content_hash, :events)
 
 -- name: import_stage_event
 -- SQLite only: stages one event (run with a list of rows: executemany).
@@ -65,3 +67,33 @@ VALUES (:seq, :pos, :session_id, :event_id, :object_id, :event_type, :created_at
 -- The collecting batch's id; no row: none is collecting.
 -- The final load runs under BEGIN IMMEDIATE (the store's write lock): no release can commit meanwhile.
 SELECT batch_id FROM cs_batch WHERE status = 'collecting'
+
+-- name: import_staged_counts
+-- Valid staged rows: sessions (conflicts excluded) and events (those of conflicting session rows excluded;
+-- embedded JSON arrays counted by their length).
+SELECT (SELECT count(*) FROM cs_stage_session WHERE NOT conflict) AS sessions,
+       (SELECT count(*) FROM cs_stage_event e
+        WHERE NOT EXISTS (SELECT 1 FROM cs_stage_session s WHERE s.seq = e.seq AND s.conflict))
+       + (SELECT coalesce(sum(json_array_length(events)), 0) FROM cs_stage_session
+          WHERE NOT conflict AND events IS NOT NULL) AS events
+
+-- name: import_insert_events
+-- Inserts the events of the import in file order (their arrival order): staged event rows and the JSON
+-- arrays of staged session rows, except the events of a conflicting session row. Duplicates (session_id,
+-- event_id), stored or repeated in the files, are skipped, and so are the events of tombstoned (erased)
+-- sessions (counted as duplicates).
+INSERT INTO cs_event (session_id, event_id, object_id, event_type, created_at, meta, received_at)
+SELECT e.session_id, e.event_id, e.object_id, e.event_type, e.created_at, e.meta, :now
+FROM (SELECT seq, pos, session_id, event_id, object_id, event_type, created_at, meta
+      FROM temp.cs_stage_event
+      WHERE NOT EXISTS (SELECT 1 FROM temp.cs_stage_session s WHERE s.seq = cs_stage_event.seq AND s.conflict)
+      UNION ALL
+      SELECT s.seq, CAST(j.key AS INTEGER), s.session_id, json_extract(j.value, '$.event_id'),
+             json_extract(j.value, '$.object_id'), json_extract(j.value, '$.event_type'),
+             json_extract(j.value, '$.created_at'), json_extract(j.value, '$.meta')
+      FROM temp.cs_stage_session s, json_each(s.events) j
+      WHERE s.events IS NOT NULL AND NOT s.conflict) e
+WHERE NOT EXISTS (SELECT 1 FROM cs_event c WHERE c.session_id = e.session_id AND c.event_id = e.event_id)
+  AND NOT EXISTS (SELECT 1 FROM cs_erased_session t WHERE t.session_id = e.session_id)
+ORDER BY e.seq, e.pos
+ON CONFLICT (session_id, event_id) DO NOTHING

@@ -8,11 +8,14 @@ Row shapes (the REST bodies; see ``docs/import-and-erasure.md``):
 
 A row with an ``event_id`` key is an event row, any other row a session row, so one file may hold both.
 Rows are validated with the same models as live ingestion, milliseconds check included, but without the
-live time window (history is old by definition).
+live time window (history is old by definition). A valid row in the usual shape takes the fast path of
+:mod:`clickstream.import_fast` (decoded and checked in C, no pydantic object); every other row goes
+through the models (:func:`validate_row`), which give the reason of a refusal.
 
 Threshold, and how memory stays bounded: the files are read **once**, in chunks of ``chunk_rows`` rows;
 each chunk is validated and its valid rows are staged in temporary tables of the store's database
-(:class:`clickstream.store.import_load.ImportLoad`). Once every file is read, one transaction loads the staged rows,
+(:class:`clickstream.store.import_load.ImportLoad`), on a worker thread while the next chunk is read.
+Once every file is read, one transaction loads the staged rows,
 finds conflicts (a session whose content differs from the stored one) and commits only if
 ``invalid / rows <= invalid_threshold``; otherwise it rolls back and nothing is loaded. So neither the file
 nor its valid rows are ever held in memory, and the decision covers the whole import exactly.
@@ -26,13 +29,16 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar, cast
 
+import msgspec
 from pydantic import BaseModel, Field
 
 from clickstream import models
+from clickstream.import_fast import FastEvent, convert_row, decode_line
 from clickstream.progress import Progress
 from clickstream.store.checks import validate
 from clickstream.store.errors import InvalidInput
@@ -60,6 +66,7 @@ DEFAULT_CHUNK_ROWS = 5000
 
 #: Fields holding JSON objects/lists: in Parquet they may be nested columns or strings holding JSON.
 _JSON_FIELDS = ("search_results", "search_meta", "payload_filter", "sort_by", "events", "meta")
+_JSON_DECODE = msgspec.json.Decoder().decode
 
 
 class _HistoryEvent(models.EventIn):
@@ -110,6 +117,13 @@ class ImportReport(BaseModel):
     errors_truncated: bool = False
     loaded: bool
     batch_id: str | None = Field(None, description="collecting batch the new sessions went to")
+
+
+def validate_row(row: dict[str, Any]) -> _SessionRow | _EventRow:
+    """The live models' decision on a parsed row: an event row (it has an ``event_id`` key) or a session
+    row, validated; :class:`InvalidInput` naming the field otherwise. This is the reference the fast path
+    (:mod:`clickstream.import_fast`) agrees with, and the path of every row the fast path does not take."""
+    return validate(_EventRow, row) if "event_id" in row else validate(_SessionRow, row)
 
 
 def check_options(fmt: str, invalid_threshold: float, max_errors: int, chunk_rows: int) -> None:
@@ -179,7 +193,7 @@ def import_history(
         if len(errors) < max_errors:
             errors.append(RowError(file=name, line=line, reason=reason))
 
-    with ImportLoad(store) as load:
+    with ImportLoad(store) as load, _Stager() as stager:
         file_bytes = 0
         for file_no, (name, opener) in enumerate(sources):
             bytes_before += file_bytes  # the previous file's size
@@ -187,31 +201,48 @@ def import_history(
             with opener() as raw, _decompressed(raw, name, fmt) as fileobj:
                 file_bytes = _size(raw)
                 for chunk in _read_chunks(fileobj, fmt, chunk_rows):
+                    session_rows: list[tuple[Any, ...]] = []
+                    event_rows: list[tuple[Any, ...]] = []
                     sessions: list[StagedSession] = []
                     events: list[StagedEvent] = []
+                    embedded = 0  # events embedded in session_rows (staged as JSON arrays)
                     for line, row in chunk:
                         counts["rows"] += 1
                         seq = counts["rows"]
-                        body: _SessionRow | _EventRow | None = _validate_line(row) if isinstance(row, bytes) else None
-                        if body is None:
-                            if isinstance(row, bytes):
-                                row = _parse_line(row)
-                            if isinstance(row, str):
-                                refuse(name, line, row)
-                                continue
-                            is_event = "event_id" in row
-                            try:
-                                body = validate(_EventRow, row) if is_event else validate(_SessionRow, row)
-                            except InvalidInput as err:
-                                if not is_event:  # invalid session rows count as session rows (not events)
-                                    counts["session_rows"] += 1
-                                refuse(name, line, err.detail)
-                                continue
+                        fast = (
+                            decode_line(row)
+                            if isinstance(row, bytes)
+                            else convert_row(row, finite=isinstance(row, _FiniteRow))
+                            if isinstance(row, dict)
+                            else None
+                        )
+                        if fast is not None:  # valid: staged as columns, no model built
+                            if isinstance(fast, FastEvent):
+                                counts["event_rows"] += 1
+                                event_rows.append((seq, 0, fast.session_id, *fast.columns))
+                            else:
+                                counts["session_rows"] += 1
+                                session_rows.append((seq, file_no, line, *fast.columns))
+                                embedded += fast.events
+                            continue
+                        # the models decide, and give the reason of a refusal
+                        if isinstance(row, bytes):
+                            row = _parse_line(row)
+                        if isinstance(row, str):
+                            refuse(name, line, row)
+                            continue
+                        is_event = "event_id" in row
+                        try:
+                            body = validate_row(row)
+                        except InvalidInput as err:
+                            if not is_event:  # invalid session rows count as session rows (not events)
+                                counts["session_rows"] += 1
+                            refuse(name, line, err.detail)
+                            continue
                         if isinstance(body, _EventRow):
                             counts["event_rows"] += 1
                             events.append(StagedEvent(seq, 0, body.session_id, _validated(models.EventIn, body)))
                         else:
-                            assert body is not None
                             counts["session_rows"] += 1
                             session = _validated(models.SessionIn, body)
                             sessions.append(StagedSession(seq, file_no, line, session))
@@ -219,7 +250,7 @@ def import_history(
                                 StagedEvent(seq, pos, session.session_id, _validated(models.EventIn, e))
                                 for pos, e in enumerate(body.events)
                             )
-                    load.stage(sessions, events)
+                    stager.submit(_stage, load, session_rows, event_rows, embedded, sessions, events)
                     progress.update(bytes_before + _position(raw))
                     now = time.monotonic()
                     if now - last_log >= 5 or len(chunk) < chunk_rows:
@@ -235,6 +266,7 @@ def import_history(
                             chunk[-1][0] if chunk else 0,
                         )
 
+        stager.drain()
         progress.done(bytes_before + file_bytes)
         rows = counts["rows"]
 
@@ -307,6 +339,58 @@ def import_history(
     return report
 
 
+# ------------------------------------------------------------------------------------------ staging
+
+
+def _stage(
+    load: ImportLoad,
+    session_rows: list[tuple[Any, ...]],
+    event_rows: list[tuple[Any, ...]],
+    embedded: int,
+    sessions: list[StagedSession],
+    events: list[StagedEvent],
+) -> None:
+    load.stage_rows(session_rows, event_rows, embedded_events=embedded)
+    load.stage(sessions, events)
+
+
+class _Stager:
+    """Stages chunk n on one worker thread while the caller reads and checks chunk n+1.
+
+    The database's share of staging (``COPY``) then overlaps the reading; the worker waits on the socket
+    without the GIL. At most one chunk is pending (memory: two chunks), and only the worker uses the load's
+    connection until :meth:`drain` (or the exit) has waited for it.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="import-stage")
+        self._pending: Future[None] | None = None
+
+    def __enter__(self) -> _Stager:
+        return self
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn(*args)`` on the worker once the previous chunk is staged (its error is raised here)."""
+        self.drain()
+        self._pending = self._pool.submit(fn, *args)
+
+    def drain(self) -> None:
+        """Wait for the pending chunk; raise its error."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            if exc_info[0] is None:
+                self.drain()
+            elif self._pending is not None:  # the caller's error is the one raised
+                with contextlib.suppress(BaseException):
+                    self._pending.result()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
 # ------------------------------------------------------------------------------------------ reading
 
 
@@ -364,21 +448,6 @@ def _jsonl_rows(fileobj: IO[bytes]) -> Iterator[tuple[int, bytes]]:
             yield line, raw
 
 
-def _validate_line(raw: bytes) -> _SessionRow | _EventRow | None:
-    """Fast path: parse and validate one line in pydantic-core (no intermediate Python dict).
-
-    Returns None when the line is not a valid row of the model tried; the caller then takes the slow path
-    (:func:`_parse_line` and :func:`clickstream.store.checks.validate`), which gives the exact reason. A row
-    this path accepts is accepted by the slow path too, as the same row type: the models forbid unknown
-    fields, so a valid session row has no ``event_id`` key and a valid event row has one.
-    """
-    is_event = b'"event_id"' in raw and b'"search_results"' not in raw and b'"events"' not in raw
-    try:
-        return (_EventRow if is_event else _SessionRow).model_validate_json(raw)
-    except ValueError:  # pydantic's ValidationError
-        return None
-
-
 def _parse_line(raw: bytes) -> dict | str:
     """One JSON Lines line as a dict or, if unreadable, the reason."""
     try:
@@ -394,7 +463,9 @@ def _parquet_rows(fileobj: IO[bytes], chunk_rows: int) -> Iterator[tuple[int, di
     """Parquet rows, one record batch at a time; ``line`` is the 1-based row number.
 
     Null values count as absent (so one file may mix session and event rows); object fields may be nested
-    columns or strings holding JSON; timestamp columns become milliseconds since epoch.
+    columns or strings holding JSON; timestamp columns become milliseconds since epoch. A row whose every
+    object came from a JSON string decoded by msgspec (which refuses NaN and infinities) is a
+    :class:`_FiniteRow`: the fast path then skips its walk for non-finite numbers.
     """
     import pyarrow.parquet as pq
 
@@ -406,23 +477,47 @@ def _parquet_rows(fileobj: IO[bytes], chunk_rows: int) -> Iterator[tuple[int, di
     for batch in parquet.iter_batches(batch_size=chunk_rows):
         for record in batch.to_pylist():
             number += 1
-            yield number, _parquet_row(record)
+            unchecked = [False]
+            row = _parquet_row(record, unchecked)
+            yield number, (row if isinstance(row, str) or unchecked[0] else _FiniteRow(row))
 
 
-def _parquet_row(record: dict[str, Any]) -> dict | str:
+class _FiniteRow(dict):
+    """A Parquet row known to hold no NaN or infinite number (see :func:`_parquet_rows`)."""
+
+
+def _decode_json_column(value: str, unchecked: list[bool]) -> Any:
+    """A JSON string column's value: msgspec first (C; it refuses NaN, infinities, lone surrogates), else
+    ``json.loads`` (which takes them, for the models to refuse with their message; its error is the row's
+    reason). Both give the same value for what msgspec takes."""
+    try:
+        return _JSON_DECODE(value)
+    except (msgspec.DecodeError, RecursionError):
+        unchecked[0] = True
+        return json.loads(value)
+
+
+def _parquet_row(record: dict[str, Any], unchecked: list[bool], decoded: bool = False) -> dict | str:
+    """One Parquet record as a row dict, or the reason it is unreadable; sets ``unchecked[0]`` when a value
+    may hold a non-finite number (from a nested column or a float column, or JSON that only ``json.loads``
+    took). ``decoded``: ``record`` is an event of a JSON string column (its values came from that JSON)."""
     row = {}
     for key, value in record.items():
         if value is None:
             continue
+        from_json = decoded
         if key in _JSON_FIELDS and isinstance(value, str):
             try:
-                value = json.loads(value)
+                value = _decode_json_column(value, unchecked)
             except json.JSONDecodeError as err:
                 return f"{key}: invalid JSON in string column: {err.msg} (column {err.colno})"
+            from_json = True
         elif isinstance(value, datetime):
             value = _millis(value)
+        elif not decoded and isinstance(value, (dict, list, float)):
+            unchecked[0] = True
         if key == "events" and isinstance(value, list):
-            value = [_parquet_row(e) if isinstance(e, dict) else e for e in value]
+            value = [_parquet_row(e, unchecked, from_json) if isinstance(e, dict) else e for e in value]
             bad = next((e for e in value if isinstance(e, str)), None)
             if bad is not None:
                 return f"events: {bad}"

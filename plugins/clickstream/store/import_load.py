@@ -105,6 +105,28 @@ class ImportOutcome:
     duplicate_events: int = 0
 
 
+#: Columns of a staged session row, in the order of ``import_copy_sessions`` and :meth:`ImportLoad.stage_rows`.
+STAGED_SESSION_COLUMNS = (
+    "seq",
+    "file_no",
+    "line",
+    "session_id",
+    "search_query",
+    "search_results",
+    "search_meta",
+    "payload_filter",
+    "sort_by",
+    "user_id",
+    "created_at",
+    "is_irrelevant",
+    "is_payload_search",
+    "content_hash",
+    "events",
+)
+#: Columns of a staged event row, in the order of ``import_copy_events`` and :meth:`ImportLoad.stage_rows`.
+STAGED_EVENT_COLUMNS = ("seq", "pos", "session_id", "event_id", "object_id", "event_type", "created_at", "meta")
+
+
 def _event_columns(item: StagedEvent) -> dict[str, Any]:
     e = item.event
     return {
@@ -229,31 +251,44 @@ class ImportLoad:
     # -------------------------------------------------------------------------------- staging
 
     def stage(self, sessions: Sequence[StagedSession], events: Sequence[StagedEvent]) -> None:
-        """Append valid rows to the staging tables (one short transaction; nothing shared is touched)."""
+        """Append valid rows, as validated models, to the staging tables (see :meth:`stage_rows`)."""
+        if self.store.dialect == "postgresql":
+            session_rows: list[Any] = [(*_session_copy_row(s), None) for s in sessions]
+            event_rows: list[Any] = [_event_copy_row(e) for e in events]
+        else:
+            session_rows = [(s.seq, s.file_no, s.line, *session_columns(s.session).values(), None) for s in sessions]
+            event_rows = [tuple(_event_columns(e).values()) for e in events]
+        self.stage_rows(session_rows, event_rows)
+
+    def stage_rows(
+        self, sessions: Sequence[Sequence[Any]], events: Sequence[Sequence[Any]], *, embedded_events: int = 0
+    ) -> None:
+        """Append valid rows to the staging tables (one short transaction; nothing shared is touched).
+
+        :param sessions: rows in :data:`STAGED_SESSION_COLUMNS` order: ``seq``, ``file_no``, ``line``, then
+            the stored columns of :func:`clickstream.store.rows.session_columns` (JSON as text, the content hash),
+            then ``events``: the row's embedded events as a JSON array of event bodies (``event_id``,
+            ``object_id``, ``event_type``, ``created_at``, ``meta``; the load expands it in SQL), or None.
+        :param events: rows in :data:`STAGED_EVENT_COLUMNS` order (``meta`` as JSON text).
+        :param embedded_events: how many events the ``events`` arrays of ``sessions`` hold (for the counts).
+        """
         if self._finished:
             raise RuntimeError("this import load is finished")
         if not sessions and not events:
             return
-        postgres = self.store.dialect == "postgresql"
-        if postgres:
-            session_rows: list[Any] = [_session_copy_row(s) for s in sessions]
-            event_rows: list[Any] = [_event_copy_row(e) for e in events]
-        else:
-            session_rows = [
-                {"seq": s.seq, "file_no": s.file_no, "line": s.line, **session_columns(s.session)} for s in sessions
-            ]
-            event_rows = [_event_columns(e) for e in events]
         with translate_errors(self.store.dialect), self._active().begin():
-            if postgres:
-                self._copy("import_copy_sessions", session_rows)
-                self._copy("import_copy_events", event_rows)
+            if self.store.db.has("import_copy_sessions"):
+                self._copy("import_copy_sessions", sessions)
+                self._copy("import_copy_events", events)
             else:
-                if session_rows:
-                    self._run("import_stage_session", session_rows)
-                if event_rows:
-                    self._run("import_stage_event", event_rows)
-        self.staged_sessions += len(session_rows)
-        self.staged_events += len(event_rows)
+                if sessions:
+                    self._run(
+                        "import_stage_session", [dict(zip(STAGED_SESSION_COLUMNS, r, strict=True)) for r in sessions]
+                    )
+                if events:
+                    self._run("import_stage_event", [dict(zip(STAGED_EVENT_COLUMNS, r, strict=True)) for r in events])
+        self.staged_sessions += len(sessions)
+        self.staged_events += len(events) + embedded_events
 
     def _copy(self, query: str, rows: Sequence[Sequence[Any]]) -> None:
         """``COPY ... FROM STDIN`` of ``rows`` (tuples in the query's column order) through the psycopg 3
@@ -288,6 +323,8 @@ class ImportLoad:
             conn.execution_options(**{WRITE_OPTION: True})
             tx = conn.begin()
             try:
+                if self.store.db.has("import_load_settings"):  # PostgreSQL: no JIT (see the query)
+                    self._run("import_load_settings")
                 batch_id, loaded_sessions = None, 0
                 if self.staged_sessions:
                     if self._run("import_any_new_session").scalar_one():
