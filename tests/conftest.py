@@ -53,10 +53,31 @@ from collections.abc import Iterator
 import pytest
 
 from clickstream.store import SessionStore
+from tests.support import report
 from tests.support.connections import airflow_conn_json
 from tests.support.pgcluster import ExistingPostgres, PostgresServer, ThrowawayPostgres
 
 PG_URL_ENV = "CLICKSTREAM_TEST_PG_URL"
+
+
+# ------------------------------------------------------------------------------------------ report lines
+# Tests may add lines to the end-of-run terminal summary (tests.support.report). They may run in
+# pytest-xdist workers, whose own terminal summary is never shown, so the lines go to a file this (main)
+# process creates, whose path the workers inherit through the environment, and which is printed here.
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # the main process (with or without xdist)
+        report.start()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    if hasattr(config, "workerinput"):
+        return
+    for title, lines in report.collect().items():
+        terminalreporter.section(title)
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
