@@ -19,6 +19,7 @@ from sqlalchemy import exc as sa_exc
 
 from clickstream.models import ErrorDetail
 from clickstream.store import StoreError, StoreUnavailable
+from clickstream.store.errors import errors_detail
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
@@ -45,10 +46,6 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorDetail, "description": _DESCRIPTIONS[code]} for code in codes}
 
 
-def _loc(loc: tuple | list) -> str:
-    return ".".join(str(part) for part in loc) or "body"
-
-
 def _store_error(_request: Request, err: Exception) -> JSONResponse:
     assert isinstance(err, StoreError)
     body: dict[str, Any] = {"detail": err.detail}
@@ -64,7 +61,7 @@ def _store_error(_request: Request, err: Exception) -> JSONResponse:
 def _validation_error(_request: Request, err: Exception) -> JSONResponse:
     assert isinstance(err, RequestValidationError)
     errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in err.errors()]
-    detail = "; ".join(f"{_loc(e['loc'])}: {e['msg']}" for e in errors) or "invalid request"
+    detail = errors_detail(errors) or "invalid request"
     return JSONResponse({"detail": detail, "errors": jsonable_encoder(errors)}, status_code=422)
 
 

@@ -62,6 +62,13 @@ def dataset_root(base_path: str | None, batch_id: str) -> ObjectStoragePath:
     return ObjectStoragePath(normalize_base_path(base_path)) / batch_id
 
 
+def dataset_manifest(base_path: str | None, batch_id: str) -> str:
+    """Where the manifest of ``batch_id``'s dataset is (path or URI): the tasks' "Dataset" link."""
+    from clickstream.dataset import MANIFEST
+
+    return str(dataset_root(base_path, batch_id) / MANIFEST)
+
+
 def _require_released(hook: ClickstreamHook, batch_id: str) -> BatchInfo:
     """The batch's info; an unknown or collecting batch fails the task without retry."""
     from airflow.sdk.exceptions import AirflowFailException
@@ -316,9 +323,7 @@ class ExtractBatchOperator(ClickstreamBaseOperator):
     def dataset_manifest(self) -> str:
         """The dataset's manifest, written by this task or (a shard) by the extraction's last step: the
         "Dataset" link."""
-        from clickstream.dataset import MANIFEST
-
-        return str(dataset_root(self.base_path, self.batch_id) / MANIFEST)
+        return dataset_manifest(self.base_path, self.batch_id)
 
     def lineage(self) -> Lineage:
         """Reads the batch's sessions and events from the store; writes the dataset root."""

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from clickstream.operators.base import ClickstreamBaseOperator, InvalidTaskInput
-from clickstream.operators.extract import dataset_root
+from clickstream.operators.extract import dataset_manifest, dataset_root
 from clickstream.operators.links import BatchLink, DatasetLink
 
 if TYPE_CHECKING:
@@ -104,9 +104,7 @@ class BatchMetricsOperator(ClickstreamBaseOperator):
 
     def dataset_manifest(self) -> str:
         """The manifest of the dataset beside which the metrics are written (the "Dataset" link)."""
-        from clickstream.dataset import MANIFEST
-
-        return str(dataset_root(self.base_path, self.batch_id) / MANIFEST)
+        return dataset_manifest(self.base_path, self.batch_id)
 
     def lineage(self) -> Lineage:
         """Reads the batch's sessions and events; writes ``metrics.json`` into the dataset root."""

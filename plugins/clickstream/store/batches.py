@@ -12,7 +12,7 @@ from sqlalchemy import Connection, RowMapping, exc
 from clickstream import models
 from clickstream.models import MAX_BIGINT
 from clickstream.store.base import StoreBase
-from clickstream.store.checks import validate
+from clickstream.store.checks import int_between, optional_text, validate
 from clickstream.store.db import Database, dumps, loads
 from clickstream.store.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
 from clickstream.store.rows import ExtractPage, new_batch_id, session_dict
@@ -298,7 +298,7 @@ class BatchOperations(StoreBase):
         batches released outside the release DAG. The release DAG's metrics task runs it after each release;
         run it repeatedly (until ``more`` is false) to backfill everything at once.
         """
-        _between("limit", limit, 1, MAX_METRICS_SERIES)
+        int_between("limit", limit, 1, MAX_METRICS_SERIES)
         with self.db.transaction(write=False) as conn:
             missing = list(self.db.run(conn, "released_without_metrics", limit=limit + 1).scalars())
         computed = []
@@ -327,9 +327,9 @@ class BatchOperations(StoreBase):
 
         :raises InvalidInput: ``limit`` outside 1..:data:`MAX_BATCHES_PAGE`, an empty ``before`` or ``release_id``.
         """
-        _between("limit", limit, 1, MAX_BATCHES_PAGE)
-        before = _optional_id("before", before, 128)
-        release_id = _optional_id("release_id", release_id, 512)
+        int_between("limit", limit, 1, MAX_BATCHES_PAGE)
+        before = optional_text("before", before, 128)
+        release_id = optional_text("release_id", release_id, 512)
         with self.db.transaction(write=False) as conn:
             rows = (
                 self.db.run(conn, "batch_summaries", before=before, release_id=release_id, limit=limit + 1)
@@ -356,7 +356,7 @@ class BatchOperations(StoreBase):
         """The kept metrics of the last ``limit`` released batches (1..:data:`MAX_METRICS_SERIES`), oldest
         first: the points of the page's plots. Computes nothing: a batch without kept metrics yet is left out
         (:meth:`list_batches_page`, :meth:`compute_missing_metrics` and the metrics task compute them)."""
-        _between("limit", limit, 1, MAX_METRICS_SERIES)
+        int_between("limit", limit, 1, MAX_METRICS_SERIES)
         with self.db.transaction(write=False) as conn:
             rows = self.db.run(conn, "released_metrics", limit=limit).mappings().all()
         points = []
@@ -430,7 +430,7 @@ class BatchOperations(StoreBase):
 
         :raises NotFound: unknown ``batch_id``.
         """
-        _between("max_position", max_position, 1, MAX_POSITION)
+        int_between("max_position", max_position, 1, MAX_POSITION)
         db = self.db
         with db.transaction(write=False) as conn:
             require_batch(db, conn, batch_id)
@@ -457,7 +457,7 @@ class BatchOperations(StoreBase):
         :raises NotFound: unknown ``batch_id``.
         :raises Conflict: the batch is still collecting.
         """
-        path = _optional_id("manifest_path", manifest_path, 4096)
+        path = optional_text("manifest_path", manifest_path, 4096)
         if path is None:
             raise InvalidInput.field("manifest_path", "must be a path or URI, got None")
         db = self.db
@@ -504,18 +504,3 @@ def _quality(row: Mapping[str, Any] | RowMapping) -> models.BatchQuality:
         irrelevant_rate=row["irrelevant_rate"],
         late_events=row["late_events"],
     )
-
-
-def _between(field: str, value: int, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidInput.field(field, f"must be an integer between {low} and {high}, got {value!r}")
-
-
-def _optional_id(field: str, value: str | None, max_length: int) -> str | None:
-    """``value`` if None or a text of 1..``max_length`` characters without NUL; :class:`InvalidInput` naming
-    ``field`` otherwise."""
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value or len(value) > max_length or "\x00" in value:
-        raise InvalidInput.field(field, f"must be a text of 1 to {max_length} characters without NUL, got {value!r}")
-    return value

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from clickstream import models
 from clickstream.store.config import StoreConfig
 from clickstream.store.db import dumps
-from clickstream.store.errors import InvalidInput
+from clickstream.store.errors import InvalidInput, errors_detail
 from clickstream.store.rows import session_columns
 
 M = TypeVar("M", bound=BaseModel)
@@ -30,13 +30,28 @@ def validate(model: type[M], data: Any, *, prefix: str = "") -> M:
             {"loc": [*(prefix.split(".") if prefix else []), *e["loc"]], "msg": e["msg"], "type": e["type"]}
             for e in err.errors(include_url=False)
         ]
-        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in errors)
-        raise InvalidInput(detail, errors) from None
+        raise InvalidInput(errors_detail(errors), errors) from None
 
 
 def utf8_len(text: str, bound: int) -> int:
     """Bytes of ``text`` in UTF-8, computed only when it may exceed ``bound`` (at most 4 bytes a character)."""
     return len(text) if len(text) * 4 <= bound else len(text.encode("utf-8", "surrogatepass"))
+
+
+def int_between(field: str, value: int, low: int, high: int) -> None:
+    """``low <= value <= high`` for an integer (not a bool); :class:`InvalidInput` naming ``field`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidInput.field(field, f"must be an integer between {low} and {high}, got {value!r}")
+
+
+def optional_text(field: str, value: str | None, max_length: int) -> str | None:
+    """``value`` if None or a text of 1..``max_length`` characters without NUL; :class:`InvalidInput` naming
+    ``field`` otherwise."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > max_length or "\x00" in value:
+        raise InvalidInput.field(field, f"must be a text of 1 to {max_length} characters without NUL, got {value!r}")
+    return value
 
 
 class Checks:

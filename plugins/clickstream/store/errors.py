@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
+
+
+def errors_detail(errors: Iterable[Mapping[str, Any]]) -> str:
+    """The one-line ``detail`` of validation errors: ``"<loc.path>: <msg>; ..."`` (``body`` for an empty
+    location), as every 422 of the API and the Clickstream page words it."""
+    return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())) or 'body'}: {e.get('msg', '')}" for e in errors)
 
 
 class StoreError(Exception):

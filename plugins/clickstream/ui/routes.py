@@ -23,12 +23,14 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
+from sqlalchemy import exc as sa_exc
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from clickstream.models import MAX_BIGINT, BatchSummary
 from clickstream.store import NotFound, StoreConfig, StoreError
 from clickstream.store.batches import KEPT_POSITIONS
+from clickstream.store.errors import errors_detail
 from clickstream.ui import pages
 
 if TYPE_CHECKING:
@@ -61,10 +63,6 @@ def html(content: str, status_code: int = 200) -> HTMLResponse:
     return HTMLResponse(content, status_code=status_code, headers=_HEADERS)
 
 
-def _validation_detail(err: RequestValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in err.errors())
-
-
 class HtmlRoute(APIRoute):
     """A route whose errors (those of its dependencies included: the app's ``get_user``) are HTML pages
     with the API's message, not JSON: a person reads them in the Airflow UI."""
@@ -79,9 +77,11 @@ class HtmlRoute(APIRoute):
             except HTTPException as err:
                 return _error(ui, err.status_code, str(err.detail))
             except RequestValidationError as err:
-                return _error(ui, 422, _validation_detail(err) or "invalid request")
+                return _error(ui, 422, errors_detail(err.errors()) or "invalid request")
             except StoreError as err:
                 return _error(ui, err.http_status, err.detail)
+            except sa_exc.TimeoutError:  # no free pooled connection, as the JSON routes answer it
+                return _error(ui, 503, "session store busy: no free database connection; retry later")
             except Exception as err:
                 log.exception("clickstream page: unexpected error", exc_info=err)
                 return _error(ui, 500, f"internal error ({type(err).__name__}); see the API server log")
