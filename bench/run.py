@@ -31,6 +31,7 @@ BENCHMARKS = {
     "pages": "bench_pages",
     "extract": "bench_extract",
     "ingest": "bench_ingest",
+    "import": "bench_import",
     "release": "bench_release",
     "rest": "bench_rest",
     "rest-ingest": "bench_rest_ingest",

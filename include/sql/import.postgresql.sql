@@ -1,75 +1,37 @@
--- PostgreSQL parts of the history import (see import.sql): import.sqlite.sql has the SQLite version of each,
--- except import_copy_* (PostgreSQL only; SQLite stages with import_stage_*). Staging tables live in pg_temp:
--- private to the connection, unlogged, gone with it (and dropped explicitly, since pooled connections live on).
+-- The history import's queries on PostgreSQL (clickstream.store.import_load): the direct load. SQLite has its
+-- own, different load (import.sqlite.sql: staged in temp tables, loaded at the end); no name is shared, so
+-- there is no import.sql.
+--
+-- Flow: ONE write transaction, open from the import's first chunk of valid rows to its commit. It first takes
+-- the store's tables as every live write does (import_lock_tables), then, for each chunk while the caller
+-- reads the next one: reads which of the chunk's sessions and events are stored or erased
+-- (import_stored_sessions, import_erased_sessions, import_stored_events), and COPYs the new rows straight
+-- into cs_session and cs_event in file order (import_copy_new_*), inside a savepoint (a live write of the
+-- same key committing in between makes the COPY fail on the unique index: the chunk is read and copied
+-- again). The new sessions go to the collecting batch, locked FOR SHARE at the first of them
+-- (import_collecting_batch) until the commit. The transaction commits only if the invalid share stays within
+-- the threshold (else it rolls back: nothing is loaded). Rows copied by an earlier chunk are stored rows to a
+-- later one, so a session's first row in file order is the one stored.
 
--- name: import_drop_stage_sessions
--- Drops the connection's staged-sessions table, if any (before staging and after the load).
-DROP TABLE IF EXISTS pg_temp.cs_stage_session
+-- name: import_lock_tables
+-- Takes cs_session and cs_event as an INSERT does (ROW EXCLUSIVE), before the first read of the load: an
+-- erasure (lock_for_erasure) then either committed before, and its tombstones are seen by every chunk's
+-- reads, or waits until this load commits.
+LOCK TABLE cs_session, cs_event IN ROW EXCLUSIVE MODE
 
--- name: import_drop_stage_events
--- Drops the connection's staged-events table, if any (before staging and after the load).
-DROP TABLE IF EXISTS pg_temp.cs_stage_event
+-- name: import_stored_sessions
+-- The stored sessions among :ids (session_id, content_hash): a chunk's session rows of those ids are
+-- duplicates (same content) or conflicts (other content).
+SELECT session_id, content_hash FROM cs_session WHERE session_id = ANY(:ids)
 
--- name: import_create_stage_sessions
--- Creates the staged session rows' temp table (seq: position in the import; events: the row's embedded
--- events as a JSON array, when the fast path validated it; conflict: see import.sql).
-CREATE TEMP TABLE cs_stage_session (
-    seq               BIGINT  PRIMARY KEY,
-    file_no           INTEGER NOT NULL,
-    line              BIGINT  NOT NULL,
-    session_id        TEXT    NOT NULL,
-    search_query      TEXT,
-    search_results    JSONB   NOT NULL,
-    search_meta       JSONB,
-    payload_filter    JSONB,
-    sort_by           JSONB,
-    user_id           TEXT,
-    created_at        BIGINT  NOT NULL,
-    is_irrelevant     BOOLEAN NOT NULL,
-    is_payload_search BOOLEAN NOT NULL,
-    content_hash      TEXT    NOT NULL,
-    events            JSONB,
-    conflict          BOOLEAN NOT NULL DEFAULT FALSE
-)
+-- name: import_erased_sessions
+-- The tombstoned (erased) session ids among :ids: their session rows and events are not stored again.
+SELECT session_id FROM cs_erased_session WHERE session_id = ANY(:ids)
 
--- name: import_index_stage_sessions
--- Indexes staged sessions by (session_id, seq): the first row of an id, and the conflict check.
-CREATE INDEX cs_stage_session_id ON pg_temp.cs_stage_session (session_id, seq)
-
--- name: import_create_stage_events
--- Creates the staged events' temp table (seq: the row that carried the event; pos: its place in it).
-CREATE TEMP TABLE cs_stage_event (
-    seq        BIGINT  NOT NULL,
-    pos        INTEGER NOT NULL,
-    session_id TEXT    NOT NULL,
-    event_id   TEXT    NOT NULL,
-    object_id  TEXT    NOT NULL,
-    event_type TEXT    NOT NULL,
-    created_at BIGINT  NOT NULL,
-    meta       JSONB
-)
-
--- name: import_copy_sessions
--- PostgreSQL only: COPY target for staged session rows, run through psycopg's cursor.copy (not db.run).
--- COPY (text format): JSON columns arrive as JSON text and are parsed by the jsonb input function.
-COPY cs_stage_session (seq, file_no, line, session_id, search_query, search_results, search_meta,
-                       payload_filter, sort_by, user_id, created_at, is_irrelevant, is_payload_search,
-                       content_hash, events) FROM STDIN
-
--- name: import_copy_events
--- PostgreSQL only: COPY target for staged events, run through psycopg's cursor.copy (not db.run).
-COPY cs_stage_event (seq, pos, session_id, event_id, object_id, event_type, created_at, meta) FROM STDIN
-
--- name: import_analyze_stage
--- Planner statistics on the staging tables, before the load (import_load runs it on PostgreSQL).
--- Only the columns the load joins and filters on: statistics of the JSONB columns are costly and unused.
-ANALYZE pg_temp.cs_stage_session (seq, session_id, conflict), pg_temp.cs_stage_event (seq, session_id, event_id)
-
--- name: import_load_settings
--- Settings of the load's transaction (import_load runs it first on PostgreSQL): no JIT. The planner expects
--- 100 events per jsonb_array_elements call, so at 50,000 sessions the events insert crossed the thresholds
--- for JIT inlining and optimisation: 0.48 s of compilation for a 3.7 s statement.
-SET LOCAL jit = off
+-- name: import_stored_events
+-- The stored events (session_id, event_id) of the sessions :ids: a chunk's events with those keys are
+-- duplicates. One index range per session (cs_event's unique (session_id, event_id)).
+SELECT session_id, event_id FROM cs_event WHERE session_id = ANY(:ids)
 
 -- name: import_collecting_batch
 -- The collecting batch's id, locked until the import commits; no row: none is collecting.
@@ -79,31 +41,13 @@ SET LOCAL jit = off
 -- collecting: no row comes back, and the caller opens a new batch (insert_collecting_batch) and retries.
 SELECT batch_id FROM cs_batch WHERE status = 'collecting' FOR SHARE
 
--- name: import_staged_counts
--- Valid staged rows: sessions (conflicts excluded) and events (those of conflicting session rows excluded;
--- embedded JSON arrays counted by their length).
-SELECT (SELECT count(*) FROM cs_stage_session WHERE NOT conflict) AS sessions,
-       (SELECT count(*) FROM cs_stage_event e
-        WHERE NOT EXISTS (SELECT 1 FROM cs_stage_session s WHERE s.seq = e.seq AND s.conflict))
-       + (SELECT coalesce(sum(jsonb_array_length(events)), 0) FROM cs_stage_session
-          WHERE NOT conflict AND events IS NOT NULL) AS events
+-- name: import_copy_new_sessions
+-- COPY target for a chunk's new sessions, in file order (session_number follows it), run through psycopg's
+-- cursor.copy (not db.run). Text format: JSON columns arrive as JSON text for the jsonb input function.
+COPY cs_session (session_id, search_query, search_results, search_meta, payload_filter, sort_by, user_id,
+                 created_at, is_irrelevant, is_payload_search, content_hash, batch_id, registered_at) FROM STDIN
 
--- name: import_insert_events
--- Inserts the events of the import in file order (their arrival order): staged event rows and the JSON
--- arrays of staged session rows, except the events of a conflicting session row. Duplicates (session_id,
--- event_id), stored or repeated in the files, are skipped, and so are the events of tombstoned (erased)
--- sessions (counted as duplicates).
-INSERT INTO cs_event (session_id, event_id, object_id, event_type, created_at, meta, received_at)
-SELECT e.session_id, e.event_id, e.object_id, e.event_type, e.created_at, e.meta, :now
-FROM (SELECT seq, pos, session_id, event_id, object_id, event_type, created_at, meta
-      FROM cs_stage_event
-      WHERE NOT EXISTS (SELECT 1 FROM cs_stage_session s WHERE s.seq = cs_stage_event.seq AND s.conflict)
-      UNION ALL
-      SELECT s.seq, x.pos - 1, s.session_id, x.e ->> 'event_id', x.e ->> 'object_id', x.e ->> 'event_type',
-             CAST(x.e ->> 'created_at' AS BIGINT), NULLIF(x.e -> 'meta', CAST('null' AS JSONB))
-      FROM cs_stage_session s CROSS JOIN LATERAL jsonb_array_elements(s.events) WITH ORDINALITY AS x (e, pos)
-      WHERE s.events IS NOT NULL AND NOT s.conflict) e
-WHERE NOT EXISTS (SELECT 1 FROM cs_event c WHERE c.session_id = e.session_id AND c.event_id = e.event_id)
-  AND NOT EXISTS (SELECT 1 FROM cs_erased_session t WHERE t.session_id = e.session_id)
-ORDER BY e.seq, e.pos
-ON CONFLICT (session_id, event_id) DO NOTHING
+-- name: import_copy_new_events
+-- COPY target for a chunk's new events, in file order (their arrival order: event_seq follows it), run
+-- through psycopg's cursor.copy (not db.run).
+COPY cs_event (session_id, event_id, object_id, event_type, created_at, meta, received_at) FROM STDIN

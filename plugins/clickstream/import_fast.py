@@ -101,22 +101,25 @@ _ENCODE_SORTED = msgspec.json.Encoder(order="sorted").encode  # keys sorted, as 
 _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _NUL = b"\\u0000"
 
-#: A staged session: ``(session_id, search_query, search_results, search_meta, payload_filter, sort_by,
-#: user_id, created_at, is_irrelevant, is_payload_search, content_hash, events)``, JSON columns as text;
-#: ``events`` is the row's events as one JSON array (None when it has none), which the load expands in SQL.
+#: A session's columns for the load: ``(session_id, search_query, search_results, search_meta,
+#: payload_filter, sort_by, user_id, created_at, is_irrelevant, is_payload_search, content_hash, events)``,
+#: JSON columns as text; ``events`` is the row's events as one JSON array (None when it has none, or when
+#: they are given as :data:`EventColumns` instead: see ``embed_events``).
 SessionColumns = tuple[Any, ...]
 #: A staged event: ``(event_id, object_id, event_type, created_at, meta)``, ``meta`` as JSON text.
 EventColumns = tuple[Any, ...]
 
 
 class FastSession:
-    """A valid session row: its staged columns (:data:`SessionColumns`) and how many events it embeds."""
+    """A valid session row: its columns (:data:`SessionColumns`), how many events it embeds, and, unless they
+    are in the columns as a JSON array, those events' :data:`EventColumns`."""
 
-    __slots__ = ("columns", "events")
+    __slots__ = ("columns", "event_columns", "events")
 
-    def __init__(self, columns: SessionColumns, events: int):
+    def __init__(self, columns: SessionColumns, events: int, event_columns: list[EventColumns]):
         self.columns = columns
         self.events = events
+        self.event_columns = event_columns
 
 
 class FastEvent:
@@ -135,22 +138,29 @@ def is_event_line(raw: bytes) -> bool:
     return b'"event_id"' in raw and b'"search_results"' not in raw and b'"events"' not in raw
 
 
-def decode_line(raw: bytes) -> FastSession | FastEvent | None:
-    """A JSON Lines line as a valid row, or None: not valid, or not a shape this path takes."""
+def decode_line(raw: bytes, *, embed_events: bool = True) -> FastSession | FastEvent | None:
+    """A JSON Lines line as a valid row, or None: not valid, or not a shape this path takes.
+
+    :param embed_events: a session row's events go in its columns as one JSON array; else in
+        :attr:`FastSession.event_columns`.
+    """
     try:
         if is_event_line(raw):
             return _event(_DECODE_EVENT(raw))
-        return _session(_DECODE_SESSION(raw))
+        return _session(_DECODE_SESSION(raw), embed_events)
     except (msgspec.DecodeError, UnicodeEncodeError, ValueError, TypeError):
         return None
 
 
-def convert_row(row: dict[str, Any], *, finite: bool = False) -> FastSession | FastEvent | None:
+def convert_row(
+    row: dict[str, Any], *, finite: bool = False, embed_events: bool = True
+) -> FastSession | FastEvent | None:
     """A row already parsed into Python values (Parquet) as a valid row, or None.
 
     Python values may hold what JSON text cannot (NaN, infinities, lone surrogates), so free-form values
     and ranks are checked for finite numbers here, unless ``finite`` (the caller knows there is none: the
-    values were decoded from JSON text by msgspec); text is checked when it is encoded.
+    values were decoded from JSON text by msgspec); text is checked when it is encoded. ``embed_events``:
+    as for :func:`decode_line`.
     """
     try:
         if "event_id" in row:
@@ -166,7 +176,7 @@ def convert_row(row: dict[str, Any], *, finite: bool = False) -> FastSession | F
             and all(_finite(e.meta) for e in session.events)
         ):
             return None
-        return _session(session)
+        return _session(session, embed_events)
     except (msgspec.ValidationError, UnicodeEncodeError, ValueError, TypeError):
         return None
 
@@ -208,7 +218,7 @@ def _event(row: _EventRow) -> FastEvent:
     return FastEvent(_plain(row.session_id), _event_columns(row))
 
 
-def _session(s: _SessionRow) -> FastSession:
+def _session(s: _SessionRow, embed_events: bool) -> FastSession:
     if s.search_query is not None:
         _plain(s.search_query)
     if s.user_id is not None:
@@ -225,9 +235,10 @@ def _session(s: _SessionRow) -> FastSession:
         s.is_irrelevant,
         s.is_payload_search,
         content_hash(s),
-        _text(s.events) if s.events else None,  # ids and event_type are checked by the JSON text's NUL test
+        # ids and event_type are checked by the JSON text's NUL test, or one by one
+        _text(s.events) if embed_events and s.events else None,
     )
-    return FastSession(columns, len(s.events))
+    return FastSession(columns, len(s.events), [] if embed_events else [_event_columns(e) for e in s.events])
 
 
 def content_hash(s: _SessionRow) -> str:

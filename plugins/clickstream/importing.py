@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import msgspec
@@ -193,7 +194,8 @@ def import_history(
         if len(errors) < max_errors:
             errors.append(RowError(file=name, line=line, reason=reason))
 
-    with ImportLoad(store) as load, _Stager() as stager:
+    with ImportLoad(store, max_conflict_rows=max_errors) as load, _Stager() as stager:
+        embed = load.embeds_events
         file_bytes = 0
         for file_no, (name, opener) in enumerate(sources):
             bytes_before += file_bytes  # the previous file's size
@@ -205,25 +207,32 @@ def import_history(
                     event_rows: list[tuple[Any, ...]] = []
                     sessions: list[StagedSession] = []
                     events: list[StagedEvent] = []
-                    embedded = 0  # events embedded in session_rows (staged as JSON arrays)
+                    embedded = 0  # events embedded in session_rows (as JSON arrays)
                     for line, row in chunk:
                         counts["rows"] += 1
                         seq = counts["rows"]
                         fast = (
-                            decode_line(row)
+                            decode_line(row, embed_events=embed)
                             if isinstance(row, bytes)
-                            else convert_row(row, finite=isinstance(row, _FiniteRow))
+                            else convert_row(row, finite=isinstance(row, _FiniteRow), embed_events=embed)
                             if isinstance(row, dict)
                             else None
                         )
-                        if fast is not None:  # valid: staged as columns, no model built
+                        if fast is not None:  # valid: loaded as columns, no model built
                             if isinstance(fast, FastEvent):
                                 counts["event_rows"] += 1
                                 event_rows.append((seq, 0, fast.session_id, *fast.columns))
                             else:
                                 counts["session_rows"] += 1
                                 session_rows.append((seq, file_no, line, *fast.columns))
-                                embedded += fast.events
+                                if embed:
+                                    embedded += fast.events
+                                else:
+                                    session_id = fast.columns[0]
+                                    event_rows.extend(
+                                        (seq, pos, session_id, *columns)
+                                        for pos, columns in enumerate(fast.event_columns)
+                                    )
                             continue
                         # the models decide, and give the reason of a refusal
                         if isinstance(row, bytes):
@@ -350,8 +359,15 @@ def _stage(
     sessions: list[StagedSession],
     events: list[StagedEvent],
 ) -> None:
-    load.stage_rows(session_rows, event_rows, embedded_events=embedded)
-    load.stage(sessions, events)
+    if sessions or events:  # rows the models validated: merged into file order
+        more_sessions, more_events = load.model_rows(sessions, events)
+        session_rows = sorted(session_rows + more_sessions, key=_by_seq)
+        event_rows = sorted(event_rows + more_events, key=_by_seq_pos)
+    load.add_rows(session_rows, event_rows, embedded_events=embedded)
+
+
+_by_seq = itemgetter(0)
+_by_seq_pos = itemgetter(0, 1)
 
 
 class _Stager:

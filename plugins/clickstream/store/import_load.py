@@ -1,21 +1,24 @@
-"""The history import's load into the session store: stage rows, then load them all or nothing.
+"""The history import's load into the session store: valid rows in, all or nothing.
 
-No Airflow here, and no file reading (see :mod:`clickstream.importing`): this module receives validated
-models and owns the SQL side. The queries are in ``include/sql/import*.sql``.
+No Airflow here, and no file reading (see :mod:`clickstream.importing`): this module receives the valid rows
+of each chunk and owns the SQL side. The queries are in ``include/sql/import.<dialect>.sql``.
 
-How a load goes:
+Both loads end in ONE write transaction that commits only if the caller's ``accept`` callback, given the
+number of conflicts, says so (:meth:`ImportLoad.finish`); otherwise it rolls back and nothing at all was
+loaded. Both store the first row of each new ``session_id`` in file order into the collecting batch, locked
+exactly as live registration locks it, and skip stored and repeated sessions and events; a session row whose
+content differs from the stored session is a conflict. They differ in how rows reach the tables:
 
-1. :class:`ImportLoad` opens one connection and creates two private temp tables on it (PostgreSQL ``pg_temp``,
-   SQLite's ``temp`` database).
-2. :meth:`ImportLoad.stage` appends a chunk of rows to them, each chunk in its own short transaction that
-   touches no shared table: ``COPY ... FROM STDIN`` through the psycopg 3 connection under the SQLAlchemy
-   engine on PostgreSQL, ``executemany`` on SQLite. Memory is bounded by the chunk, whatever the file size.
-3. :meth:`ImportLoad.finish` runs ONE write transaction: it locks the collecting batch exactly as live
-   registration does (``FOR SHARE`` on PostgreSQL; SQLite's write lock), inserts the first row of every new
-   ``session_id`` into it (``session_number`` from the same identity), marks staged rows whose content
-   differs from the stored session as conflicts, inserts the events (duplicates skipped), and asks the
-   caller's ``accept`` callback, with the number of conflicts, whether to commit. If not, it rolls back
-   and nothing at all was loaded.
+* **PostgreSQL, direct** (``import.postgresql.sql``): the load transaction opens with the first chunk. Each
+  chunk, while the caller reads the next one, asks which of its sessions and events are stored or erased
+  (three indexed reads), decides each row in Python (:func:`plan_chunk`), and COPYs the new rows straight
+  into ``cs_session`` and ``cs_event``: every row is written once, as by ``COPY FROM``. Memory is bounded by
+  the chunk. The transaction, and so the lock on the collecting batch, lasts from the first chunk to the
+  commit: about the whole import (see ``docs/import-and-erasure.md`` for what waits on it).
+* **SQLite, staged** (``import.sqlite.sql``): each chunk is staged into temp tables in its own short
+  transaction, and the load transaction runs once, in :meth:`ImportLoad.finish`, over all the staged rows,
+  in SQL: SQLite has one writer, and a write transaction held for the whole import would stop every live
+  write for as long.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_json
@@ -42,6 +45,9 @@ if TYPE_CHECKING:
     from clickstream.store.session_store import SessionStore
 
 log = logging.getLogger(__name__)
+
+#: How often a chunk is read and copied again when a live write of one of its keys commits in between.
+CHUNK_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -105,7 +111,7 @@ class ImportOutcome:
     duplicate_events: int = 0
 
 
-#: Columns of a staged session row, in the order of ``import_copy_sessions`` and :meth:`ImportLoad.stage_rows`.
+#: Columns of a session row given to :meth:`ImportLoad.add_rows` (valid rows of a chunk; staged as such on SQLite).
 STAGED_SESSION_COLUMNS = (
     "seq",
     "file_no",
@@ -123,7 +129,7 @@ STAGED_SESSION_COLUMNS = (
     "content_hash",
     "events",
 )
-#: Columns of a staged event row, in the order of ``import_copy_events`` and :meth:`ImportLoad.stage_rows`.
+#: Columns of an event row given to :meth:`ImportLoad.add_rows`.
 STAGED_EVENT_COLUMNS = ("seq", "pos", "session_id", "event_id", "object_id", "event_type", "created_at", "meta")
 
 
@@ -142,7 +148,7 @@ def _event_columns(item: StagedEvent) -> dict[str, Any]:
 
 
 def _json_text(value: Any) -> str | None:
-    """JSON text of a validated value for a JSONB staging column (PostgreSQL only), serialised by
+    """JSON text of a validated value for a JSONB column (PostgreSQL only), serialised by
     pydantic-core. It may differ from :func:`clickstream.store.db.dumps` in spelling only (number
     format, escapes), never in value, and the jsonb input function normalises the spelling. SQLite stores
     the text as is, so SQLite keeps ``dumps``."""
@@ -150,8 +156,8 @@ def _json_text(value: Any) -> str | None:
 
 
 def _session_copy_row(item: StagedSession) -> tuple[Any, ...]:
-    """A staged session as a ``import_copy_sessions`` row (its column order): the values of
-    :func:`session_columns`."""
+    """A validated session as a row of :data:`STAGED_SESSION_COLUMNS` for PostgreSQL (``events`` left out):
+    the values of :func:`session_columns`, JSON as pydantic-core's text."""
     s = item.session
     return (
         item.seq,
@@ -172,7 +178,8 @@ def _session_copy_row(item: StagedSession) -> tuple[Any, ...]:
 
 
 def _event_copy_row(item: StagedEvent) -> tuple[Any, ...]:
-    """A staged event as a ``import_copy_events`` row (its column order): the values of :func:`_event_columns`."""
+    """A validated event as a row of :data:`STAGED_EVENT_COLUMNS` for PostgreSQL: the values of
+    :func:`_event_columns`, JSON as pydantic-core's text."""
     e = item.event
     return (
         item.seq,
@@ -187,20 +194,31 @@ def _event_copy_row(item: StagedEvent) -> tuple[Any, ...]:
 
 
 class ImportLoad:
-    """One import load into ``store``: use as a context manager, :meth:`stage` chunks, then :meth:`finish`.
+    """One import load into ``store``: use as a context manager, :meth:`add_rows` per chunk, then :meth:`finish`.
 
-    The staging tables belong to this object's connection and are dropped on exit. An ``ImportLoad`` is not
-    thread-safe and loads once.
+    Not thread-safe (one thread at a time: the caller hands chunks to one worker thread), and loads once.
+    Which load runs is told by the dialect's queries (:attr:`direct`); the outcome is the same.
 
     :param store: the session store to load into.
+    :param max_conflict_rows: how many conflicting rows (where they are) to keep, the first in file order;
+        :meth:`finish` returns at most this many.
     """
 
-    def __init__(self, store: SessionStore):
+    def __init__(self, store: SessionStore, *, max_conflict_rows: int = 100):
         self.store = store
+        #: PostgreSQL's direct load (COPY into the store's tables, chunk by chunk, in the load transaction);
+        #: else the staged load (temp tables, loaded in SQL at the end).
+        self.direct = store.db.has("import_copy_new_sessions")
+        #: Whether a session row's embedded events come as one JSON array in its ``events`` column (the staged
+        #: load expands it in SQL); else they are event rows like any other (the direct load copies them).
+        self.embeds_events = not self.direct
+        self.max_conflict_rows = max_conflict_rows
         self._conn: Connection | None = None
+        self._load_tx: Any = None  # the load transaction (a SQLAlchemy RootTransaction) once begun
         self._finished = False
         self.staged_sessions = 0
         self.staged_events = 0
+        self._loaded = _Loaded()
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -208,15 +226,16 @@ class ImportLoad:
         try:
             with translate_errors(self.store.dialect):
                 self._conn = self.store.engine.connect()
-                with self._conn.begin():
-                    for query in (
-                        "import_drop_stage_sessions",
-                        "import_drop_stage_events",
-                        "import_create_stage_sessions",
-                        "import_index_stage_sessions",
-                        "import_create_stage_events",
-                    ):
-                        self._run(query)
+                if not self.direct:
+                    with self._conn.begin():
+                        for query in (
+                            "import_drop_stage_sessions",
+                            "import_drop_stage_events",
+                            "import_create_stage_sessions",
+                            "import_index_stage_sessions",
+                            "import_create_stage_events",
+                        ):
+                            self._run(query)
         except BaseException:
             self._close()
             raise
@@ -228,9 +247,10 @@ class ImportLoad:
                 if self._conn.in_transaction():
                     self._conn.rollback()
                 self._conn.execution_options(**{WRITE_OPTION: False})
-                with self._conn.begin():
-                    self._run("import_drop_stage_sessions")
-                    self._run("import_drop_stage_events")
+                if not self.direct:
+                    with self._conn.begin():
+                        self._run("import_drop_stage_sessions")
+                        self._run("import_drop_stage_events")
         except exc.SQLAlchemyError:  # the connection is gone: its temp tables went with it
             log.debug("could not drop the import staging tables", exc_info=True)
         finally:
@@ -248,47 +268,101 @@ class ImportLoad:
     def _run(self, query: str, /, params: Any = None) -> Any:
         return self._active().execute(self.store.db.clause(query), params if params is not None else {})
 
-    # -------------------------------------------------------------------------------- staging
+    # --------------------------------------------------------------------------------- chunks
 
-    def stage(self, sessions: Sequence[StagedSession], events: Sequence[StagedEvent]) -> None:
-        """Append valid rows, as validated models, to the staging tables (see :meth:`stage_rows`)."""
-        if self.store.dialect == "postgresql":
-            session_rows: list[Any] = [(*_session_copy_row(s), None) for s in sessions]
-            event_rows: list[Any] = [_event_copy_row(e) for e in events]
-        else:
-            session_rows = [(s.seq, s.file_no, s.line, *session_columns(s.session).values(), None) for s in sessions]
-            event_rows = [tuple(_event_columns(e).values()) for e in events]
-        self.stage_rows(session_rows, event_rows)
+    def model_rows(
+        self, sessions: Sequence[StagedSession], events: Sequence[StagedEvent]
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """Validated models as rows for :meth:`add_rows` (session rows with ``events`` None: their events are
+        in ``events``)."""
+        if self.direct:
+            return [(*_session_copy_row(s), None) for s in sessions], [_event_copy_row(e) for e in events]
+        return (
+            [(s.seq, s.file_no, s.line, *session_columns(s.session).values(), None) for s in sessions],
+            [tuple(_event_columns(e).values()) for e in events],
+        )
 
-    def stage_rows(
+    def add_rows(
         self, sessions: Sequence[Sequence[Any]], events: Sequence[Sequence[Any]], *, embedded_events: int = 0
     ) -> None:
-        """Append valid rows to the staging tables (one short transaction; nothing shared is touched).
+        """Take one chunk of valid rows: load it (direct load, in the load transaction, begun by the first
+        chunk) or stage it (staged load, in a short transaction of its own that touches no shared table).
 
-        :param sessions: rows in :data:`STAGED_SESSION_COLUMNS` order: ``seq``, ``file_no``, ``line``, then
-            the stored columns of :func:`clickstream.store.rows.session_columns` (JSON as text, the content hash),
-            then ``events``: the row's embedded events as a JSON array of event bodies (``event_id``,
-            ``object_id``, ``event_type``, ``created_at``, ``meta``; the load expands it in SQL), or None.
-        :param events: rows in :data:`STAGED_EVENT_COLUMNS` order (``meta`` as JSON text).
+        :param sessions: rows in :data:`STAGED_SESSION_COLUMNS` order, by ``seq``: ``seq``, ``file_no``,
+            ``line``, then the stored columns of :func:`clickstream.store.rows.session_columns` (JSON as text,
+            the content hash), then ``events``: when :attr:`embeds_events`, the row's embedded events as a JSON
+            array of event bodies (``event_id``, ``object_id``, ``event_type``, ``created_at``, ``meta``), or
+            None.
+        :param events: rows in :data:`STAGED_EVENT_COLUMNS` order (``meta`` as JSON text), by ``(seq, pos)``.
         :param embedded_events: how many events the ``events`` arrays of ``sessions`` hold (for the counts).
         """
         if self._finished:
             raise RuntimeError("this import load is finished")
         if not sessions and not events:
             return
-        with translate_errors(self.store.dialect), self._active().begin():
-            if self.store.db.has("import_copy_sessions"):
-                self._copy("import_copy_sessions", sessions)
-                self._copy("import_copy_events", events)
+        with translate_errors(self.store.dialect):
+            if self.direct:
+                if self._load_tx is None:
+                    self._load_tx = self._begin_load()
+                self._copy_chunk(sessions, events)
             else:
-                if sessions:
-                    self._run(
-                        "import_stage_session", [dict(zip(STAGED_SESSION_COLUMNS, r, strict=True)) for r in sessions]
-                    )
-                if events:
-                    self._run("import_stage_event", [dict(zip(STAGED_EVENT_COLUMNS, r, strict=True)) for r in events])
+                with self._active().begin():
+                    if sessions:
+                        self._run(
+                            "import_stage_session",
+                            [dict(zip(STAGED_SESSION_COLUMNS, r, strict=True)) for r in sessions],
+                        )
+                    if events:
+                        self._run(
+                            "import_stage_event", [dict(zip(STAGED_EVENT_COLUMNS, r, strict=True)) for r in events]
+                        )
         self.staged_sessions += len(sessions)
         self.staged_events += len(events) + embedded_events
+
+    def _begin_load(self) -> Any:
+        """Begin the load transaction (a write transaction; PostgreSQL: with the tables taken as an INSERT does)."""
+        conn = self._active()
+        conn.execution_options(**{WRITE_OPTION: True})
+        tx = conn.begin()
+        self._loaded.now = self.store.clock()  # registered_at / received_at of every loaded row
+        self._loaded.began = time.monotonic()
+        if self.store.db.has("import_lock_tables"):
+            self._run("import_lock_tables")
+        return tx
+
+    # ---------------------------------------------------------------------------- direct load
+
+    def _copy_chunk(self, sessions: Sequence[Sequence[Any]], events: Sequence[Sequence[Any]]) -> None:
+        """Decide each row of the chunk against the stored rows and COPY the new ones (PostgreSQL)."""
+        from psycopg import errors as pg_errors  # the direct load is PostgreSQL's: psycopg 3 is its driver
+
+        loaded = self._loaded
+        session_ids = list({r[3] for r in sessions})
+        event_session_ids = list({r[2] for r in events})
+        for _ in range(CHUNK_ATTEMPTS):
+            stored: dict[str, str] = {r[0]: r[1] for r in self._run("import_stored_sessions", {"ids": session_ids})}
+            erased = set(
+                self._run("import_erased_sessions", {"ids": list({*session_ids, *event_session_ids})}).scalars()
+            )
+            stored_events = {(r[0], r[1]) for r in self._run("import_stored_events", {"ids": event_session_ids})}
+            plan = plan_chunk(sessions, events, stored, erased, stored_events)
+            if plan.sessions and loaded.batch_id is None:  # outside the savepoint: kept if it rolls back
+                loaded.batch_id = self._lock_collecting_batch()
+            savepoint = self._active().begin_nested()
+            try:
+                tail = (loaded.batch_id, loaded.now)
+                self._copy("import_copy_new_sessions", [(*r[3:14], *tail) for r in plan.sessions])
+                self._copy("import_copy_new_events", [(*r[2:8], loaded.now) for r in plan.events])
+            except pg_errors.UniqueViolation:  # a live write of one of these keys committed since the reads
+                savepoint.rollback()
+                log.info("import: a live write of a key of this chunk came first; reading the chunk's keys again")
+                continue
+            savepoint.commit()
+            loaded.add(plan, self.max_conflict_rows)
+            return
+        raise StoreUnavailable(
+            f"the import's chunk collided with live writes of the same keys {CHUNK_ATTEMPTS} times in a row"
+        )
 
     def _copy(self, query: str, rows: Sequence[Sequence[Any]]) -> None:
         """``COPY ... FROM STDIN`` of ``rows`` (tuples in the query's column order) through the psycopg 3
@@ -301,83 +375,85 @@ class ImportLoad:
             for row in rows:
                 write(row)
 
-    # -------------------------------------------------------------------------------- loading
+    # ---------------------------------------------------------------------------- staged load
+
+    def _load_staged(self) -> None:
+        """The staged load: every staged row, in SQL, in the load transaction (SQLite)."""
+        loaded = self._loaded
+        if self.staged_sessions:
+            if self._run("import_any_new_session").scalar_one():
+                loaded.batch_id = self._lock_collecting_batch()
+                loaded.sessions = self._run(
+                    "import_insert_sessions", {"batch_id": loaded.batch_id, "now": loaded.now}
+                ).rowcount
+            self._run("import_mark_conflicts")
+            loaded.conflicts = self._run("import_conflict_count").scalar_one()
+            loaded.conflict_rows = [
+                ConflictRow(**r)
+                for r in self._run("import_conflict_rows", {"limit": self.max_conflict_rows}).mappings()
+            ]
+        valid = self._run("import_staged_counts").mappings().one()
+        loaded.valid_sessions, loaded.valid_events = valid["sessions"], valid["events"]
+        loaded.events = self._run("import_insert_events", {"now": loaded.now}).rowcount
+
+    # ---------------------------------------------------------------------------------- finish
 
     def finish(self, accept: Callable[[int], bool], error_limit: int) -> ImportOutcome:
-        """Load the staged rows in one transaction; commit only if ``accept(conflicts)`` is true.
+        """Load what is still staged (staged load: everything), then commit only if ``accept(conflicts)``.
 
         :param accept: called with the number of conflicting session rows once the load is done but not
             committed; returning False rolls everything back.
-        :param error_limit: how many conflicting rows to return in :attr:`ImportOutcome.conflict_rows`.
+        :param error_limit: how many conflicting rows to return in :attr:`ImportOutcome.conflict_rows`
+            (at most ``max_conflict_rows``).
         """
         if self._finished:
             raise RuntimeError("this import load is finished")
         self._finished = True
-        conn = self._active()
-        now = self.store.clock()
-        started = time.monotonic()
         with translate_errors(self.store.dialect):
-            if self.store.db.has("import_analyze_stage"):  # planner statistics for the joins below (PostgreSQL)
-                with conn.begin():
-                    self._run("import_analyze_stage")
-            conn.execution_options(**{WRITE_OPTION: True})
-            tx = conn.begin()
+            if not self.direct:
+                self._load_tx = self._begin_load()
+                self._load_staged()
+            tx, loaded = self._load_tx, self._loaded
             try:
-                if self.store.db.has("import_load_settings"):  # PostgreSQL: no JIT (see the query)
-                    self._run("import_load_settings")
-                batch_id, loaded_sessions = None, 0
-                if self.staged_sessions:
-                    if self._run("import_any_new_session").scalar_one():
-                        batch_id = self._lock_collecting_batch(now)
-                        loaded_sessions = self._run(
-                            "import_insert_sessions", {"batch_id": batch_id, "now": now}
-                        ).rowcount
-                    self._run("import_mark_conflicts")
-                    conflicts = self._run("import_conflict_count").scalar_one()
-                    conflict_rows = [
-                        ConflictRow(**r)
-                        for r in self._run("import_conflict_rows", {"limit": max(error_limit, 0)}).mappings()
-                    ]
-                else:
-                    conflicts, conflict_rows = 0, []
-                valid = self._run("import_staged_counts").mappings().one()
-                loaded_events = self._run("import_insert_events", {"now": now}).rowcount
-                outcome = ImportOutcome(
-                    committed=False,
-                    batch_id=batch_id if loaded_sessions else None,
-                    conflicts=conflicts,
-                    conflict_rows=conflict_rows,
-                    loaded_sessions=loaded_sessions,
-                    duplicate_sessions=valid["sessions"] - loaded_sessions,
-                    loaded_events=loaded_events,
-                    duplicate_events=valid["events"] - loaded_events,
-                )
-                if accept(conflicts):
+                conflict_rows = loaded.conflict_rows[: max(error_limit, 0)]
+                if not accept(loaded.conflicts):
+                    if tx is not None:
+                        tx.rollback()
+                    log.info("import load rolled back: nothing loaded (%d conflicts)", loaded.conflicts)
+                    return ImportOutcome(
+                        committed=False, batch_id=None, conflicts=loaded.conflicts, conflict_rows=conflict_rows
+                    )
+                if tx is not None:
                     tx.commit()
-                    outcome.committed = True
-                    log.info(
-                        "import load committed: %d new sessions (batch %s), %d new events, %d duplicate "
-                        "sessions, %d duplicate events, %d conflicts, in %.1f s",
-                        loaded_sessions,
-                        outcome.batch_id,
-                        loaded_events,
-                        outcome.duplicate_sessions,
-                        outcome.duplicate_events,
-                        conflicts,
-                        time.monotonic() - started,
-                    )
-                else:
-                    tx.rollback()
-                    log.info("import load rolled back: nothing loaded (%d conflicts)", conflicts)
-                    outcome = ImportOutcome(
-                        committed=False, batch_id=None, conflicts=conflicts, conflict_rows=conflict_rows
-                    )
+                open_s = time.monotonic() - loaded.began if tx is not None else 0.0
+                outcome = ImportOutcome(
+                    committed=True,
+                    batch_id=loaded.batch_id if loaded.sessions else None,
+                    conflicts=loaded.conflicts,
+                    conflict_rows=conflict_rows,
+                    loaded_sessions=loaded.sessions,
+                    duplicate_sessions=loaded.valid_sessions - loaded.sessions,
+                    loaded_events=loaded.events,
+                    duplicate_events=loaded.valid_events - loaded.events,
+                )
+                log.info(
+                    "import load committed: %d new sessions (batch %s), %d new events, %d duplicate "
+                    "sessions, %d duplicate events, %d conflicts; the load transaction was open %.1f s",
+                    outcome.loaded_sessions,
+                    outcome.batch_id,
+                    outcome.loaded_events,
+                    outcome.duplicate_sessions,
+                    outcome.duplicate_events,
+                    outcome.conflicts,
+                    open_s,
+                    extra={"transaction_s": open_s},
+                )
                 return outcome
             finally:
-                if tx.is_active:
+                if tx is not None and tx.is_active:
                     tx.rollback()
 
-    def _lock_collecting_batch(self, now: int) -> str:
+    def _lock_collecting_batch(self) -> str:
         """The collecting batch, locked against release until the load ends; opened if there is none."""
         for _ in range(5):
             batch_id = self._run("import_collecting_batch").scalar()
@@ -385,3 +461,92 @@ class ImportLoad:
                 return batch_id
             open_collecting_batch(self.store.db, self._active(), self.store.clock)  # as live registration does
         raise StoreUnavailable("could not obtain a collecting batch; the store is under heavy contention")
+
+
+@dataclass
+class ChunkPlan:
+    """What the direct load does with one chunk (:func:`plan_chunk`).
+
+    :param sessions: the session rows to store (the first row of each new id), in file order.
+    :param events: the event rows to store, in file order.
+    :param valid_sessions: session rows that are not conflicts (stored or not).
+    :param valid_events: events of those rows, and event rows (stored or not).
+    :param conflict_rows: the conflicting session rows, in file order.
+    """
+
+    sessions: list[Sequence[Any]] = field(default_factory=list)
+    events: list[Sequence[Any]] = field(default_factory=list)
+    valid_sessions: int = 0
+    valid_events: int = 0
+    conflict_rows: list[ConflictRow] = field(default_factory=list)
+
+
+def plan_chunk(
+    sessions: Sequence[Sequence[Any]],
+    events: Sequence[Sequence[Any]],
+    stored: dict[str, str],
+    erased: set[str],
+    stored_events: set[tuple[str, str]],
+) -> ChunkPlan:
+    """Decide each row of a chunk, as the staged load's SQL does for the whole import.
+
+    A session row whose id is erased is a duplicate; one whose id is stored (or was stored by an earlier row)
+    is a duplicate if its content hash is the stored one, else a conflict, whose events are left out; any other
+    is new. An event is a duplicate if its session is erased or its ``(session_id, event_id)`` is stored (or
+    was stored by an earlier event), else new.
+
+    :param sessions: session rows (:data:`STAGED_SESSION_COLUMNS`), by ``seq``.
+    :param events: event rows (:data:`STAGED_EVENT_COLUMNS`), by ``(seq, pos)``.
+    :param stored: ``session_id -> content_hash`` of the stored sessions among the chunk's; updated.
+    :param erased: the erased session ids among the chunk's.
+    :param stored_events: the stored ``(session_id, event_id)`` of the chunk's event sessions; updated.
+    """
+    plan = ChunkPlan()
+    conflicts: set[int] = set()  # seq of the conflicting session rows
+    for row in sessions:
+        session_id, digest = row[3], row[13]
+        known = stored.get(session_id)
+        if session_id in erased or known == digest:
+            plan.valid_sessions += 1
+        elif known is None:
+            plan.valid_sessions += 1
+            plan.sessions.append(row)
+            stored[session_id] = digest
+        else:
+            conflicts.add(row[0])
+            plan.conflict_rows.append(ConflictRow(file_no=row[1], line=row[2], session_id=session_id))
+    for event in events:
+        if conflicts and event[0] in conflicts:
+            continue
+        plan.valid_events += 1
+        key = (event[2], event[3])
+        if key[0] not in erased and key not in stored_events:
+            plan.events.append(event)
+            stored_events.add(key)
+    return plan
+
+
+@dataclass
+class _Loaded:
+    """What the load transaction has done so far (the direct load adds each chunk's share)."""
+
+    now: int = 0
+    began: float = 0.0  # time.monotonic() when the load transaction began
+    batch_id: str | None = None
+    sessions: int = 0
+    events: int = 0
+    valid_sessions: int = 0
+    valid_events: int = 0
+    conflicts: int = 0
+    conflict_rows: list[ConflictRow] = field(default_factory=list)
+
+    def add(self, plan: ChunkPlan, max_conflict_rows: int) -> None:
+        """Count a copied chunk."""
+        self.sessions += len(plan.sessions)
+        self.events += len(plan.events)
+        self.valid_sessions += plan.valid_sessions
+        self.valid_events += plan.valid_events
+        self.conflicts += len(plan.conflict_rows)
+        room = max_conflict_rows - len(self.conflict_rows)
+        if room > 0:
+            self.conflict_rows += plan.conflict_rows[:room]
