@@ -148,23 +148,10 @@ def child_insert_writer(
     return {"start": t0, "end": t1, "sessions": len(pairs), "events": events}
 
 
-def child_import(path: str, fmt: str = "jsonl", one_pass: bool = False) -> dict[str, Any]:
-    """``ClickstreamHook.import_history``; ``one_pass``: with the load of the previous release on PostgreSQL
-    (stage everything, then load it in one transaction at the end; SQLite's load), as the baseline of the
-    load transaction's duration."""
+def child_import(path: str, fmt: str = "jsonl") -> dict[str, Any]:
     import logging
 
-    from clickstream import importing
     from clickstream.hooks import ClickstreamHook
-
-    if one_pass:
-
-        class OnePassLoad(importing.ImportLoad):
-            def __init__(self, *args: Any, **kwargs: Any):
-                super().__init__(*args, **kwargs)
-                self.per_chunk = False
-
-        importing.ImportLoad = OnePassLoad  # type: ignore[misc]
 
     open_s: list[float] = []
 
@@ -382,9 +369,7 @@ def run_import(ctx: Context) -> list[Table]:
     parquet = ctx.workdir / "history-parquet"
     shutil.rmtree(parquet, ignore_errors=True)
     _write_parquet(folder / "sessions.jsonl", parquet)
-    # jsonl-one-pass: the same JSON Lines import with the previous release's load (everything staged, then
-    # loaded in one transaction at the end), for the load transaction's duration and the speed-up
-    kinds = ("copy", "jsonl", "parquet", "jsonl-one-pass")
+    kinds = ("copy", "jsonl", "parquet")
     walls: dict[str, list[float]] = {k: [] for k in kinds}
     peaks: dict[str, list[float]] = {k: [] for k in kinds}
     transactions: dict[str, list[float]] = {k: [] for k in kinds}
@@ -393,21 +378,19 @@ def run_import(ctx: Context) -> list[Table]:
         "parquet": sum(p.stat().st_size for p in parquet.iterdir()),
         "copy": s_copy.stat().st_size + e_copy.stat().st_size,
     }
-    sizes["jsonl-one-pass"] = sizes["jsonl"]
 
-    def import_child(url: str, path: Path, fmt: str, one_pass: bool = False) -> tuple[dict[str, Any], dict[str, float]]:
+    def import_child(url: str, path: Path, fmt: str) -> tuple[dict[str, Any], dict[str, float]]:
         return run_child(
             "bench.bench_ingest:child_import",
             env=ctx.airflow_env(url),
             preload=["clickstream.hooks", "clickstream.importing", "airflow.sdk"],
             path=str(path),
             fmt=fmt,
-            one_pass=one_pass,
         )
 
     for i in range(ctx.repeat):
         for kind in kinds:
-            db = f"bulk_{kind.replace('-', '_')}_{i}"
+            db = f"bulk_{kind}_{i}"
             url, batch_id = fresh_db(ctx, db, with_batch=(kind == "copy"))
             if kind == "copy":
                 # the COPY files carry the batch id of this database's collecting batch
@@ -422,10 +405,8 @@ def run_import(ctx: Context) -> list[Table]:
                     events_file=str(e_copy),
                 )
                 fixed.unlink()
-            elif kind == "parquet":
-                out, mem = import_child(url, parquet, "parquet")
             else:
-                out, mem = import_child(url, folder, "jsonl", one_pass=kind == "jsonl-one-pass")
+                out, mem = import_child(url, folder if kind == "jsonl" else parquet, kind)
             assert (out["sessions"], out["events"]) == (n_hist, n_events), out
             walls[kind].append(mem["wall"])
             peaks[kind].append(mem["peak_rss"] / 2**20)
@@ -477,11 +458,7 @@ def run_import(ctx: Context) -> list[Table]:
         median(transactions["copy"]),
         "-",
     )
-    for kind, label, target in (
-        ("jsonl", "JSON Lines", ">=0.5"),
-        ("parquet", "Parquet, objects as JSON strings", ">=0.5"),
-        ("jsonl-one-pass", "JSON Lines, previous release's one-pass load", None),
-    ):
+    for kind, label in (("jsonl", "JSON Lines"), ("parquet", "Parquet, objects as JSON strings")):
         w = median(walls[kind])
         t2.add(
             f"ClickstreamHook.import_history ({label})",
@@ -491,7 +468,7 @@ def run_import(ctx: Context) -> list[Table]:
             sizes[kind] / 2**20,
             median(peaks[kind]),
             median(transactions[kind]),
-            ratio_cell(wc / w, target) if target else f"{wc / w:.2f}x",
+            ratio_cell(wc / w, ">=0.5"),
         )
     t2.add(
         f"ClickstreamHook.import_history (JSON Lines, 5x: {5 * n_hist:,} sessions, once)",
@@ -504,9 +481,9 @@ def run_import(ctx: Context) -> list[Table]:
         f"peak {peak5 / median(peaks['jsonl']):.2f}x of 1x (flat)",
     )
     t2.notes.append(
-        "into an empty store database each time; the import checks every row and loads all or nothing: on "
-        "PostgreSQL each chunk is staged (COPY into temp tables) and loaded inside the one load transaction "
-        "while the next chunk is read; peak RSS = the child's VmHWM (interpreter and imports included)"
+        "into an empty store database each time; the import checks every row and loads all or nothing, in one "
+        "transaction: each chunk's new rows are COPYed into the store's tables while the next chunk is read; "
+        "peak RSS = the child's VmHWM (interpreter and imports included)"
     )
     t2.notes.append(
         "load transaction s: how long the load transaction (which holds the collecting batch FOR SHARE, so a "

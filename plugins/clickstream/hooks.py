@@ -510,7 +510,7 @@ class ClickstreamHook(BaseHook):
         :param format: ``jsonl`` or ``parquet``.
         :param invalid_threshold: largest share of invalid rows (0..1) that still loads the valid rows.
         :param max_errors: at most this many invalid rows are listed in the report.
-        :param chunk_rows: rows read and staged at a time.
+        :param chunk_rows: rows read, validated and loaded at a time (bounds memory).
         :param logger: where progress goes (an operator passes its ``self.log``).
         :returns: a :class:`clickstream.importing.ImportReport`.
         """

@@ -235,10 +235,21 @@ def _session(s: _SessionRow, embed_events: bool) -> FastSession:
         s.is_irrelevant,
         s.is_payload_search,
         content_hash(s),
-        # ids and event_type are checked by the JSON text's NUL test, or one by one
         _text(s.events) if embed_events and s.events else None,
     )
-    return FastSession(columns, len(s.events), [] if embed_events else [_event_columns(e) for e in s.events])
+    if embed_events or not s.events:
+        return FastSession(columns, len(s.events), [])
+    # The events' text (ids, event_type, meta) is checked once, in the JSON text of them all: a NUL character
+    # or a lone surrogate in any of them raises here, as _plain / _text would.
+    _text(s.events)
+    return FastSession(
+        columns,
+        len(s.events),
+        [
+            (e.event_id, e.object_id, e.event_type, e.created_at, None if e.meta is None else _ENCODE(e.meta).decode())
+            for e in s.events
+        ],
+    )
 
 
 def content_hash(s: _SessionRow) -> str:

@@ -13,12 +13,12 @@ live time window (history is old by definition). A valid row in the usual shape 
 through the models (:func:`validate_row`), which give the reason of a refusal.
 
 Threshold, and how memory stays bounded: the files are read **once**, in chunks of ``chunk_rows`` rows;
-each chunk is validated and its valid rows are staged in temporary tables of the store's database
-(:class:`clickstream.store.import_load.ImportLoad`), on a worker thread while the next chunk is read.
-Once every file is read, one transaction loads the staged rows,
-finds conflicts (a session whose content differs from the stored one) and commits only if
-``invalid / rows <= invalid_threshold``; otherwise it rolls back and nothing is loaded. So neither the file
-nor its valid rows are ever held in memory, and the decision covers the whole import exactly.
+each chunk is validated and its valid rows go to the load (:class:`clickstream.store.import_load.ImportLoad`)
+on a worker thread while the next chunk is read: PostgreSQL COPYs them into the store's tables inside the
+load transaction, SQLite stages them in temporary tables. Once every file is read, the load commits only if
+``invalid / rows <= invalid_threshold`` (conflicts, a session whose content differs from the stored one,
+included); otherwise it rolls back and nothing is loaded. So neither the file nor its valid rows are ever
+held in memory, and the decision covers the whole import exactly.
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def import_history(
     :param invalid_threshold: largest share of invalid rows (0..1) that still loads the valid rows;
         0 means every row must be valid.
     :param max_errors: at most this many invalid rows are listed in the report (all are counted).
-    :param chunk_rows: rows read, validated and staged at a time (bounds memory).
+    :param chunk_rows: rows read, validated and loaded at a time (bounds memory).
     :param logger: where progress goes (e.g. an Airflow task's ``self.log``); this module's logger if None.
     :param total_bytes: the files' total size, for progress lines by bytes read (done / total, percentage,
         rate, time left); without it the lines count bytes and rows only.
@@ -283,7 +283,7 @@ def import_history(
             return invalid / rows if rows else 0.0
 
         out.info(
-            "import: %d rows read in %.1f s; loading %d staged sessions and %d staged events",
+            "import: %d rows read in %.1f s (%d valid session rows, %d events); finishing the load",
             rows,
             time.monotonic() - started,
             load.staged_sessions,
@@ -371,10 +371,10 @@ _by_seq_pos = itemgetter(0, 1)
 
 
 class _Stager:
-    """Stages chunk n on one worker thread while the caller reads and checks chunk n+1.
+    """Hands chunk n to the load on one worker thread while the caller reads and checks chunk n+1.
 
-    The database's share of staging (``COPY``) then overlaps the reading; the worker waits on the socket
-    without the GIL. At most one chunk is pending (memory: two chunks), and only the worker uses the load's
+    The database's share (``COPY``) then overlaps the reading; the worker waits on the socket without the
+    GIL. At most one chunk is pending (memory: two chunks), and only the worker uses the load's
     connection until :meth:`drain` (or the exit) has waited for it.
     """
 
@@ -475,12 +475,14 @@ def _parse_line(raw: bytes) -> dict | str:
     return row if isinstance(row, dict) else f"a row must be a JSON object, got {type(row).__name__}"
 
 
-def _parquet_rows(fileobj: IO[bytes], chunk_rows: int) -> Iterator[tuple[int, dict | str]]:
+def _parquet_rows(fileobj: IO[bytes], chunk_rows: int) -> Iterator[tuple[int, dict | str | bytes]]:
     """Parquet rows, one record batch at a time; ``line`` is the 1-based row number.
 
     Null values count as absent (so one file may mix session and event rows); object fields may be nested
-    columns or strings holding JSON; timestamp columns become milliseconds since epoch. A row whose every
-    object came from a JSON string decoded by msgspec (which refuses NaN and infinities) is a
+    columns or strings holding JSON; timestamp columns become milliseconds since epoch. In a record batch of
+    plain columns (text, JSON text, integers, booleans), a row comes as the JSON text of the row (see
+    :func:`_batch_lines`), which takes the JSON Lines fast path; any other row comes as a dict. A dict whose
+    every object came from a JSON string decoded by msgspec (which refuses NaN and infinities) is a
     :class:`_FiniteRow`: the fast path then skips its walk for non-finite numbers.
     """
     import pyarrow.parquet as pq
@@ -491,11 +493,79 @@ def _parquet_rows(fileobj: IO[bytes], chunk_rows: int) -> Iterator[tuple[int, di
         raise InvalidInput.field("path", f"not a readable Parquet file: {err}") from None
     number = 0
     for batch in parquet.iter_batches(batch_size=chunk_rows):
-        for record in batch.to_pylist():
+        lines = _batch_lines(batch)
+        records: list[dict[str, Any]] | None = None
+        for i in range(batch.num_rows):
             number += 1
+            line = lines[i] if lines is not None else None
+            if line is not None:
+                yield number, line
+                continue
+            if records is None:
+                records = batch.to_pylist()
             unchecked = [False]
-            row = _parquet_row(record, unchecked)
+            row = _parquet_row(records[i], unchecked)
             yield number, (row if isinstance(row, str) or unchecked[0] else _FiniteRow(row))
+
+
+_JSON_RAW = msgspec.json.Decoder(msgspec.Raw).decode  # checks one JSON text, builds no Python object
+_JSON_TEXT = msgspec.json.Encoder().encode
+
+
+def _batch_lines(batch: Any) -> list[bytes | None] | None:
+    """Each row of a Parquet record batch as the JSON object text a JSON Lines file would hold for it, or
+    None for the rows (or, when a column is not plain, the batch) that go the dict way.
+
+    Plain columns: text (a JSON-string column's text is put in as it is, once msgspec has found it to be
+    exactly one JSON value: anything else, such as invalid JSON, NaN or trailing text, sends the row the
+    dict way, which gives the reason), integers, booleans, all-null. Nulls are left out, as absent. The
+    text holds the values the dict way would give, so the row is judged the same.
+    """
+    import pyarrow as pa
+
+    if len(set(batch.schema.names)) != len(batch.schema.names):  # a repeated column name: the dict way
+        return None
+    columns: list[list[bytes | None]] = []
+    slow: set[int] = set()
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        kind = column.type
+        key = _JSON_TEXT(name) + b":"
+        values = column.to_pylist()
+        if pa.types.is_null(kind):
+            continue
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            parts: list[bytes | None] = []
+            as_json = name in _JSON_FIELDS
+            for i, value in enumerate(values):
+                if value is None:
+                    parts.append(None)
+                    continue
+                try:
+                    if as_json:
+                        text = value.encode()
+                        _JSON_RAW(text)
+                    else:
+                        text = _JSON_TEXT(value)
+                except (msgspec.DecodeError, UnicodeEncodeError):
+                    slow.add(i)
+                    parts.append(None)
+                    continue
+                parts.append(key + text)
+            columns.append(parts)
+        elif pa.types.is_integer(kind):
+            columns.append([None if v is None else key + str(v).encode() for v in values])
+        elif pa.types.is_boolean(kind):
+            columns.append([None if v is None else key + (b"true" if v else b"false") for v in values])
+        else:
+            return None
+    lines: list[bytes | None] = [
+        b"{" + b",".join([p for p in parts if p is not None]) + b"}" for parts in zip(*columns, strict=True)
+    ]
+    if not columns:
+        lines = [b"{}"] * batch.num_rows
+    for i in slow:
+        lines[i] = None
+    return lines
 
 
 class _FiniteRow(dict):

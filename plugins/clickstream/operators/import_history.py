@@ -33,7 +33,7 @@ class ImportHistoryOperator(ClickstreamBaseOperator):
     :param format: ``jsonl`` or ``parquet``.
     :param invalid_threshold: largest share of invalid rows (0..1) that still loads the valid rows.
     :param max_errors: at most this many invalid rows are listed (all are counted).
-    :param chunk_rows: rows read and staged at a time (bounds memory).
+    :param chunk_rows: rows read, validated and loaded at a time (bounds memory).
     :param fail_on_rejected: fail the task when nothing was loaded because of the threshold.
     :param clickstream_conn_id: the session store's Airflow Connection (templated).
     """
