@@ -558,9 +558,8 @@ def _batch_lines(batch: Any) -> list[bytes | None] | None:
             columns.append([None if v is None else key + (b"true" if v else b"false") for v in values])
         else:
             return None
-    lines: list[bytes | None] = [
-        b"{" + b",".join([p for p in parts if p is not None]) + b"}" for parts in zip(*columns, strict=True)
-    ]
+    # bytes parts are never empty, so filter(None, ...) leaves out exactly the nulls
+    lines: list[bytes | None] = [b"{" + b",".join(filter(None, parts)) + b"}" for parts in zip(*columns, strict=True)]
     if not columns:
         lines = [b"{}"] * batch.num_rows
     for i in slow:
