@@ -283,3 +283,42 @@ class TestParquetNonFiniteNumbers:
             (1, "search_results.0.rank"),
         ]
         assert store.get_session("ok").search_meta == {"a": 1.5}
+
+
+class TestEventsAsColumns:
+    """PostgreSQL's direct load takes a session row's events as columns (``embed_events=False``), not as one
+    JSON array: the same rows are taken, with the models' events."""
+
+    EMBEDDED_TEXT = [
+        ("NUL in an embedded event id", _session(events=[_event(event_id="e\x00")])),
+        ("NUL in an embedded object_id", _session(events=[_event(object_id="o\x00")])),
+        ("NUL in an embedded event_type", _session(events=[_event(event_type="c\x00")])),
+        ("NUL in an embedded meta", _session(events=[_event(meta={"k": "v\x00"})])),
+        ("lone surrogate in an embedded event id", _session(events=[_event(event_id="e\ud800")])),
+    ]
+
+    def test_random_sessions_give_the_models_events(self) -> None:
+        rng = random.Random(15)
+        for i in range(300):
+            row = _random_session(rng, i)
+            line = json.dumps(row, ensure_ascii=rng.random() < 0.5).encode()
+            expected = [models.EventIn.model_validate(e) for e in row.get("events", [])]
+            for fast in (decode_line(line, embed_events=False), convert_row(json.loads(line), embed_events=False)):
+                assert isinstance(fast, FastSession)
+                assert fast.columns[:11] == decode_line(line).columns[:11] and fast.columns[11] is None
+                assert fast.events == len(expected)
+                assert [(*c[:4], json.loads(c[4]) if c[4] is not None else None) for c in fast.event_columns] == [
+                    (e.event_id, e.object_id, e.event_type, e.created_at, e.meta) for e in expected
+                ]
+
+    @pytest.mark.parametrize(
+        ("rule", "row"),
+        TestFastPathAgreesWithTheModels.INVALID + EMBEDDED_TEXT,
+        ids=[rule for rule, _ in TestFastPathAgreesWithTheModels.INVALID + EMBEDDED_TEXT],
+    )
+    def test_each_rule_is_still_left_to_the_models(self, rule: str, row: dict[str, Any]) -> None:
+        with pytest.raises(InvalidInput):
+            validate_row(row)
+        line = json.dumps(row).encode()
+        assert decode_line(line, embed_events=False) is None
+        assert convert_row(row, embed_events=False) is None
