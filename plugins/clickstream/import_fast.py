@@ -1,10 +1,10 @@
-"""The history import's fast path: a row decoded, checked and turned into staging columns without pydantic.
+"""The history import's fast path: a row decoded, checked and turned into the load's columns without pydantic.
 
 :mod:`clickstream.importing` validates rows with the live models (:class:`clickstream.models.SessionIn`,
 :class:`~clickstream.models.EventIn`), which build about a dozen pydantic objects per session row and cost
 most of the import's time. This module gives the same answer for the rows that are valid, at a fraction
 of the cost: msgspec decodes a JSON Lines line (or converts a Parquet row) straight into typed structs and
-checks every field rule of the models while doing so, in C; the staging columns, the JSON text and the
+checks every field rule of the models while doing so, in C; the load's columns, the JSON text and the
 content hash are then built from the structs.
 
 The contract, which ``tests/airflow/test_import_fast.py`` checks against the live models on generated
@@ -106,7 +106,7 @@ _NUL = b"\\u0000"
 #: JSON columns as text; ``events`` is the row's events as one JSON array (None when it has none, or when
 #: they are given as :data:`EventColumns` instead: see ``embed_events``).
 SessionColumns = tuple[Any, ...]
-#: A staged event: ``(event_id, object_id, event_type, created_at, meta)``, ``meta`` as JSON text.
+#: An event's columns: ``(event_id, object_id, event_type, created_at, meta)``, ``meta`` as JSON text.
 EventColumns = tuple[Any, ...]
 
 

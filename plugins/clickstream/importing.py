@@ -194,7 +194,7 @@ def import_history(
         if len(errors) < max_errors:
             errors.append(RowError(file=name, line=line, reason=reason))
 
-    with ImportLoad(store, max_conflict_rows=max_errors) as load, _Stager() as stager:
+    with ImportLoad(store, max_conflict_rows=max_errors) as load, _ChunkWorker() as worker:
         embed = load.embeds_events
         file_bytes = 0
         for file_no, (name, opener) in enumerate(sources):
@@ -259,7 +259,7 @@ def import_history(
                                 StagedEvent(seq, pos, session.session_id, _validated(models.EventIn, e))
                                 for pos, e in enumerate(body.events)
                             )
-                    stager.submit(_stage, load, session_rows, event_rows, embedded, sessions, events)
+                    worker.submit(_load_chunk, load, session_rows, event_rows, embedded, sessions, events)
                     progress.update(bytes_before + _position(raw))
                     now = time.monotonic()
                     if now - last_log >= 5 or len(chunk) < chunk_rows:
@@ -275,7 +275,7 @@ def import_history(
                             chunk[-1][0] if chunk else 0,
                         )
 
-        stager.drain()
+        worker.drain()
         progress.done(bytes_before + file_bytes)
         rows = counts["rows"]
 
@@ -286,8 +286,8 @@ def import_history(
             "import: %d rows read in %.1f s (%d valid session rows, %d events); finishing the load",
             rows,
             time.monotonic() - started,
-            load.staged_sessions,
-            load.staged_events,
+            load.sessions_taken,
+            load.events_taken,
         )
         outcome = load.finish(
             accept=lambda conflicts: share_of(counts["invalid"] + conflicts) <= invalid_threshold,
@@ -348,10 +348,10 @@ def import_history(
     return report
 
 
-# ------------------------------------------------------------------------------------------ staging
+# ------------------------------------------------------------------------------------------ loading
 
 
-def _stage(
+def _load_chunk(
     load: ImportLoad,
     session_rows: list[tuple[Any, ...]],
     event_rows: list[tuple[Any, ...]],
@@ -370,7 +370,7 @@ _by_seq = itemgetter(0)
 _by_seq_pos = itemgetter(0, 1)
 
 
-class _Stager:
+class _ChunkWorker:
     """Hands chunk n to the load on one worker thread while the caller reads and checks chunk n+1.
 
     The database's share (``COPY``) then overlaps the reading; the worker waits on the socket without the
@@ -379,14 +379,14 @@ class _Stager:
     """
 
     def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="import-stage")
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="import-load")
         self._pending: Future[None] | None = None
 
-    def __enter__(self) -> _Stager:
+    def __enter__(self) -> _ChunkWorker:
         return self
 
     def submit(self, fn: Callable[..., None], *args: Any) -> None:
-        """Run ``fn(*args)`` on the worker once the previous chunk is staged (its error is raised here)."""
+        """Run ``fn(*args)`` on the worker once the previous chunk is loaded (its error is raised here)."""
         self.drain()
         self._pending = self._pool.submit(fn, *args)
 

@@ -216,8 +216,8 @@ class ImportLoad:
         self._conn: Connection | None = None
         self._load_tx: Any = None  # the load transaction (a SQLAlchemy RootTransaction) once begun
         self._finished = False
-        self.staged_sessions = 0
-        self.staged_events = 0
+        self.sessions_taken = 0
+        self.events_taken = 0
         self._loaded = _Loaded()
 
     # ------------------------------------------------------------------------------ lifecycle
@@ -316,8 +316,8 @@ class ImportLoad:
                         self._run(
                             "import_stage_event", [dict(zip(STAGED_EVENT_COLUMNS, r, strict=True)) for r in events]
                         )
-        self.staged_sessions += len(sessions)
-        self.staged_events += len(events) + embedded_events
+        self.sessions_taken += len(sessions)
+        self.events_taken += len(events) + embedded_events
 
     def _begin_load(self) -> Any:
         """Begin the load transaction (a write transaction; PostgreSQL: with the tables taken as an INSERT does)."""
@@ -380,7 +380,7 @@ class ImportLoad:
     def _load_staged(self) -> None:
         """The staged load: every staged row, in SQL, in the load transaction (SQLite)."""
         loaded = self._loaded
-        if self.staged_sessions:
+        if self.sessions_taken:
             if self._run("import_any_new_session").scalar_one():
                 loaded.batch_id = self._lock_collecting_batch()
                 loaded.sessions = self._run(
