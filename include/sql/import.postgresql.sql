@@ -41,6 +41,14 @@ SELECT session_id, event_id FROM cs_event WHERE session_id = ANY(:ids)
 -- collecting: no row comes back, and the caller opens a new batch (insert_collecting_batch) and retries.
 SELECT batch_id FROM cs_batch WHERE status = 'collecting' FOR SHARE
 
+-- name: import_drop_opened_batch
+-- Deletes the collecting batch a refused or failed import opened (in a transaction of its own), if no
+-- session is in it. A live registration that joined it meanwhile makes the foreign key refuse the delete:
+-- the caller then keeps the batch.
+DELETE FROM cs_batch
+WHERE batch_id = :batch_id AND status = 'collecting'
+  AND NOT EXISTS (SELECT 1 FROM cs_session s WHERE s.batch_id = :batch_id)
+
 -- name: import_copy_new_sessions
 -- COPY target for a chunk's new sessions, in file order (session_number follows it), run through psycopg's
 -- cursor.copy (not db.run). Text format: JSON columns arrive as JSON text for the jsonb input function.

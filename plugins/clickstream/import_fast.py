@@ -148,7 +148,7 @@ def decode_line(raw: bytes, *, embed_events: bool = True) -> FastSession | FastE
         if is_event_line(raw):
             return _event(_DECODE_EVENT(raw))
         return _session(_DECODE_SESSION(raw), embed_events)
-    except (msgspec.DecodeError, UnicodeEncodeError, ValueError, TypeError):
+    except (msgspec.DecodeError, UnicodeEncodeError, ValueError, TypeError, RecursionError):
         return None
 
 
@@ -177,7 +177,7 @@ def convert_row(
         ):
             return None
         return _session(session, embed_events)
-    except (msgspec.ValidationError, UnicodeEncodeError, ValueError, TypeError):
+    except (msgspec.ValidationError, UnicodeEncodeError, ValueError, TypeError, RecursionError):
         return None
 
 

@@ -235,7 +235,9 @@ def import_history(
                                     )
                             continue
                         # the models decide, and give the reason of a refusal
-                        if isinstance(row, bytes):
+                        if isinstance(row, _ParquetLine):  # judged the dict way, as every Parquet row was
+                            row = row.dict_row()
+                        elif isinstance(row, bytes):
                             row = _parse_line(row)
                         if isinstance(row, str):
                             refuse(name, line, row)
@@ -472,6 +474,8 @@ def _parse_line(raw: bytes) -> dict | str:
         return f"not UTF-8 text: {err.reason} at byte {err.start}"
     except json.JSONDecodeError as err:
         return f"invalid JSON: {err.msg} (column {err.colno})"
+    except RecursionError:
+        return "invalid JSON: nested too deeply"
     return row if isinstance(row, dict) else f"a row must be a JSON object, got {type(row).__name__}"
 
 
@@ -494,18 +498,36 @@ def _parquet_rows(fileobj: IO[bytes], chunk_rows: int) -> Iterator[tuple[int, di
     number = 0
     for batch in parquet.iter_batches(batch_size=chunk_rows):
         lines = _batch_lines(batch)
-        records: list[dict[str, Any]] | None = None
         for i in range(batch.num_rows):
             number += 1
             line = lines[i] if lines is not None else None
-            if line is not None:
-                yield number, line
-                continue
-            if records is None:
-                records = batch.to_pylist()
-            unchecked = [False]
-            row = _parquet_row(records[i], unchecked)
-            yield number, (row if isinstance(row, str) or unchecked[0] else _FiniteRow(row))
+            yield number, (_ParquetLine(line, batch, i) if line is not None else _dict_row(batch, i))
+
+
+def _dict_row(batch: Any, index: int) -> dict | str:
+    """Row ``index`` of a Parquet record batch as a row dict (a :class:`_FiniteRow` when it can be), or the
+    reason it is unreadable."""
+    unchecked = [False]
+    row = _parquet_row(batch.slice(index, 1).to_pylist()[0], unchecked)
+    return row if isinstance(row, str) or unchecked[0] else _FiniteRow(row)
+
+
+class _ParquetLine(bytes):
+    """A Parquet row as JSON text (:func:`_batch_lines`), for the fast path. A row the fast path does not
+    take is judged the dict way (:meth:`dict_row`) like any Parquet row, so its outcome and the reason of a
+    refusal do not depend on which way its batch went (the dict way also reads embedded events' null values
+    as absent and their JSON-string ``meta``)."""
+
+    _batch: Any
+    _row: int
+
+    def __new__(cls, text: bytes, batch: Any, row: int) -> _ParquetLine:
+        line = super().__new__(cls, text)
+        line._batch, line._row = batch, row
+        return line
+
+    def dict_row(self) -> dict | str:
+        return _dict_row(self._batch, self._row)
 
 
 _JSON_RAW = msgspec.json.Decoder(msgspec.Raw).decode  # checks one JSON text, builds no Python object
@@ -518,8 +540,9 @@ def _batch_lines(batch: Any) -> list[bytes | None] | None:
 
     Plain columns: text (a JSON-string column's text is put in as it is, once msgspec has found it to be
     exactly one JSON value: anything else, such as invalid JSON, NaN or trailing text, sends the row the
-    dict way, which gives the reason), integers, booleans, all-null. Nulls are left out, as absent. The
-    text holds the values the dict way would give, so the row is judged the same.
+    dict way, which gives the reason), integers, booleans, all-null. Nulls are left out, as absent. A row the
+    fast path takes from this text has the values the dict way would give it; any other is judged the dict
+    way (:class:`_ParquetLine`).
     """
     import pyarrow as pa
 
@@ -546,7 +569,7 @@ def _batch_lines(batch: Any) -> list[bytes | None] | None:
                         _JSON_RAW(text)
                     else:
                         text = _JSON_TEXT(value)
-                except (msgspec.DecodeError, UnicodeEncodeError):
+                except (msgspec.DecodeError, UnicodeEncodeError, RecursionError):
                     slow.add(i)
                     parts.append(None)
                     continue
@@ -596,6 +619,8 @@ def _parquet_row(record: dict[str, Any], unchecked: list[bool], decoded: bool = 
                 value = _decode_json_column(value, unchecked)
             except json.JSONDecodeError as err:
                 return f"{key}: invalid JSON in string column: {err.msg} (column {err.colno})"
+            except RecursionError:
+                return f"{key}: invalid JSON in string column: nested too deeply"
             from_json = True
         elif isinstance(value, datetime):
             value = _millis(value)

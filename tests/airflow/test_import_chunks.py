@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from sqlalchemy import text
 
 from clickstream import importing
 from clickstream.importing import ImportReport, import_history, local_sources
-from clickstream.store import NotFound, SessionStore, import_load
+from clickstream.store import NotFound, SessionStore, StoreUnavailable, import_load
 
 
 def _session(sid: str, user: str = "u1", query: str = "q", events: list[dict[str, Any]] | None = None) -> dict:
@@ -102,12 +103,17 @@ class TestChunkSizeDoesNotChangeTheOutcome:
             store.get_session("A")
 
     def test_sessions_and_events_keep_file_order(self, store: SessionStore, tmp_path: Path) -> None:
-        # session_number and the events' arrival order follow the file, across chunks
-        rows = [_session(f"s{i:02d}", events=[_ev(f"e{i}", at=1_701_234_571_000)]) for i in range(12)]
+        # session_number and the events' arrival order (event_seq, the tie-break of equal created_at) follow
+        # the file, across chunks: the events of "s00" are spread over every chunk, all at the same time
+        rows: list[dict[str, Any]] = []
+        for i in range(12):
+            rows.append(_session(f"s{i:02d}", events=[_ev(f"e{i}-a", at=1_701_234_571_000)]))
+            rows.append({"session_id": "s00", **_ev(f"z{11 - i:02d}", at=1_701_234_571_000)})
         report = _run(store, _write(tmp_path / "order.jsonl", rows), chunk_rows=5)
-        assert report.loaded and report.loaded_sessions == 12
+        assert report.loaded and (report.loaded_sessions, report.loaded_events) == (12, 24)
         page = store.get_batch_sessions(report.batch_id, limit=100)
         assert [s.session_id for s in page.sessions] == [f"s{i:02d}" for i in range(12)]
+        assert [e.event_id for e in store.get_session("s00").events] == ["e0-a"] + [f"z{11 - i:02d}" for i in range(12)]
 
 
 # ----------------------------------------------------------------------------------- PostgreSQL only
@@ -159,6 +165,68 @@ class TestLiveWritesDuringTheDirectLoad:
         else:
             assert (report.loaded_sessions, report.invalid) == (2, 1)
             assert [e.line for e in report.errors] == [2] and stored.events == []
+
+    def test_a_batch_the_import_opens_does_not_hold_up_live_registrations(
+        self, pg_store: SessionStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # No batch is collecting when the import starts (one was just released): the import opens one. Live
+        # registrations of other ids go on while the import is open, into the same batch.
+        pg_store.register_session(_session("before"), check_window=False)
+        pg_store.release_batch("r1")
+        path = _write(tmp_path / "open.jsonl", [_session(f"s{i}") for i in range(4)])
+        waited: list[float] = []
+
+        def live_meanwhile(n: int) -> None:
+            if n == 2:  # chunk 1 is copied: the load transaction is open and holds the new batch FOR SHARE
+                started = time.monotonic()
+                live = threading.Thread(
+                    target=lambda: pg_store.register_session(_session("live", user="u9"), check_window=False)
+                )
+                live.start()
+                live.join(timeout=5)
+                waited.append(time.monotonic() - started)
+                assert not live.is_alive(), "a live registration waited for the import"
+
+        _on_chunk(monkeypatch, live_meanwhile)
+        report = _run(pg_store, path, chunk_rows=1)
+        assert report.loaded and report.loaded_sessions == 4 and waited and waited[0] < 5
+        assert pg_store.get_session("live").batch_id == report.batch_id
+
+    def test_a_lock_cycle_with_a_live_bulk_write_does_not_fail_the_import(
+        self, pg_store: SessionStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # The import copies B (chunk 1, uncommitted); a live /bulk of [A, B] stores A and waits for B; the
+        # import's chunk 2 needs A: a deadlock. PostgreSQL fails one of them. The import goes on either way
+        # (the chunk is read and copied again); the live request fails as "unavailable" (503: retry), or,
+        # if PostgreSQL failed the import's chunk, finds A and B stored... after the import commits.
+        pg_store.register_session(_session("first"), check_window=False)  # a collecting batch exists
+        path = _write(tmp_path / "cycle.jsonl", [_session("B"), _session("A")])
+        outcome: list[Any] = []
+
+        def bulk() -> None:
+            try:
+                outcome.append(pg_store.ingest_bulk([_session("A"), _session("B")], check_window=False))
+            except StoreUnavailable as err:
+                outcome.append(err)
+
+        live = threading.Thread(target=bulk)
+
+        def live_bulk_meanwhile(n: int) -> None:
+            if n == 2:
+                live.start()
+                time.sleep(0.5)  # the live request has stored A and waits for B
+
+        _on_chunk(monkeypatch, live_bulk_meanwhile)
+        report = _run(pg_store, path, chunk_rows=1, invalid_threshold=1.0)
+        live.join(timeout=30)
+        assert report.loaded and report.invalid == 0
+        assert {pg_store.get_session(s).search_query for s in ("A", "B")} == {"q"}
+        assert len(outcome) == 1
+        if isinstance(outcome[0], StoreUnavailable):
+            assert "deadlock" in str(outcome[0])
+            assert report.loaded_sessions == 2
+        else:  # the import's chunk was the one failed: A is the live request's, B the import's
+            assert report.loaded_sessions == 1 and report.duplicate_sessions == 1
 
     def test_erasure_waits_for_the_import_and_erases_what_it_loaded(
         self, pg_store: SessionStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -222,11 +290,9 @@ class TestParquetRowsAsJsonText:
             {**_session("surrogate"), "search_meta": '{"a": "\\ud800"}'},
             {**_session("not-object"), "search_meta": "[1, 2]"},
             {**_session("nul"), "search_query": "a\x00b"},
-            {**_session("big"), "created_at": 2**63},
             {**_session("seconds"), "created_at": 1_701_234_567},
             {"session_id": "ok1", **_ev("e2"), "meta": '{"k": "v"}'},
         ]
-        rows[8]["created_at"] = 2**62  # int64 column: the largest kind of value Parquet holds here
         reports, stored = [], []
         for force_dicts in (False, True):
             store = SessionStore.from_url(f"sqlite:///{tmp_path / f'store-{force_dicts}.db'}")
@@ -252,6 +318,80 @@ class TestParquetRowsAsJsonText:
         assert stored[0] == stored[1]
         loaded_sessions, loaded_events, errors = reports[0]
         refused = {line for line, _ in errors}
-        assert refused == {3, 4, 5, 6, 7, 8, 10}, errors
+        assert refused == {3, 4, 5, 6, 7, 8, 9}, errors
         assert "invalid JSON" in dict(errors)[4]  # the injected text is refused, not read as a user_id
         assert stored[0][1]["search_meta"] == {"ü": "é", "n": 1.5e300, "list": [1, {"x": None}]}
+
+    def test_rows_the_fast_path_does_not_take_are_judged_the_dict_way(self, tmp_path: Path) -> None:
+        # The dict way reads an embedded event's null values as absent and its JSON-string meta as an object;
+        # nothing of it may depend on whether the batch also has a column the JSON text way does not take.
+        at = 1_701_234_571_000
+        events = [
+            json.dumps([{"event_id": "e1", "object_id": "o1", "created_at": at, "event_type": None}]),
+            json.dumps([{"event_id": "e2", "object_id": "o1", "created_at": at, "meta": '{"k": 1}'}]),
+            json.dumps([{"event_id": "e3", "object_id": "o1", "created_at": None}]),
+            json.dumps([{"event_id": "e4", "object_id": None, "created_at": at}]),
+            json.dumps([{"event_id": "e5", "object_id": "o1", "created_at": at, "meta": "{oops"}]),
+            "[" * 3000 + "]" * 3000,
+        ]
+        rows = [{**_session(f"s{i}"), "events": text} for i, text in enumerate(events)]
+        outcomes = []
+        for force_dicts in (False, True):
+            store = SessionStore.from_url(f"sqlite:///{tmp_path / f'store-{force_dicts}.db'}")
+            store.migrate()
+            try:
+                path = _parquet(tmp_path / f"rows-{force_dicts}.parquet", rows, force_dicts=force_dicts)
+                report = _run(store, path, fmt="parquet", invalid_threshold=1.0)
+                stored = {e.event_id: (e.event_type, e.meta) for s in ("s0", "s1") for e in store.get_session(s).events}
+                outcomes.append(([(e.line, e.reason) for e in report.errors], stored))
+            finally:
+                store.dispose()
+        assert outcomes[0] == outcomes[1]
+        errors, stored = outcomes[0]
+        assert stored == {"e1": ("click", None), "e2": ("click", {"k": 1})}
+        assert [line for line, _ in errors] == [3, 4, 5, 6]
+
+    def test_a_deeply_nested_value_is_an_invalid_row_not_a_failed_import(self, tmp_path: Path) -> None:
+        deep = "[" * 3000 + "]" * 3000
+        store = SessionStore.from_url(f"sqlite:///{tmp_path / 'store.db'}")
+        store.migrate()
+        try:
+            jsonl = tmp_path / "deep.jsonl"
+            jsonl.write_text(
+                '{"session_id": "d1", "created_at": 1701234567890, "search_meta": {"a": '
+                + deep
+                + "}}\n"
+                + json.dumps(_session("ok1"))
+                + "\n"
+            )
+            parquet = _parquet(
+                tmp_path / "deep.parquet",
+                [{**_session("d2"), "search_meta": '{"a": ' + deep + "}"}, _session("ok2")],
+                force_dicts=False,
+            )
+            for path, fmt in ((jsonl, "jsonl"), (parquet, "parquet")):
+                report = _run(store, path, fmt=fmt, invalid_threshold=1.0)
+                assert report.loaded and report.loaded_sessions == 1
+                assert [(e.line, "nested too deeply" in e.reason) for e in report.errors] == [(1, True)]
+        finally:
+            store.dispose()
+
+    def test_an_integer_beyond_bigint_is_refused_both_ways(self, tmp_path: Path) -> None:
+        reasons = []
+        for force_dicts in (False, True):
+            columns = {
+                "session_id": pa.array(["big", "ok"]),
+                "created_at": pa.array([2**63, 1_701_234_567_890], pa.uint64()),
+            }
+            if force_dicts:
+                columns["unused_timestamp"] = pa.array([None, None], pa.timestamp("ms"))
+            pq.write_table(pa.table(columns), tmp_path / f"big-{force_dicts}.parquet")
+            store = SessionStore.from_url(f"sqlite:///{tmp_path / f'big-{force_dicts}.db'}")
+            store.migrate()
+            try:
+                report = _run(store, tmp_path / f"big-{force_dicts}.parquet", fmt="parquet", invalid_threshold=1.0)
+                assert report.loaded_sessions == 1
+                reasons.append([(e.line, e.reason) for e in report.errors])
+            finally:
+                store.dispose()
+        assert reasons[0] == reasons[1] and [line for line, _ in reasons[0]] == [1]

@@ -83,8 +83,8 @@ def translate_errors(dialect: str) -> Iterator[None]:
     """Database errors as store errors, for every path that talks to the database.
 
     A value the database cannot store (PostgreSQL: a NUL character in text or JSON, a number out of BIGINT
-    range) is bad input, not a server fault: :class:`InvalidInput`. Connection failures and lock time-outs
-    are outages: :class:`StoreUnavailable`. Anything else propagates unchanged.
+    range) is bad input, not a server fault: :class:`InvalidInput`. Connection failures, lock time-outs and
+    deadlocks are outages: :class:`StoreUnavailable`. Anything else propagates unchanged.
     """
     try:
         yield
@@ -97,13 +97,22 @@ def translate_errors(dialect: str) -> Iterator[None]:
 
 
 def _is_unavailable(err: exc.OperationalError) -> bool:
-    """Connection failures and lock time-outs are outages (503); other operational errors are bugs."""
+    """Connection failures, lock time-outs and deadlocks (PostgreSQL aborts one of the transactions in a lock
+    cycle: a retry succeeds) are outages (503); other operational errors are bugs."""
     if err.connection_invalidated:
         return True
     message = str(err.orig).lower()
     return any(
         s in message
-        for s in ("connection", "could not connect", "database is locked", "timeout", "server closed", "terminating")
+        for s in (
+            "connection",
+            "could not connect",
+            "database is locked",
+            "timeout",
+            "server closed",
+            "terminating",
+            "deadlock detected",
+        )
     )
 
 

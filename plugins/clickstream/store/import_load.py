@@ -84,7 +84,7 @@ class StagedEvent:
 
 @dataclass(frozen=True)
 class ConflictRow:
-    """A staged session row whose content differs from the stored session of the same id."""
+    """A session row of the import whose content differs from the stored session of the same id."""
 
     file_no: int
     line: int
@@ -215,6 +215,8 @@ class ImportLoad:
         self.max_conflict_rows = max_conflict_rows
         self._conn: Connection | None = None
         self._load_tx: Any = None  # the load transaction (a SQLAlchemy RootTransaction) once begun
+        self._opened_batch = False  # the direct load opened the collecting batch (committed on its own)
+        self._committed = False
         self._finished = False
         self.sessions_taken = 0
         self.events_taken = 0
@@ -246,6 +248,8 @@ class ImportLoad:
             if self._conn is not None and not self._conn.closed:
                 if self._conn.in_transaction():
                     self._conn.rollback()
+                if self._opened_batch and not self._committed:
+                    self._drop_opened_batch()
                 self._conn.execution_options(**{WRITE_OPTION: False})
                 if not self.direct:
                     with self._conn.begin():
@@ -333,13 +337,17 @@ class ImportLoad:
     # ---------------------------------------------------------------------------- direct load
 
     def _copy_chunk(self, sessions: Sequence[Sequence[Any]], events: Sequence[Sequence[Any]]) -> None:
-        """Decide each row of the chunk against the stored rows and COPY the new ones (PostgreSQL)."""
-        from psycopg import errors as pg_errors  # the direct load is PostgreSQL's: psycopg 3 is its driver
+        """Decide each row of the chunk against the stored rows and COPY the new ones (PostgreSQL).
 
+        The COPYs run in a savepoint. If a live write of one of the chunk's keys commits between the reads and
+        the COPY (unique violation), or holds a key the COPY waits for while waiting for a key of this import
+        (a deadlock, where PostgreSQL may pick the import to fail), the chunk is rolled back to the savepoint,
+        read and copied again; rows copied by earlier chunks stay.
+        """
         loaded = self._loaded
         session_ids = list({r[3] for r in sessions})
         event_session_ids = list({r[2] for r in events})
-        for _ in range(CHUNK_ATTEMPTS):
+        for attempt in range(1, CHUNK_ATTEMPTS + 1):
             stored: dict[str, str] = {r[0]: r[1] for r in self._run("import_stored_sessions", {"ids": session_ids})}
             erased = set(
                 self._run("import_erased_sessions", {"ids": list({*session_ids, *event_session_ids})}).scalars()
@@ -353,27 +361,44 @@ class ImportLoad:
                 tail = (loaded.batch_id, loaded.now)
                 self._copy("import_copy_new_sessions", [(*r[3:14], *tail) for r in plan.sessions])
                 self._copy("import_copy_new_events", [(*r[2:8], loaded.now) for r in plan.events])
-            except pg_errors.UniqueViolation:  # a live write of one of these keys committed since the reads
+            except exc.DBAPIError as err:
+                if not _live_write_collision(err):
+                    raise
                 savepoint.rollback()
-                log.info("import: a live write of a key of this chunk came first; reading the chunk's keys again")
+                log.info(
+                    "import: a live write of a key of this chunk got in the way (%s); reading the chunk's keys "
+                    "again (attempt %d of %d)",
+                    type(err.orig).__name__,
+                    attempt + 1,
+                    CHUNK_ATTEMPTS,
+                )
+                time.sleep(0.05 * attempt)
                 continue
             savepoint.commit()
             loaded.add(plan, self.max_conflict_rows)
             return
         raise StoreUnavailable(
-            f"the import's chunk collided with live writes of the same keys {CHUNK_ATTEMPTS} times in a row"
+            f"the import's chunk collided with live writes of the same keys {CHUNK_ATTEMPTS} times in a row; "
+            "nothing was loaded: run the import again"
         )
 
     def _copy(self, query: str, rows: Sequence[Sequence[Any]]) -> None:
         """``COPY ... FROM STDIN`` of ``rows`` (tuples in the query's column order) through the psycopg 3
-        connection under this SQLAlchemy connection (same transaction)."""
+        connection under this SQLAlchemy connection (same transaction). The driver's errors are raised as
+        SQLAlchemy's (``exc.DBAPIError`` subclasses), as for every other statement."""
         if not rows:
             return
+        import psycopg  # COPY is PostgreSQL's: psycopg 3 is its driver
+
+        sql = self.store.db.queries[query]
         driver: Any = self._active().connection.driver_connection
-        with driver.cursor() as cursor, cursor.copy(self.store.db.queries[query]) as copy:
-            write = copy.write_row
-            for row in rows:
-                write(row)
+        try:
+            with driver.cursor() as cursor, cursor.copy(sql) as copy:
+                write = copy.write_row
+                for row in rows:
+                    write(row)
+        except psycopg.Error as err:
+            raise exc.DBAPIError.instance(sql, None, err, psycopg.Error) from err
 
     # ---------------------------------------------------------------------------- staged load
 
@@ -425,6 +450,7 @@ class ImportLoad:
                     )
                 if tx is not None:
                     tx.commit()
+                self._committed = True
                 open_s = time.monotonic() - loaded.began if tx is not None else 0.0
                 outcome = ImportOutcome(
                     committed=True,
@@ -454,13 +480,43 @@ class ImportLoad:
                     tx.rollback()
 
     def _lock_collecting_batch(self) -> str:
-        """The collecting batch, locked against release until the load ends; opened if there is none."""
+        """The collecting batch, locked against release until the load ends; opened if there is none.
+
+        The direct load opens it in a short transaction of its own: opened inside the load transaction, the
+        new batch (and the lock openers take turns with) would stay uncommitted for the whole import, and
+        every live registration would wait for it. The staged load (SQLite) holds the write lock already.
+        """
         for _ in range(5):
             batch_id = self._run("import_collecting_batch").scalar()
             if batch_id is not None:
                 return batch_id
-            open_collecting_batch(self.store.db, self._active(), self.store.clock)  # as live registration does
+            if self.direct:
+                with self.store.db.transaction(write=True) as conn:
+                    open_collecting_batch(self.store.db, conn, self.store.clock)  # as live registration does
+                self._opened_batch = True
+            else:
+                open_collecting_batch(self.store.db, self._active(), self.store.clock)
         raise StoreUnavailable("could not obtain a collecting batch; the store is under heavy contention")
+
+    def _drop_opened_batch(self) -> None:
+        """A refused or failed direct load leaves no batch behind, as the staged load (whose batch is opened in
+        its load transaction) does not: the batch it opened is deleted if it is still empty."""
+        batch_id = self._loaded.batch_id
+        if batch_id is None:
+            return
+        try:
+            with self.store.db.transaction(write=True) as conn:
+                self.store.db.run(conn, "import_drop_opened_batch", batch_id=batch_id)
+        except exc.IntegrityError:  # a live registration joined it: it stays, as it would have anyway
+            log.info("import: the batch %s it opened has live sessions now; kept", batch_id)
+
+
+def _live_write_collision(err: exc.DBAPIError) -> bool:
+    """Whether a chunk's COPY failed on a live write of the same keys: a unique violation (it committed after
+    the chunk's reads) or a deadlock (it waits for a key of the import while holding one the COPY needs)."""
+    from psycopg import errors as pg_errors
+
+    return isinstance(err.orig, (pg_errors.UniqueViolation, pg_errors.DeadlockDetected))
 
 
 @dataclass

@@ -43,7 +43,7 @@ def queries(dialect: str) -> dict[str, str]:
     if not dialect_file.is_file():
         raise ValueError(f"unsupported database dialect {dialect!r}: use PostgreSQL or SQLite")
     merged.update(_parse(dialect_file.read_text()))
-    # Query files of one concern (e.g. import.sql + import.<dialect>.sql), after the main ones; names must be new.
+    # Query files of one concern (e.g. import.<dialect>.sql), after the main ones; names must be new.
     for stem in _EXTRA_QUERY_FILES:
         for path in (folder / f"{stem}.sql", folder / f"{stem}.{dialect}.sql"):
             if path.is_file():
