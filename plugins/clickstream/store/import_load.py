@@ -509,6 +509,8 @@ class ImportLoad:
                 self.store.db.run(conn, "import_drop_opened_batch", batch_id=batch_id)
         except exc.IntegrityError:  # a live registration joined it: it stays, as it would have anyway
             log.info("import: the batch %s it opened has live sessions now; kept", batch_id)
+        except Exception:  # the store is unreachable: an empty collecting batch is harmless; never mask the error
+            log.warning("import: could not delete the empty batch %s it opened", batch_id, exc_info=True)
 
 
 def _live_write_collision(err: exc.DBAPIError) -> bool:
