@@ -366,10 +366,9 @@ class ImportLoad:
                     raise
                 savepoint.rollback()
                 log.info(
-                    "import: a live write of a key of this chunk got in the way (%s); reading the chunk's keys "
-                    "again (attempt %d of %d)",
+                    "import: a live write of a key of this chunk got in the way (%s, attempt %d of %d)",
                     type(err.orig).__name__,
-                    attempt + 1,
+                    attempt,
                     CHUNK_ATTEMPTS,
                 )
                 time.sleep(0.05 * attempt)
