@@ -498,17 +498,25 @@ def _parquet_rows(fileobj: IO[bytes], chunk_rows: int) -> Iterator[tuple[int, di
     number = 0
     for batch in parquet.iter_batches(batch_size=chunk_rows):
         lines = _batch_lines(batch)
-        for i in range(batch.num_rows):
+        if lines is None:  # the whole batch the dict way: converted once
+            for record in batch.to_pylist():
+                number += 1
+                yield number, _as_row(record)
+            continue
+        for i, line in enumerate(lines):
             number += 1
-            line = lines[i] if lines is not None else None
             yield number, (_ParquetLine(line, batch, i) if line is not None else _dict_row(batch, i))
 
 
 def _dict_row(batch: Any, index: int) -> dict | str:
-    """Row ``index`` of a Parquet record batch as a row dict (a :class:`_FiniteRow` when it can be), or the
-    reason it is unreadable."""
+    """Row ``index`` of a Parquet record batch the dict way (see :func:`_as_row`)."""
+    return _as_row(batch.slice(index, 1).to_pylist()[0])
+
+
+def _as_row(record: dict[str, Any]) -> dict | str:
+    """A Parquet record as a row dict (a :class:`_FiniteRow` when it can be), or the reason it is unreadable."""
     unchecked = [False]
-    row = _parquet_row(batch.slice(index, 1).to_pylist()[0], unchecked)
+    row = _parquet_row(record, unchecked)
     return row if isinstance(row, str) or unchecked[0] else _FiniteRow(row)
 
 
