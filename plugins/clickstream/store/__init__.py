@@ -5,10 +5,14 @@ Modules, by layer (docs/architecture.md):
 * :mod:`~clickstream.store.engine`, :mod:`~clickstream.store.db`, :mod:`~clickstream.store.sql`: engines,
   the connection layer (transactions, named queries, JSON, error translation) and the SQL files;
 * :mod:`~clickstream.store.config`, :mod:`~clickstream.store.checks`, :mod:`~clickstream.store.rows`,
-  :mod:`~clickstream.store.errors`: tunables, input checks, row mapping, typed errors;
-* :mod:`~clickstream.store.sessions`, :mod:`~clickstream.store.batches`,
-  :mod:`~clickstream.store.improvement`, :mod:`~clickstream.store.erasure`: the operations, one concern
-  each, combined by :class:`~clickstream.store.session_store.SessionStore`;
+  :mod:`~clickstream.store.errors`: tunables and the page's fixed limits, input checks, row mapping, typed
+  errors;
+* :mod:`~clickstream.store.base` and the operations, one concern each: :mod:`~clickstream.store.sessions`
+  (register, events, bulk ingest), :mod:`~clickstream.store.batches` (the batch lifecycle: open, page,
+  release, batch rows, dataset), :mod:`~clickstream.store.metrics` (compute and keep batch metrics, the
+  position curve, the series), :mod:`~clickstream.store.overview` (the Clickstream page's read model of
+  batches), :mod:`~clickstream.store.improvement`, :mod:`~clickstream.store.erasure`,
+  :mod:`~clickstream.store.retention`; combined by :class:`~clickstream.store.session_store.SessionStore`;
 * :mod:`~clickstream.store.migrations`, :mod:`~clickstream.store.import_load`: schema migrations and the
   history import's load.
 """

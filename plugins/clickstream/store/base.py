@@ -10,9 +10,10 @@ from clickstream.store.db import Database
 
 
 class StoreBase:
-    """The state the operation classes (:mod:`~clickstream.store.sessions`,
-    :mod:`~clickstream.store.improvement`, :mod:`~clickstream.store.batches`,
-    :mod:`~clickstream.store.erasure`) work on; :class:`~clickstream.store.SessionStore` combines them.
+    """The state the operation classes (:mod:`~clickstream.store.sessions`, :mod:`~clickstream.store.batches`,
+    :mod:`~clickstream.store.metrics`, :mod:`~clickstream.store.overview`, :mod:`~clickstream.store.improvement`,
+    :mod:`~clickstream.store.erasure`, :mod:`~clickstream.store.retention`) work on;
+    :class:`~clickstream.store.SessionStore` combines them.
 
     :ivar db: the connection layer (transactions, named queries).
     :ivar config: the tunables.

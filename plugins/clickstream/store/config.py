@@ -1,4 +1,4 @@
-"""The store's tunables and its clock."""
+"""The store's tunables, the fixed limits of the Clickstream page's reads, and the clock."""
 
 from __future__ import annotations
 
@@ -35,6 +35,23 @@ class StoreConfig:
     max_json_bytes: int = 64 * 1024
     max_events_per_session: int = 10_000
     max_bulk_items: int = 1000
+
+
+# The fixed limits of the batch overview (the Clickstream page's reads; not tunables): the REST routes declare
+# the same bounds, so the API's own validation answers them.
+
+#: Largest ``limit`` of :meth:`~clickstream.store.SessionStore.list_batches_page`.
+MAX_BATCHES_PAGE = 100
+#: Largest ``limit`` of :meth:`~clickstream.store.SessionStore.metrics_series` and
+#: :meth:`~clickstream.store.SessionStore.compute_missing_metrics`.
+MAX_METRICS_SERIES = 1000
+#: Largest ``max_position`` of :meth:`~clickstream.store.SessionStore.batch_positions`.
+MAX_POSITION = 100
+#: Positions of the curve kept with a released batch's metrics (the page's default ``max_position``).
+KEPT_POSITIONS = 20
+#: Released batches without kept metrics that one read (a batch list, a batch summary) computes at most;
+#: the others answer ``metrics`` None until a later read or the metrics task computes them.
+READ_COMPUTE_BUDGET = 2
 
 
 def now_ms() -> int:

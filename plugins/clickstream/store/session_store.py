@@ -3,10 +3,9 @@
 No Airflow and no HTTP here. The SQL lives in ``include/sql`` (named queries, per dialect where they must
 differ); the operations decide which queries run in which transaction and turn rows into models. Each
 concern has its module (:mod:`~clickstream.store.sessions`, :mod:`~clickstream.store.batches`,
-:mod:`~clickstream.store.improvement`, :mod:`~clickstream.store.erasure`,
-:mod:`~clickstream.store.retention`); :class:`SessionStore`
-combines them. The locking that upholds the invariants of docs/store.md is in the SQL, where a reviewer
-expects it.
+:mod:`~clickstream.store.metrics`, :mod:`~clickstream.store.overview`, :mod:`~clickstream.store.improvement`,
+:mod:`~clickstream.store.erasure`, :mod:`~clickstream.store.retention`); :class:`SessionStore` combines them.
+The locking that upholds the invariants of docs/store.md is in the SQL, where a reviewer expects it.
 """
 
 from __future__ import annotations
@@ -23,12 +22,22 @@ from clickstream.store.db import Database
 from clickstream.store.engine import create_store_engine
 from clickstream.store.erasure import ErasureOperations
 from clickstream.store.improvement import ImprovementOperations
+from clickstream.store.metrics import MetricsOperations
 from clickstream.store.migrations import apply_migrations, migration_status
+from clickstream.store.overview import OverviewOperations
 from clickstream.store.retention import RetentionOperations
 from clickstream.store.sessions import SessionOperations
 
 
-class SessionStore(SessionOperations, BatchOperations, ImprovementOperations, ErasureOperations, RetentionOperations):
+class SessionStore(
+    SessionOperations,
+    BatchOperations,
+    OverviewOperations,
+    MetricsOperations,
+    ImprovementOperations,
+    ErasureOperations,
+    RetentionOperations,
+):
     """The clickstream session store on PostgreSQL or SQLite.
 
     Every public method is one operation of docs/store.md and, unless its docstring says otherwise, runs in
