@@ -401,14 +401,16 @@ class ClickstreamHook(BaseHook):
         return self.get_conn().release_batch(release_id)
 
     def get_batch(self, batch_id: str) -> models.BatchInfo:
-        """A batch's status and the range of its session numbers.
+        """The batch's own row: status, release, and the count and range of its session numbers (the page's
+        view, with counts, metrics and dataset, is :meth:`get_batch_summary`).
 
         Delegates to :meth:`clickstream.store.SessionStore.get_batch`.
         """
         return self.get_conn().get_batch(batch_id)
 
     def list_batches(self, status: str | None = None, limit: int = 100) -> list[models.BatchInfo]:
-        """Batches, newest first.
+        """Batch rows, newest first, optionally of one status (the page's keyset-paged list, with counts,
+        metrics and dataset, is :meth:`list_batches_page`).
 
         Delegates to :meth:`clickstream.store.SessionStore.list_batches`.
         """
@@ -438,7 +440,8 @@ class ClickstreamHook(BaseHook):
         return self.get_conn().list_batches_page(limit, before, release_id)
 
     def get_batch_summary(self, batch_id: str) -> models.BatchSummary:
-        """One batch as :meth:`list_batches_page` shows it.
+        """One batch as :meth:`list_batches_page` shows it: counts, kept metrics, dataset (the plain batch row
+        is :meth:`get_batch`).
 
         Delegates to :meth:`clickstream.store.SessionStore.get_batch_summary`.
         """
