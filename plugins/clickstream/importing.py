@@ -1,6 +1,6 @@
-"""The history import's former home, kept for the Python interface ``docs/import-and-erasure.md`` documents
+"""The history import's former home, kept for the Python interface the docs have shown
 (``clickstream.importing.import_history(store, local_sources("a.jsonl"), "jsonl")``). The import is
-:mod:`clickstream.history`; nothing in the package imports this module."""
+:mod:`clickstream.history`; nothing in the package imports this module (``tests/test_architecture.py``)."""
 
 from __future__ import annotations
 
