@@ -24,23 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import Context, Table, libpq_url, log, median, ratio_cell, run_child, synthetic_sessions
+from clickstream.store.rows import EVENT_COLUMNS, SESSION_COLUMNS
 
-_SESSION_COLS = (
-    "session_id",
-    "batch_id",
-    "search_query",
-    "search_results",
-    "search_meta",
-    "payload_filter",
-    "sort_by",
-    "user_id",
-    "created_at",
-    "is_irrelevant",
-    "is_payload_search",
-    "content_hash",
-    "registered_at",
-)
-_EVENT_COLS = ("session_id", "event_id", "object_id", "event_type", "created_at", "meta", "received_at")
+#: The columns of the baselines' rows: the store's (:data:`clickstream.store.rows.SESSION_COLUMNS`, with the
+#: batch and the time of registration; :data:`~clickstream.store.rows.EVENT_COLUMNS` with the session and the
+#: time of receipt).
+_SESSION_COLS = ("session_id", "batch_id", *SESSION_COLUMNS[1:], "registered_at")
+_EVENT_COLS = ("session_id", *EVENT_COLUMNS, "received_at")
 _INSERT_SESSION = (
     f"INSERT INTO cs_session ({', '.join(_SESSION_COLS)}) VALUES ({', '.join(['%s'] * len(_SESSION_COLS))})"
 )
@@ -160,7 +150,7 @@ def child_import(path: str, fmt: str = "jsonl") -> dict[str, Any]:
             if hasattr(record, "transaction_s"):
                 open_s.append(record.transaction_s)
 
-    logger = logging.getLogger("clickstream.store.import_load")
+    logger = logging.getLogger("clickstream.store.history_load")
     logger.setLevel(logging.INFO)
     logger.addHandler(_Transaction())
     with ClickstreamHook() as hook:
@@ -286,9 +276,8 @@ def _write_parquet(jsonl: Path, folder: Path, rows_per_group: int = 10_000) -> N
 
 def _write_history(ctx: Context, n: int, seed: int) -> tuple[Path, Path, Path, int]:
     """The same sessions as a JSON Lines history file, and as COPY text files of the rows the store writes."""
-    from bench.harness import _session_row
     from clickstream import models
-    from clickstream.store import rows as store_mod
+    from clickstream.store.rows import event_row, session_row
 
     folder = ctx.workdir / "history"
     shutil.rmtree(folder, ignore_errors=True)
@@ -301,15 +290,10 @@ def _write_history(ctx: Context, n: int, seed: int) -> tuple[Path, Path, Path, i
     with open(jsonl, "w") as fj, open(s_copy, "w") as fs, open(e_copy, "w") as fe:
         for session, evs in synthetic_sessions(n, seed=seed, start_ms=start_ms, id_prefix=f"h{seed}"):
             fj.write(json.dumps({**session, "events": evs}, ensure_ascii=False) + "\n")
-            row = _session_row(store_mod, models, session, now)
-            fs.write(_copy_line((row[0], "BATCH", *row[1:])))
+            row = session_row(models.SessionIn.model_validate(session))
+            fs.write(_copy_line((row[0], "BATCH", *row[1:], now)))
             for e in evs:
-                ev = models.EventIn.model_validate(e)
-                fe.write(
-                    _copy_line(
-                        (row[0], ev.event_id, ev.object_id, ev.event_type, ev.created_at, store_mod.dumps(ev.meta), now)
-                    )
-                )
+                fe.write(_copy_line((row[0], *event_row(models.EventIn.model_validate(e)), now)))
                 events += 1
     return folder, s_copy, e_copy, events
 
@@ -383,7 +367,7 @@ def run_import(ctx: Context) -> list[Table]:
         return run_child(
             "bench.bench_ingest:child_import",
             env=ctx.airflow_env(url),
-            preload=["clickstream.hooks", "clickstream.importing", "airflow.sdk"],
+            preload=["clickstream.hooks", "clickstream.history", "airflow.sdk"],
             path=str(path),
             fmt=fmt,
         )

@@ -269,105 +269,65 @@ class SeededBatch:
     release_id: str | None = None
 
 
-def _session_row(store_mod, models, session: dict, now: int) -> tuple:
-    """The cs_session row the store's register_session would write for ``session`` (same JSON, same hash)."""
-    body = models.SessionIn.model_validate(session)
-    d = store_mod.dumps
-    return (
-        body.session_id,
-        body.search_query,
-        d([r.model_dump() for r in body.search_results]),
-        d(body.search_meta),
-        d(body.payload_filter),
-        d(body.sort_by.model_dump() if body.sort_by else None),
-        body.user_id,
-        body.created_at,
-        body.is_irrelevant,
-        body.is_payload_search,
-        store_mod.content_hash(body),
-        now,
-    )
-
-
-_SESSION_COLS = (
-    "session_id, search_query, search_results, search_meta, payload_filter, sort_by, user_id, "
-    "created_at, is_irrelevant, is_payload_search, content_hash, registered_at"
-)
-_EVENT_COLS = "session_id, event_id, object_id, event_type, created_at, meta, received_at"
+#: Sessions handed to the store's load at a time while seeding (as the history import's default chunk).
+SEED_CHUNK = 5000
 
 
 def seed_batch(
     url: str, pairs: Iterable[tuple[dict, list[dict]]], *, release_id: str | None = None, label: str = "batch"
 ) -> SeededBatch:
-    """Load sessions and events into a new collecting batch with COPY, then optionally release it.
+    """Load sessions and events into a new collecting batch with the store's bulk load, then optionally release it.
 
-    The rows are those the store writes: the batch row comes from the store's own query
-    (``insert_collecting_batch``), session numbers from the table's identity in input order, the JSON
-    and the content hash as :meth:`SessionStore.register_session` makes them, events deduplicated per
-    session and numbered in arrival order, with the validated defaults (``event_type``). Only the timing
-    differs: one COPY instead of one transaction per session. The release, when asked, is the store's.
+    The load is the history import's (:func:`clickstream.store.history_load.open_load`: ``COPY`` on
+    PostgreSQL), fed the rows the store writes (:func:`clickstream.store.rows.session_row`,
+    :func:`~clickstream.store.rows.event_row`: the JSON and the content hash as
+    :meth:`SessionStore.register_session` makes them, the validated defaults such as ``event_type``), without
+    the import's file reading and row checks. Session numbers follow the input order; events are deduplicated
+    per session and numbered in arrival order. Only the timing differs from live registration: a few COPYs
+    instead of one transaction per session. The release, when asked, is the store's.
     """
-    import psycopg
-
     from clickstream import models
     from clickstream.store import SessionStore
-    from clickstream.store import rows as store_mod
+    from clickstream.store.history_load import open_load
+    from clickstream.store.rows import event_row, session_row
 
     store = SessionStore.from_url(url)
     store.migrate()
-    now = store.clock()
-    with store.engine.begin() as conn:
-        batch_id = conn.execute(
-            store.db.clause("insert_collecting_batch"), {"batch_id": store_mod.new_batch_id(now), "now": now}
-        ).scalar()
-    if batch_id is None:
+    if store.list_batches(status="collecting", limit=1):
         raise RuntimeError("seed_batch: another batch is collecting; release it first")
-    n_sessions = n_events = 0
+    n_sessions = 0
     t0 = time.perf_counter()
-    libpq = url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(libpq) as conn, conn.cursor() as cur:
-        ev_rows: list[tuple] = []
-        with cur.copy(
-            f"COPY cs_session ({_SESSION_COLS.replace('session_id, ', 'session_id, batch_id, ', 1)}) FROM STDIN"
-        ) as copy:
-            for session, events in pairs:
-                row = _session_row(store_mod, models, session, now)
-                copy.write_row((row[0], batch_id, *row[1:]))
-                n_sessions += 1
-                seen: set[str] = set()
-                for e in events:
-                    ev = models.EventIn.model_validate(e)
-                    if ev.event_id in seen:
-                        continue
-                    seen.add(ev.event_id)
-                    ev_rows.append(
-                        (
-                            body_sid := row[0],
-                            ev.event_id,
-                            ev.object_id,
-                            ev.event_type,
-                            ev.created_at,
-                            store_mod.dumps(ev.meta),
-                            now,
-                        )
-                    )
-                if n_sessions % 100_000 == 0:
-                    log(f"  seed {label}: {n_sessions:,} sessions ({n_sessions / (time.perf_counter() - t0):,.0f}/s)")
-        del body_sid
-        with cur.copy(f"COPY cs_event ({_EVENT_COLS}) FROM STDIN") as copy:
-            for r in ev_rows:
-                copy.write_row(r)
-        n_events = len(ev_rows)
-        del ev_rows
-        lo, hi = cur.execute(
-            "SELECT min(session_number), max(session_number) FROM cs_session WHERE batch_id = %s", (batch_id,)
-        ).fetchone()
-        conn.commit()
-    log(f"  seeded {label}: {n_sessions:,} sessions, {n_events:,} events in {time.perf_counter() - t0:.1f} s")
+    with open_load(store) as load:
+        sessions: list[tuple] = []
+        events: list[tuple] = []
+        for session, evs in pairs:
+            n_sessions += 1
+            body = models.SessionIn.model_validate(session)
+            sessions.append((n_sessions, 0, n_sessions, *session_row(body), None))
+            events += [
+                (n_sessions, pos, body.session_id, *event_row(models.EventIn.model_validate(e)))
+                for pos, e in enumerate(evs)
+            ]
+            if len(sessions) == SEED_CHUNK:
+                load.add_rows(sessions, events)
+                sessions, events = [], []
+            if n_sessions % 100_000 == 0:
+                log(f"  seed {label}: {n_sessions:,} sessions ({n_sessions / (time.perf_counter() - t0):,.0f}/s)")
+        load.add_rows(sessions, events)
+        outcome = load.finish(accept=lambda conflicts: conflicts == 0, error_limit=0)
+    if not outcome.committed or outcome.batch_id is None:
+        raise RuntimeError(f"seed_batch: nothing seeded ({outcome.conflicts} sessions conflict with stored ones)")
+    batch = store.get_batch(outcome.batch_id)
+    n_events = outcome.loaded_events
+    elapsed = time.perf_counter() - t0
+    log(f"  seeded {label}: {outcome.loaded_sessions:,} sessions, {n_events:,} events in {elapsed:.1f} s")
     if release_id is not None:
         store.release_batch(release_id)
     store.dispose()
-    return SeededBatch(batch_id, n_sessions, n_events, lo, hi, release_id)
+    assert batch.min_number is not None and batch.max_number is not None
+    return SeededBatch(
+        batch.batch_id, outcome.loaded_sessions, n_events, batch.min_number, batch.max_number, release_id
+    )
 
 
 def vacuum_analyze(url: str) -> None:

@@ -155,3 +155,135 @@ class TestTheChecksCatchViolations:
         bad.write_text("from clickstream.store.db import _first_line\nimport os\nos._exit\n")
         monkeypatch.setitem(MODULES, "clickstream.bad", bad)
         assert [u.split(":")[0] for u in _private_uses("clickstream.bad")] == ["line 1", "line 3"]
+
+
+# ------------------------------------------------------------------------ the database layer, the history import
+
+#: The modules that own the database driver: :class:`clickstream.store.db.Database` and the engines it runs on.
+DATABASE_LAYER = {"clickstream.store.db", "clickstream.store.engine"}
+#: The database drivers (PostgreSQL's and SQLite's DB-API modules).
+DRIVERS = {"psycopg", "psycopg2", "psycopg_pool", "sqlite3"}
+#: The history import's package; its load is the store's (``clickstream.store.history_load``).
+HISTORY = "clickstream.history"
+#: Kept for the Python interface the docs show; the package itself never imports it.
+FORMER_IMPORT_MODULES = {"clickstream.importing", "clickstream.import_fast"}
+
+
+def _imported_names(module: str) -> set[str]:
+    """Every module ``module`` imports (absolute names; relative imports resolved), inside functions too."""
+    tree = _tree(module)
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {_resolve(module, n) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    return names
+
+
+def _driver_uses(module: str) -> list[str]:
+    """Where ``module`` touches the database driver or an engine itself: imports a driver, reaches for the
+    driver's connection (``.driver_connection``, ``.raw_connection()``), or connects or begins on an engine
+    (``engine.connect()``, ``x.engine.begin()``) instead of going through ``Database``."""
+    found = [f"imports {m}" for m in sorted(_imported_names(module)) if m.split(".")[0] in DRIVERS]
+    for node in ast.walk(_tree(module)):
+        raw = isinstance(node, ast.Attribute) and node.attr in (
+            "driver_connection",
+            "raw_connection",
+            "dbapi_connection",
+        )
+        on_engine = (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("connect", "begin")
+            and (
+                (isinstance(node.func.value, ast.Name) and node.func.value.id == "engine")
+                or (isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "engine")
+            )
+        )
+        if raw or on_engine:
+            found.append(f"line {getattr(node, 'lineno', 0)}: {ast.unparse(node)}")
+    return found
+
+
+def _history_violations(module: str) -> list[str]:
+    """What a module of the history import must not do: import the database (SQLAlchemy, a driver), Airflow or
+    FastAPI, hold SQL, or import the database layer past the store's operations and load."""
+    found = [
+        f"imports {m}"
+        for m in sorted(_imported_names(module))
+        if m.split(".")[0] in {"sqlalchemy", "airflow", "fastapi", "starlette", *DRIVERS} or m in DATABASE_LAYER
+    ]
+    sql = re.compile(r"\b(SELECT\s.+\sFROM|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|COPY\s+\w+)\b", re.I)
+    found += [
+        f"line {n.lineno}: SQL {n.value[:40]!r}"
+        for n in ast.walk(_tree(module))
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and sql.search(n.value)
+    ]
+    return found
+
+
+class TestDatabaseLayerAndHistoryImport:
+    def test_the_history_import_is_one_package(self) -> None:
+        assert {
+            f"{HISTORY}.importer",
+            f"{HISTORY}.checks",
+            f"{HISTORY}.readers",
+            "clickstream.store.history_load",
+        } <= set(MODULES)
+
+    @pytest.mark.parametrize("module", sorted(m for m in MODULES if m not in DATABASE_LAYER))
+    def test_only_the_database_layer_uses_the_driver(self, module: str) -> None:
+        assert _driver_uses(module) == [], f"{MODULES[module].relative_to(REPO_ROOT)}: go through Database"
+
+    @pytest.mark.parametrize("module", sorted(m for m in MODULES if m == HISTORY or m.startswith(HISTORY + ".")))
+    def test_the_history_import_reaches_the_database_only_through_the_store(self, module: str) -> None:
+        assert _history_violations(module) == [], f"{MODULES[module].relative_to(REPO_ROOT)}"
+
+    @pytest.mark.parametrize("module", sorted(m for m in MODULES if m not in FORMER_IMPORT_MODULES))
+    def test_nothing_in_the_package_imports_the_former_import_modules(self, module: str) -> None:
+        assert not _imported_names(module) & FORMER_IMPORT_MODULES
+
+
+class TestTheNewChecksCatchViolations:
+    """The rules above would see a violation (so a green run means something)."""
+
+    def _module(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, source: str) -> str:
+        path = tmp_path / f"{name.rsplit('.', 1)[-1]}.py"
+        path.write_text(source)
+        monkeypatch.setitem(MODULES, name, path)
+        return name
+
+    def test_a_driver_import_and_a_raw_connection_are_found(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        module = self._module(
+            tmp_path,
+            monkeypatch,
+            "clickstream.store.bad",
+            "import psycopg\n"
+            "from psycopg import errors\n"
+            "def f(store, conn):\n"
+            "    with store.engine.connect() as c:\n"
+            "        conn.connection.driver_connection.cursor()\n",
+        )
+        found = sorted(u.split(":")[0] for u in _driver_uses(module))
+        assert found == ["imports psycopg", "line 4", "line 5"]
+
+    def test_database_access_and_sql_in_the_history_import_are_found(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        module = self._module(
+            tmp_path,
+            monkeypatch,
+            f"{HISTORY}.bad",
+            "from sqlalchemy import text\n"
+            "from clickstream.store.db import Database\n"
+            "from airflow.sdk import ObjectStoragePath\n"
+            "Q = 'SELECT session_id FROM cs_session'\n",
+        )
+        found = _history_violations(module)
+        assert {"imports sqlalchemy", "imports clickstream.store.db", "imports airflow.sdk"} <= set(found)
+        assert any(u.startswith("line 4: SQL") for u in found)
+
+    def test_an_import_of_the_former_module_is_found(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        module = self._module(
+            tmp_path, monkeypatch, "clickstream.bad", "def f():\n    from clickstream.importing import import_history\n"
+        )
+        assert _imported_names(module) & FORMER_IMPORT_MODULES == {"clickstream.importing"}

@@ -1,4 +1,4 @@
--- The history import's queries on PostgreSQL (clickstream.store.import_load): the direct load. SQLite has its
+-- The history import's queries on PostgreSQL (clickstream.store.history_load): the direct load. SQLite has its
 -- own, different load (import.sqlite.sql: staged in temp tables, loaded at the end); no name is shared, so
 -- there is no import.sql.
 --
@@ -50,12 +50,13 @@ WHERE batch_id = :batch_id AND status = 'collecting'
   AND NOT EXISTS (SELECT 1 FROM cs_session s WHERE s.batch_id = :batch_id)
 
 -- name: import_copy_new_sessions
--- COPY target for a chunk's new sessions, in file order (session_number follows it), run through psycopg's
--- cursor.copy (not db.run). Text format: JSON columns arrive as JSON text for the jsonb input function.
+-- COPY target for a chunk's new sessions, in file order (session_number follows it), run by
+-- Database.copy_rows (not db.run). Text format: JSON columns arrive as JSON text for the jsonb input function.
+-- The columns: clickstream.store.rows.SESSION_COLUMNS, then batch_id and registered_at.
 COPY cs_session (session_id, search_query, search_results, search_meta, payload_filter, sort_by, user_id,
                  created_at, is_irrelevant, is_payload_search, content_hash, batch_id, registered_at) FROM STDIN
 
 -- name: import_copy_new_events
--- COPY target for a chunk's new events, in file order (their arrival order: event_seq follows it), run
--- through psycopg's cursor.copy (not db.run).
+-- COPY target for a chunk's new events, in file order (their arrival order: event_seq follows it), run by
+-- Database.copy_rows (not db.run). The columns: session_id, clickstream.store.rows.EVENT_COLUMNS, received_at.
 COPY cs_event (session_id, event_id, object_id, event_type, created_at, meta, received_at) FROM STDIN

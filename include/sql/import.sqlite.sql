@@ -1,4 +1,4 @@
--- The history import's queries on SQLite (clickstream.store.import_load): the staged load. PostgreSQL has its
+-- The history import's queries on SQLite (clickstream.store.history_load): the staged load. PostgreSQL has its
 -- own, different load (import.postgresql.sql: no staging table, COPY straight into the store's tables); no
 -- name is shared, so there is no import.sql.
 --

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
@@ -15,6 +14,8 @@ from clickstream.store import ExtractPage, SessionStore, StoreConfig, create_sto
 if TYPE_CHECKING:
     from airflow.sdk import Connection
     from sqlalchemy.engine import URL
+
+    from clickstream.history import ImportReport
 
 log = logging.getLogger(__name__)
 
@@ -504,9 +505,10 @@ class ClickstreamHook(BaseHook):
         chunk_rows: int = 5000,
         *,
         logger: Any = None,
-    ) -> Any:
-        """Import history files read through :class:`~airflow.sdk.ObjectStoragePath` (see
-        :func:`clickstream.importing.import_history`, which does the work and returns its report).
+    ) -> ImportReport:
+        """Import history files read through :class:`~airflow.sdk.ObjectStoragePath`, all or nothing.
+
+        Delegates to :func:`clickstream.history.import_path`, which does the work and returns its report.
 
         :param path: a file, or a folder whose files ending in the format's suffixes are imported in name
             order (``/local/path``, ``file:///...``, ``s3://conn_id@bucket/prefix/``, ...).
@@ -515,39 +517,18 @@ class ClickstreamHook(BaseHook):
         :param max_errors: at most this many invalid rows are listed in the report.
         :param chunk_rows: rows read, validated and loaded at a time (bounds memory).
         :param logger: where progress goes (an operator passes its ``self.log``).
-        :returns: a :class:`clickstream.importing.ImportReport`.
         """
         from airflow.sdk import ObjectStoragePath
 
-        from clickstream import importing
-        from clickstream.store import InvalidInput
+        from clickstream.history import import_path
 
-        importing.check_options(format, invalid_threshold, max_errors, chunk_rows)
-        # A plain local path needs no filesystem provider: ObjectStoragePath's first use loads every installed
-        # one (about a second with the amazon provider), a fixed cost the import should not pay for local files.
-        root: Any = Path(path) if "://" not in path else ObjectStoragePath(path)
-        if root.is_dir():
-            files = sorted(
-                (p for p in root.iterdir() if p.is_file() and p.name.endswith(importing.FILE_SUFFIXES[format])), key=str
-            )
-            if not files:
-                raise InvalidInput.field("path", f"no {'/'.join(importing.FILE_SUFFIXES[format])} file in {path}")
-        elif root.is_file():
-            files = [root]
-        else:
-            raise InvalidInput.field("path", f"{path} does not exist")
-        sources = [(str(p), (lambda p=p: p.open("rb"))) for p in files]
-        try:
-            total_bytes: int | None = sum(p.stat().st_size for p in files)
-        except (OSError, AttributeError, TypeError):  # a store that cannot tell sizes: progress without a total
-            total_bytes = None
-        return importing.import_history(
+        return import_path(
             self.get_conn(),
-            sources,
+            path,
             format,
-            invalid_threshold=invalid_threshold,
-            max_errors=max_errors,
-            chunk_rows=chunk_rows,
+            invalid_threshold,
+            max_errors,
+            chunk_rows,
             logger=logger,
-            total_bytes=total_bytes,
+            open_uri=ObjectStoragePath,
         )

@@ -23,12 +23,12 @@ STEMS = ("queries", "import")
 #: None today: a query that differs per dialect lives in each dialect file, never in ``queries.sql``.
 ALLOWED_OVERRIDES: dict[str, set[str]] = {}
 #: Where the Python code names a query: ``db.run(conn, "x"``, ``db.has("x")``, ``db.clause("x")``,
-#: ``self._run("x"`` / ``self._copy("x"`` (import_load) and ``self._finish_mark("x"`` (improvement).
+#: ``self._run("x"`` / ``self._copy("x"`` (history_load) and ``self._finish_mark("x"`` (improvement).
 PY_REFERENCE = re.compile(
     r"""(?:\bdb\.run\(\s*conn\s*,|\bdb\.has\(|\bdb\.clause\(|\bself\._run\(|\bself\._copy\(|\bself\._finish_mark\()"""
     r"""\s*["'](\w+)["']"""
 )
-#: ``for query in ("a", "b"): self._run(query)`` (import_load's staging-table set-up).
+#: ``for query in ("a", "b"): self._run(query)`` (history_load's staging-table set-up).
 PY_QUERY_LOOP = re.compile(r"\bfor\s+query\s+in\s+\(([^)]*)\)")
 FRAGMENT = re.compile(r"__[A-Z][A-Z0-9_]*__")
 

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from clickstream.importing import DEFAULT_CHUNK_ROWS, DEFAULT_INVALID_THRESHOLD, DEFAULT_MAX_ERRORS
+from clickstream.history import DEFAULT_CHUNK_ROWS, DEFAULT_INVALID_THRESHOLD, DEFAULT_MAX_ERRORS
 from clickstream.operators.base import ClickstreamBaseOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from clickstream.importing import ImportReport
+    from clickstream.history import ImportReport
     from clickstream.operators.lineage import Lineage
 
 
@@ -24,7 +24,7 @@ class ImportHistoryOperator(ClickstreamBaseOperator):
     (``/data/history/``, ``file:///...``) or remote (``s3://aws_default@bucket/history/``). New sessions go
     to the collecting batch. Idempotent under retries: a re-run of the same files loads nothing new.
 
-    The report (see :class:`clickstream.importing.ImportReport`) is the task's return value (XCom). The
+    The report (see :class:`clickstream.history.ImportReport`) is the task's return value (XCom). The
     task fails without retry when the import was refused (too many invalid rows) and ``fail_on_rejected``
     is set, or when an option or the path is invalid. The listed invalid rows are in the task log either
     way, folded into one group (``::group::``) that the Airflow UI opens on a click.

@@ -8,7 +8,7 @@ load. It knows nothing of sessions or batches.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -76,6 +76,38 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def connect(self) -> Connection:
+        """A connection outside any transaction, for work that runs several transactions (or one long one) on
+        the same connection: the history import's load, whose temp tables and load transaction live on it. The
+        caller begins its transactions and closes it; a failure to connect is translated (:func:`translate_errors`).
+        """
+        with translate_errors(self.dialect):
+            return self.engine.connect()
+
+    def copy_rows(self, conn: Connection, query: str, rows: Iterable[Sequence[Any]]) -> None:
+        """``COPY ... FROM STDIN`` (the named ``query``, PostgreSQL's) of ``rows`` (tuples in the query's column
+        order), through the psycopg 3 connection under ``conn``, in ``conn``'s transaction. The driver's errors
+        are raised as SQLAlchemy's (``exc.DBAPIError`` subclasses), as for every other statement."""
+        import psycopg  # COPY is PostgreSQL's: psycopg 3 is its driver
+
+        sql_text = self.queries[query]
+        driver: Any = conn.connection.driver_connection
+        try:
+            with driver.cursor() as cursor, cursor.copy(sql_text) as copy:
+                write = copy.write_row
+                for row in rows:
+                    write(row)
+        except psycopg.Error as err:
+            raise exc.DBAPIError.instance(sql_text, None, err, psycopg.Error) from err
+
+    def is_write_collision(self, err: exc.DBAPIError) -> bool:
+        """Whether a write failed on a concurrent write of the same keys, so that a retry may succeed: a unique
+        violation (the other write committed after this one's reads) or a deadlock (PostgreSQL aborted this side
+        of a lock cycle)."""
+        from psycopg import errors as pg_errors
+
+        return isinstance(err.orig, (pg_errors.UniqueViolation, pg_errors.DeadlockDetected))
 
 
 @contextmanager

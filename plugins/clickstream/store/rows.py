@@ -21,27 +21,59 @@ def content_hash(session: models.SessionIn) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def session_columns(session: models.SessionIn, now: int | None = None) -> dict[str, Any]:
-    """The stored columns of a registration body (JSON as text, and its content hash). Live registration,
-    ``ingest_bulk`` and the history import write sessions through this one mapping, so a re-registration of
-    an imported session is recognised as ``already_registered``.
+#: The stored columns of a session, in the one order every writer of ``cs_session`` uses: live registration
+#: and bulk ingestion (:func:`session_columns`), the history import (its load, its fast path and its model
+#: fallback) and the benchmarks' seeding. The import's COPY target (``import_copy_new_sessions``) lists them in
+#: this order too, followed by ``batch_id`` and ``registered_at``.
+SESSION_COLUMNS = (
+    "session_id",
+    "search_query",
+    "search_results",
+    "search_meta",
+    "payload_filter",
+    "sort_by",
+    "user_id",
+    "created_at",
+    "is_irrelevant",
+    "is_payload_search",
+    "content_hash",
+)
+#: The columns of an event the history import (and the benchmarks' seeding) writes besides its ``session_id``,
+#: in the order of the import's COPY target (``import_copy_new_events``), which ends with ``received_at``.
+EVENT_COLUMNS = ("event_id", "object_id", "event_type", "created_at", "meta")
+
+
+def session_row(session: models.SessionIn, now: int | None = None) -> tuple[Any, ...]:
+    """The stored columns of a registration body, in :data:`SESSION_COLUMNS` order (JSON as text, and its
+    content hash). Live registration, ``ingest_bulk`` and the history import write sessions through this one
+    mapping, so a re-registration of an imported session is recognised as ``already_registered``.
 
     An omitted ``created_at`` is stored as ``now`` (the time of receipt) while the content hash keeps it
     omitted, so a retry of the same body, received later, is still ``already_registered``.
     """
-    return {
-        "session_id": session.session_id,
-        "search_query": session.search_query,
-        "search_results": dumps([r.model_dump() for r in session.search_results]),
-        "search_meta": dumps(session.search_meta),
-        "payload_filter": dumps(session.payload_filter),
-        "sort_by": dumps(session.sort_by.model_dump() if session.sort_by else None),
-        "user_id": session.user_id,
-        "created_at": session.created_at if session.created_at is not None else now,
-        "is_irrelevant": session.is_irrelevant,
-        "is_payload_search": session.is_payload_search,
-        "content_hash": content_hash(session),
-    }
+    return (
+        session.session_id,
+        session.search_query,
+        dumps([r.model_dump() for r in session.search_results]),
+        dumps(session.search_meta),
+        dumps(session.payload_filter),
+        dumps(session.sort_by.model_dump() if session.sort_by else None),
+        session.user_id,
+        session.created_at if session.created_at is not None else now,
+        session.is_irrelevant,
+        session.is_payload_search,
+        content_hash(session),
+    )
+
+
+def session_columns(session: models.SessionIn, now: int | None = None) -> dict[str, Any]:
+    """:func:`session_row` by column name (:data:`SESSION_COLUMNS`)."""
+    return dict(zip(SESSION_COLUMNS, session_row(session, now), strict=True))
+
+
+def event_row(event: models.EventIn) -> tuple[Any, ...]:
+    """The stored columns of an event body, in :data:`EVENT_COLUMNS` order (``meta`` as JSON text)."""
+    return (event.event_id, event.object_id, event.event_type, event.created_at, dumps(event.meta))
 
 
 def new_batch_id(now: int) -> str:

@@ -1,4 +1,4 @@
-"""The history import's fast path (clickstream.import_fast) agrees with the live models.
+"""The history import's fast path (clickstream.history.fast) agrees with the live models.
 
 It may accept a row only if the models accept it, with the same stored values and the same content hash;
 every rule of the models is tried at least once with a row the fast path must leave to the models.
@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from clickstream import models
-from clickstream.import_fast import FastEvent, FastSession, convert_row, decode_line
-from clickstream.importing import import_history, local_sources, validate_row
+from clickstream.history import import_history, local_sources
+from clickstream.history.checks import validate_row
+from clickstream.history.fast import FastEvent, FastSession, convert_row, decode_line
 from clickstream.store import InvalidInput, SessionStore
 from clickstream.store.rows import content_hash, session_columns
 

@@ -1,13 +1,13 @@
 """The history import's fast path: a row decoded, checked and turned into the load's columns without pydantic.
 
-:mod:`clickstream.importing` validates rows with the live models (:class:`clickstream.models.SessionIn`,
-:class:`~clickstream.models.EventIn`), which build about a dozen pydantic objects per session row and cost
-most of the import's time. This module gives the same answer for the rows that are valid, at a fraction
-of the cost: msgspec decodes a JSON Lines line (or converts a Parquet row) straight into typed structs and
-checks every field rule of the models while doing so, in C; the load's columns, the JSON text and the
-content hash are then built from the structs.
+The model fallback (:mod:`clickstream.history.checks`) validates rows with the live models
+(:class:`clickstream.models.SessionIn`, :class:`~clickstream.models.EventIn`), which build about a dozen
+pydantic objects per session row and would cost most of the import's time. This module gives the same
+answer for the rows that are valid, at a fraction of the cost: msgspec decodes a JSON Lines line (or
+converts a Parquet row) straight into typed structs and checks every field rule of the models while doing
+so, in C; the load's columns, the JSON text and the content hash are then built from the structs.
 
-The contract, which ``tests/airflow/test_import_fast.py`` checks against the live models on generated
+The contract, which ``tests/history/test_fast.py`` checks against the live models on generated
 valid and invalid rows: **this path accepts a row only if the models accept it, and then produces the
 same values and the same content hash** (:func:`clickstream.store.rows.content_hash`). Whatever it does
 not accept (invalid rows, but also valid rows in shapes it does not take: numbers as strings, a NUL
@@ -100,19 +100,21 @@ _ENCODE_SORTED = msgspec.json.Encoder(order="sorted").encode  # keys sorted, as 
 #: expression cost more than the rest of the row).
 _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _NUL = b"\\u0000"
+#: The registration body's fields (the content hash covers them, and only them).
+_BODY_FIELDS = tuple(models.SessionIn.model_fields)
 
-#: A session's columns for the load: ``(session_id, search_query, search_results, search_meta,
-#: payload_filter, sort_by, user_id, created_at, is_irrelevant, is_payload_search, content_hash, events)``,
-#: JSON columns as text; ``events`` is the row's events as one JSON array (None when it has none, or when
-#: they are given as :data:`EventColumns` instead: see ``embed_events``).
+#: A session's columns for the load: the stored columns (:data:`clickstream.store.rows.SESSION_COLUMNS`, JSON
+#: columns as text), then ``events``: the row's events as one JSON array (None when it has none, or when they
+#: are given as :data:`EventColumns` instead: see ``embed_events``).
 SessionColumns = tuple[Any, ...]
-#: An event's columns: ``(event_id, object_id, event_type, created_at, meta)``, ``meta`` as JSON text.
+#: An event's columns (:data:`clickstream.store.rows.EVENT_COLUMNS`), ``meta`` as JSON text.
 EventColumns = tuple[Any, ...]
 
 
 class FastSession:
-    """A valid session row: its columns (:data:`SessionColumns`), how many events it embeds, and, unless they
-    are in the columns as a JSON array, those events' :data:`EventColumns`."""
+    """A valid session row: its columns (:data:`SessionColumns`), how many events it has, and those of them
+    that are not in the columns as a JSON array as :data:`EventColumns`. (The model fallback of
+    :func:`clickstream.history.checks.check_row` gives its rows in this shape too.)"""
 
     __slots__ = ("columns", "event_columns", "events")
 
@@ -120,6 +122,11 @@ class FastSession:
         self.columns = columns
         self.events = events
         self.event_columns = event_columns
+
+    @property
+    def embedded(self) -> int:
+        """How many of its events are in its columns, as one JSON array."""
+        return self.events - len(self.event_columns)
 
 
 class FastEvent:
@@ -259,18 +266,7 @@ def content_hash(s: _SessionRow) -> str:
     msgspec writes that very text for ASCII text and the usual numbers; otherwise (non-ASCII text, which
     ``json.dumps`` escapes, and exponent-form numbers) the body is written by ``json.dumps`` itself.
     """
-    body = {
-        "session_id": s.session_id,
-        "search_query": s.search_query,
-        "search_results": s.search_results,
-        "search_meta": s.search_meta,
-        "payload_filter": s.payload_filter,
-        "sort_by": s.sort_by,
-        "user_id": s.user_id,
-        "created_at": s.created_at,
-        "is_irrelevant": s.is_irrelevant,
-        "is_payload_search": s.is_payload_search,
-    }
+    body = {name: getattr(s, name) for name in _BODY_FIELDS}
     canonical = _ENCODE_SORTED(body)
     if not canonical.isascii() or b"0e" in canonical.translate(_DIGITS_TO_ZERO) or b"0.0000" in canonical:
         canonical = json.dumps(msgspec.to_builtins(body), sort_keys=True, separators=(",", ":")).encode()

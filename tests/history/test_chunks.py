@@ -16,9 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import text
 
-from clickstream import importing
-from clickstream.importing import ImportReport, import_history, local_sources
-from clickstream.store import NotFound, SessionStore, StoreUnavailable, import_load
+from clickstream.history import ImportReport, import_history, local_sources, readers
+from clickstream.store import NotFound, SessionStore, StoreUnavailable, history_load
 
 
 def _session(sid: str, user: str = "u1", query: str = "q", events: list[dict[str, Any]] | None = None) -> dict:
@@ -129,7 +128,7 @@ def pg_store(pg_url: str) -> Any:
 
 def _on_chunk(monkeypatch: pytest.MonkeyPatch, before: Any) -> None:
     """Call ``before(n)`` (n = 1, 2, ...) each time the direct load decides a chunk, after its reads."""
-    real = import_load.plan_chunk
+    real = history_load.plan_chunk
     calls = [0]
 
     def plan(*args: Any) -> Any:
@@ -137,7 +136,7 @@ def _on_chunk(monkeypatch: pytest.MonkeyPatch, before: Any) -> None:
         before(calls[0])
         return real(*args)
 
-    monkeypatch.setattr(import_load, "plan_chunk", plan)
+    monkeypatch.setattr(history_load, "plan_chunk", plan)
 
 
 class TestLiveWritesDuringTheDirectLoad:
@@ -307,7 +306,7 @@ class TestParquetRowsAsJsonText:
             finally:
                 store.dispose()
         lines = [
-            importing._batch_lines(next(pq.ParquetFile(tmp_path / f"rows-{force}.parquet").iter_batches()))
+            readers.batch_lines(next(pq.ParquetFile(tmp_path / f"rows-{force}.parquet").iter_batches()))
             for force in (False, True)
         ]
         assert lines[1] is None  # the dict way, all of it
