@@ -6,7 +6,7 @@
 --                            version, e.g. insert_session, claim_marks, batch_page) and those that exist
 --                            for one dialect only (PostgreSQL's lock_* queries, SQLite's
 --                            count_events_over_limit).
---   import.<dialect>.sql    the history import's queries (clickstream.store.import_load): each dialect has
+--   import.<dialect>.sql    the history import's queries (clickstream.store.history_load): each dialect has
 --                            its own load, so there is no shared import.sql (the loader would take one).
 -- A name lives in exactly one file of a dialect's set: no dialect file overrides a name of this file today
 -- (the loader would let the later file win; tests/store/test_sql_files.py fails on any such repeat that it
@@ -15,7 +15,7 @@
 -- Dialect differences are told by a query's presence, not by the dialect's name: the Python side asks
 -- Database.has("lock_batch_creation") and so on, so a step one dialect does not need (SQLite's write lock
 -- makes PostgreSQL's explicit locks unnecessary) is a query that is simply not defined for it. (Exception
--- today: import_load loads rows with COPY, a psycopg feature, on PostgreSQL, and with INSERTs elsewhere.)
+-- today: history_load loads rows with COPY, a psycopg feature, on PostgreSQL, and with INSERTs elsewhere.)
 --
 -- Format: a line "-- name: <name>" starts a query; it runs to the next such line. The first comment line
 -- after it says what the query does or returns; comment lines in a body are dropped when loading.

@@ -13,7 +13,7 @@ Modules, by layer (docs/architecture.md):
   position curve, the series), :mod:`~clickstream.store.overview` (the Clickstream page's read model of
   batches), :mod:`~clickstream.store.improvement`, :mod:`~clickstream.store.erasure`,
   :mod:`~clickstream.store.retention`; combined by :class:`~clickstream.store.session_store.SessionStore`;
-* :mod:`~clickstream.store.migrations`, :mod:`~clickstream.store.import_load`: schema migrations and the
+* :mod:`~clickstream.store.migrations`, :mod:`~clickstream.store.history_load`: schema migrations and the
   history import's load.
 """
 
