@@ -2,12 +2,13 @@
 the same calls made directly on the hook, with the API's garbage-collector tuning off (before) and on
 (after).
 
-The servers run with SimpleAuthManager and a bearer token from ``POST /auth/token`` (as a service would),
-an SQLite metadata DB in the bench's temp folder, and the store connection from the environment. Two
-servers run side by side: one with ``CLICKSTREAM_GC_FREEZE=0`` (the bench-only switch of
-:mod:`clickstream.api.runtime`: the collector as Python sets it) and one as shipped (startup heap frozen,
-higher generation-0 threshold). Both record their workers' collections (``CLICKSTREAM_GC_TRACE``), so
-the slowest requests can be matched with the collections that ran during them.
+The servers are the tests' (:class:`tests.support.apiserver.ApiServer`: SimpleAuthManager, a bearer token
+from ``POST /auth/token`` as a service would get it) with an SQLite metadata DB in the bench's temp folder
+and the bench's store. Two servers run side by side: one with ``CLICKSTREAM_GC_FREEZE=0`` (the bench-only
+switch of :mod:`clickstream.web.gc_tuning`: the collector as Python sets it) and one as shipped (startup
+heap frozen, higher generation-0 threshold). Both record their workers' collections (:mod:`bench.gc_trace`,
+loaded into the servers from outside), so the slowest requests can be matched with the collections that
+ran during them.
 
 Clients live in a separate process (asyncio + httpx, one connection per client); the direct calls in
 another (threads, one pooled connection each). Every variant makes the same requests: pages of ``limit``
@@ -19,17 +20,17 @@ each repetition. Request counts are bounded.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from bench import gc_trace as gc_tracing
 from bench.harness import Context, Table, log, median, percentile, ratio_cell, run_child
+from tests.support.apiserver import ApiServer as TestApiServer
 
 LIMIT = 100
 EVENTS_LIMIT = 100
@@ -127,14 +128,14 @@ def child_direct(batch_id: str, afters: list[int], clients: int) -> dict[str, An
 # ---------------------------------------------------------------------------------- the server
 
 
-class ApiServer:
-    """``airflow api-server`` on 127.0.0.1:<free port>, its own AIRFLOW_HOME, stopped (process group) on exit.
+class ApiServer(TestApiServer):
+    """The tests' ``airflow api-server`` (:class:`tests.support.apiserver.ApiServer`) as the bench runs it:
+    ``workers`` workers, an SQLite metadata DB of its own (migrated once per bench run, then copied), the
+    bench's store and Airflow settings; started and stopped by ``with``.
 
-    :param name: folder name of its home under the bench's workdir.
+    :param name: folder of the server under the bench's workdir.
     :param env: extra environment of the server (e.g. ``CLICKSTREAM_GC_FREEZE``).
-    :param metadata_from: a started server whose migrated metadata DB is copied instead of migrating again
-        (by default, the first server of the run leaves a migrated copy in the workdir for the next ones).
-    :param gc_trace: record the workers' garbage collections in ``<home>/gc-trace`` (``CLICKSTREAM_GC_TRACE``).
+    :param gc_trace: record the workers' garbage collections in ``<folder>/gc-trace`` (:mod:`bench.gc_trace`).
     :param url: the store's database (default: the bench's database with the seeded batches).
     """
 
@@ -145,146 +146,71 @@ class ApiServer:
         *,
         env: dict[str, str] | None = None,
         workers: int = WORKERS,
-        metadata_from: ApiServer | None = None,
         gc_trace: bool = False,
         url: str | None = None,
     ):
         self.name = name
-        self.workers = workers
-        self.home = ctx.workdir / f"{name}-home"
-        self.home.mkdir(exist_ok=True)
-        self.metadata_from = metadata_from
+        workdir = ctx.workdir / name
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.metadata_db = workdir / "airflow.db"
         self.metadata_template = ctx.workdir / "api-metadata-migrated.db"
-        passwords = self.home / "passwords.json"
-        self.password = "bench-secret"
-        passwords.write_text(json.dumps({"bench": self.password}))
-        self.port = _free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.trace_dir = self.home / "gc-trace" if gc_trace else None
-        self.env = {
-            **os.environ,
-            **ctx.airflow_env(url),
-            "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
-            "AIRFLOW__CORE__AUTH_MANAGER": (
-                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-            ),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "bench:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-            "AIRFLOW__API_AUTH__JWT_SECRET": "clickstream-bench-secret-" + "x" * 48,
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            **({"CLICKSTREAM_GC_TRACE": str(self.trace_dir)} if self.trace_dir else {}),
-            **(env or {}),
+        self.trace_dir = workdir / "gc-trace" if gc_trace else None
+        # the bench's Airflow settings (log level, examples off, ...); its own home and store come from the base
+        extra = {
+            k: v
+            for k, v in ctx.airflow_env(url).items()
+            if k not in ("AIRFLOW_HOME", "AIRFLOW_CONN_CLICKSTREAM_DEFAULT")
         }
-        self.log_path = ctx.workdir / f"{name}-server.log"
-        self.process: subprocess.Popen | None = None
+        if self.trace_dir is not None:
+            extra.update(gc_tracing.server_env(self.trace_dir))
+        extra.update(env or {})
+        super().__init__(
+            url or ctx.url,
+            workdir,
+            extra_env=extra,
+            workers=workers,
+            metadata_url=f"sqlite:///{self.metadata_db}",
+            startup_timeout_s=240,
+        )
 
-    def __enter__(self) -> ApiServer:
-        airflow = str(Path(sys.executable).parent / "airflow")
+    def start(self) -> ApiServer:
+        """Migrate (or copy the migrated) metadata DB, then start the server and wait until it answers."""
         t0 = time.monotonic()
-        if self.metadata_from is not None:
-            shutil.copyfile(self.metadata_from.home / "airflow.db", self.home / "airflow.db")
-        elif self.metadata_template.exists():
-            shutil.copyfile(self.metadata_template, self.home / "airflow.db")
+        if self.metadata_template.exists():
+            shutil.copyfile(self.metadata_template, self.metadata_db)
         else:
             subprocess.run(
-                [airflow, "db", "migrate"],
+                [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
                 env=self.env,
                 check=True,
                 timeout=600,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            shutil.copyfile(self.home / "airflow.db", self.metadata_template)
+            shutil.copyfile(self.metadata_db, self.metadata_template)
             log(f"rest: metadata DB migrated in {time.monotonic() - t0:.0f} s")
-        with self.log_path.open("wb") as out:
-            self.process = subprocess.Popen(
-                [
-                    airflow,
-                    "api-server",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--workers",
-                    str(self.workers),
-                ],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            self._wait_up()
-        except BaseException:
-            self.__exit__()
-            raise
+        super().start()
         log(
             f"rest: api-server {self.name!r} up on {self.base_url} with {self.workers} workers "
             f"in {time.monotonic() - t0:.0f} s"
         )
         return self
 
-    def _wait_up(self) -> None:
-        import httpx
-
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"api-server exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                r = httpx.get(f"{self.base_url}/clickstream/openapi.json", timeout=2)
-                if r.status_code == 200 and r.headers["content-type"].startswith("application/json"):
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"api-server not up: {self.log_path.read_text()[-3000:]}")
-
-    def token(self) -> str:
-        import httpx
-
-        r = httpx.post(f"{self.base_url}/auth/token", json={"username": "bench", "password": self.password}, timeout=30)
-        r.raise_for_status()
-        return r.json()["access_token"]
+    def token(self, username: str = "admin") -> str:
+        """A bearer token of ``username`` (an administrator by default)."""
+        return super().token(username)
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) used so far by the server's living processes (its process group)."""
         return process_group_cpu(self.process.pid) if self.process is not None else 0.0
 
-    def _trace_lines(self) -> list[tuple[int, dict[str, Any]]]:
-        lines: list[tuple[int, dict[str, Any]]] = []
-        if self.trace_dir is None or not self.trace_dir.is_dir():
-            return lines
-        for path in sorted(self.trace_dir.glob("gc-*.jsonl")):
-            pid = int(path.stem.split("-", 1)[1])
-            lines += [(pid, json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
-        return lines
-
     def gc_events(self) -> list[dict[str, Any]]:
         """Every collection its workers recorded (``gen``, ``t`` wall start, ``ms``, ``pid``)."""
-        return [{**d, "pid": pid} for pid, d in self._trace_lines() if "gen" in d]
+        return gc_tracing.gc_events(self.trace_dir) if self.trace_dir is not None else []
 
     def tuning(self) -> list[dict[str, Any]]:
-        """What :func:`clickstream.api.runtime.tune_worker_process` did in each worker (from the trace)."""
-        return [d["tuning"] for _, d in self._trace_lines() if "tuning" in d]
-
-    def __exit__(self, *exc: object) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        """What :func:`clickstream.web.gc_tuning.tune_worker_process` did in each worker (from the trace)."""
+        return gc_tracing.tuning(self.trace_dir) if self.trace_dir is not None else []
 
 
 def process_group_cpu(pgid: int) -> float:
@@ -299,10 +225,6 @@ def process_group_cpu(pgid: int) -> float:
         if int(fields[2]) == pgid:  # fields after "(comm)": state ppid pgrp ... utime(11) stime(12)
             total += int(fields[11]) + int(fields[12])
     return total / tick
-
-
-#: Former name, kept for scripts that import it.
-_ApiServer = ApiServer
 
 
 # ---------------------------------------------------------------------------------- GC attribution
@@ -463,11 +385,11 @@ def run(ctx: Context) -> list[Table]:
         t.notes.append(f"{name} server, per worker: " + "; ".join(_tuning_note(d) for d in tuning[name]))
     t.notes.append(
         "switch (bench only): CLICKSTREAM_GC_FREEZE=0 in the API server's environment turns the "
-        "tuning of clickstream.api.runtime off"
+        "tuning of clickstream.web.gc_tuning off"
     )
 
     g = Table(
-        "5b. Garbage collections in the API server's workers during the 1-client requests (CLICKSTREAM_GC_TRACE)",
+        "5b. Garbage collections in the API server's workers during the 1-client requests (bench.gc_trace)",
         [
             "server",
             "requests",

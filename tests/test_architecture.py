@@ -132,7 +132,7 @@ class TestModuleStructure:
         assert not {m for m in imported if m.split(".")[0] in ("airflow", "fastapi", "starlette")}
 
     @pytest.mark.parametrize(
-        "module", sorted(m for m in MODULES if m.startswith(("clickstream.api", "clickstream.operators")))
+        "module", sorted(m for m in MODULES if m.startswith(("clickstream.web", "clickstream.operators")))
     )
     def test_adapters_hold_no_sql(self, module: str) -> None:
         sql = re.compile(r"\b(SELECT\s.+\sFROM|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM)\b", re.I)
@@ -287,3 +287,56 @@ class TestTheNewChecksCatchViolations:
             tmp_path, monkeypatch, "clickstream.bad", "def f():\n    from clickstream.importing import import_history\n"
         )
         assert _imported_names(module) & FORMER_IMPORT_MODULES == {"clickstream.importing"}
+
+
+# ------------------------------------------------------------------------------- one web package
+
+#: The HTTP frameworks: FastAPI, Starlette under it, and Airflow's FastAPI layer (its security helpers).
+WEB_FRAMEWORKS = ("fastapi", "starlette", "airflow.api_fastapi")
+
+
+def _in_web_package(module: str) -> bool:
+    return module == "clickstream.web" or module.startswith("clickstream.web.")
+
+
+def _web_framework_imports(module: str) -> list[str]:
+    """The imports of ``module`` (anywhere in it) that name an HTTP framework of :data:`WEB_FRAMEWORKS`."""
+    found = []
+    for node in ast.walk(_tree(module)):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        found += [
+            f"line {node.lineno}: {name}"
+            for name in names
+            if any(name == f or name.startswith(f + ".") for f in WEB_FRAMEWORKS)
+        ]
+    return found
+
+
+class TestOneWebPackage:
+    """Only :mod:`clickstream.web` speaks HTTP: the app, its routes (JSON and the page's), its error mapping;
+    the store, the hooks, the operators and the plugin module stay free of FastAPI."""
+
+    @pytest.mark.parametrize("module", sorted(m for m in MODULES if not _in_web_package(m)))
+    def test_only_clickstream_web_imports_fastapi_or_starlette(self, module: str) -> None:
+        assert _web_framework_imports(module) == [], f"{MODULES[module].relative_to(REPO_ROOT)} imports a web framework"
+
+    def test_the_web_package_is_where_they_are_imported(self) -> None:
+        assert _web_framework_imports("clickstream.web.app") != []
+
+    def test_a_web_framework_import_outside_the_web_package_is_found(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        bad = tmp_path / "bad.py"
+        bad.write_text(
+            "import os\nfrom fastapi import Depends\n\n\ndef f():\n    import starlette.requests\n"
+            "    from airflow.api_fastapi.core_api import security\n    from airflow.sdk import conf\n"
+        )
+        monkeypatch.setitem(MODULES, "clickstream.operators.bad", bad)
+        assert not _in_web_package("clickstream.operators.bad") and _in_web_package("clickstream.web.routes.page")
+        assert _web_framework_imports("clickstream.operators.bad") == [
+            "line 2: fastapi",
+            "line 6: starlette.requests",
+            "line 7: airflow.api_fastapi.core_api",
+        ]

@@ -2,7 +2,7 @@
 
 The package is layered: :mod:`clickstream.models` (shapes), :mod:`clickstream.store` (every operation,
 no Airflow), then thin adapters (:mod:`clickstream.hooks`, :mod:`clickstream.operators`,
-:mod:`clickstream.api`, :mod:`clickstream.plugin`). Importing this package is cheap and has no side effects.
+:mod:`clickstream.web`, :mod:`clickstream.plugin`). Importing this package is cheap and has no side effects.
 """
 
 from __future__ import annotations

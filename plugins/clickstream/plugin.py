@@ -7,7 +7,7 @@ scheduler, the DAG processor or a task. The store's engine is created later stil
 
 The API is served at ``<[api] base_url>/clickstream/...``, its OpenAPI document at
 ``/clickstream/openapi.json`` and its interactive docs at ``/clickstream/docs`` (also linked from the
-Airflow UI's *Docs* menu). The Clickstream page (:mod:`clickstream.ui`, ``/clickstream/ui/``) is a
+Airflow UI's *Docs* menu). The Clickstream page (:mod:`clickstream.web.routes.page`, ``/clickstream/ui/``) is a
 top-level entry of the UI's navigation, shown inside the UI at ``/plugin/clickstream``, and a tab of DAG runs.
 """
 
@@ -36,7 +36,7 @@ def base_url_path(path: str) -> str:
 
 
 def _fastapi_apps() -> list[dict[str, Any]]:
-    from clickstream.api import create_app
+    from clickstream.web.app import create_app
 
     return [{"app": create_app(), "url_prefix": URL_PREFIX, "name": "Clickstream API"}]
 
@@ -46,7 +46,7 @@ UI_ROUTE = "clickstream"
 
 
 def _external_views() -> list[dict[str, Any]]:
-    # The page (clickstream.ui) opens inside the UI, in an iframe at /plugin/<url_route>: as a top-level
+    # The page (clickstream.web.routes.page) opens inside the UI, in an iframe at /plugin/<url_route>: as a top-level
     # navigation entry, and as a tab of every DAG run (Airflow 3.3 cannot limit a tab to one DAG; the tab
     # says when a run released no batch). The UI fills in {DAG_ID} and {RUN_ID}, URL-encoded.
     return [
@@ -89,7 +89,8 @@ class _Lazy:
 
 
 class ClickstreamPlugin(AirflowPlugin):
-    """Serves the clickstream REST API (:mod:`clickstream.api`) at ``/clickstream`` in the API server."""
+    """Serves the clickstream app (:mod:`clickstream.web`: the REST API and the page) at ``/clickstream`` in the
+    API server."""
 
     name = "clickstream"
     fastapi_apps = _Lazy(_fastapi_apps)

@@ -161,8 +161,8 @@ class TestConfigSection:
         assert set(CONFIG_OPTIONS) == _keys_the_code_reads() | set(StoreConfig.__dataclass_fields__)
 
     def test_defaults_are_the_codes_defaults(self) -> None:
-        from clickstream.api.limits import DEFAULT_MAX_REQUEST_BYTES
         from clickstream.store import StoreConfig
+        from clickstream.web.limits import DEFAULT_MAX_REQUEST_BYTES
 
         for name, default in vars(StoreConfig()).items():
             assert CONFIG_OPTIONS[name][1] == str(default), name

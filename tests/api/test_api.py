@@ -75,7 +75,7 @@ class TestMounting:
 
         code = (
             "import sys, clickstream.plugin; "
-            "assert 'clickstream.api' not in sys.modules and 'fastapi' not in sys.modules, 'eager import'"
+            "assert 'clickstream.web' not in sys.modules and 'fastapi' not in sys.modules, 'eager import'"
         )
         subprocess.run([sys.executable, "-c", code], check=True, env=os.environ.copy())
 
@@ -448,8 +448,8 @@ class TestConfiguredBounds:
     def test_page_bounds_follow_the_clickstream_config(self, monkeypatch: pytest.MonkeyPatch) -> None:
         from fastapi.testclient import TestClient
 
-        from clickstream.api.app import create_app
-        from clickstream.api.deps import get_user
+        from clickstream.web.app import create_app
+        from clickstream.web.deps import get_user
 
         monkeypatch.setenv("AIRFLOW__CLICKSTREAM__MAX_PAGE", "50")
         monkeypatch.setenv("AIRFLOW__CLICKSTREAM__MAX_EVENTS", "5")
@@ -594,6 +594,33 @@ class TestStoreUnavailable:
             assert answer.status_code == 503, answer.text
             assert answer.json()["detail"].startswith("session store unavailable")
 
+    def test_no_free_pooled_connection_answers_503_busy_on_the_json_routes_and_the_page(
+        self, store_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # The pool's timeout is the store's error (Database translates it), mapped once for both faces.
+        from fastapi.testclient import TestClient
+
+        from clickstream.web.app import create_app
+        from clickstream.web.deps import get_user
+        from clickstream.web.holder import StoreHolder
+
+        monkeypatch.setenv("AIRFLOW_CONN_CLICKSTREAM_DEFAULT", airflow_conn_uri(store_url))
+        app = create_app()
+        app.dependency_overrides[get_user] = lambda: None  # the pool only; auth is covered above
+        holder = StoreHolder(
+            "clickstream_default", engine_kwargs={"pool_size": 1, "max_overflow": 0, "pool_timeout": 0.2}
+        )
+        app.state.clickstream = holder
+        with TestClient(app) as client:
+            with holder.get().engine.connect():  # the pool's only connection, taken
+                answer = client.get("/session", params={"session_id": "sess-1"})
+                assert (answer.status_code, answer.headers["Retry-After"]) == (503, "5")
+                assert answer.json() == {"detail": "session store busy: no free database connection; retry later"}
+                page = client.get("/ui/sessions", params={"session_id": "sess-1"})
+                assert (page.status_code, page.headers["Retry-After"]) == (503, "5")
+                assert "session store busy: no free database connection; retry later" in page.text
+            assert client.get("/session", params={"session_id": "sess-1"}).status_code == 404  # free again
+
 
 class TestConnectionResolution:
     def test_connection_stored_in_the_metadata_db_is_used_in_the_api_server(
@@ -602,7 +629,7 @@ class TestConnectionResolution:
         from airflow.models.connection import Connection
         from airflow.utils.session import create_session
 
-        from clickstream.api.holder import StoreHolder
+        from clickstream.web.holder import StoreHolder
 
         monkeypatch.setenv("_AIRFLOW_PROCESS_CONTEXT", "server")  # what `airflow api-server` sets
         path = sqlite_url.removeprefix("sqlite:///")

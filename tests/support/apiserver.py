@@ -1,12 +1,14 @@
-"""A real ``airflow api-server`` process for tests, which can be stopped and restarted on the same port.
+"""A real ``airflow api-server`` process for tests (and the REST benchmarks), which can be stopped and restarted
+on the same port.
 
-:class:`ApiServer` runs ``airflow api-server`` (one worker) on a fixed free loopback port with:
+:class:`ApiServer` runs ``airflow api-server`` (one worker unless told) on a fixed free loopback port with:
 
 * SimpleAuthManager users ``viewer:viewer,admin:admin`` and a passwords file (:data:`PASSWORDS`);
 * its own JWT secret;
 * the store ``store_url`` as the Connection ``clickstream_default`` (``AIRFLOW_CONN_CLICKSTREAM_DEFAULT``);
 * the test session's Airflow metadata DB (``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN``, initialised by the
-  ``airflow_db`` fixture of ``conftest.py``; request that fixture before starting a server);
+  ``airflow_db`` fixture of ``conftest.py``; request that fixture before starting a server), or
+  ``metadata_url`` (the bench gives each server its own, migrated);
 * any ``extra_env`` on top (e.g. ``AIRFLOW__CLICKSTREAM__MAX_BULK_ITEMS``).
 
 The environment is fixed when the object is built, so :meth:`ApiServer.restart` brings back the same
@@ -59,6 +61,9 @@ class ApiServer:
     :param extra_env: more environment variables, applied last (e.g. ``AIRFLOW__CLICKSTREAM__*`` keys).
     :param port: the port to listen on; default a free one, chosen once and kept across restarts.
     :param startup_timeout_s: how long :meth:`start` waits for the server to answer.
+    :param workers: API-server worker processes (``--workers``).
+    :param metadata_url: the Airflow metadata DB, already migrated; default the test session's
+        (``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`` of this process).
     """
 
     def __init__(
@@ -69,12 +74,15 @@ class ApiServer:
         extra_env: Mapping[str, str] | None = None,
         port: int | None = None,
         startup_timeout_s: float = STARTUP_TIMEOUT_S,
+        workers: int = 1,
+        metadata_url: str | None = None,
     ) -> None:
         self.store_url = store_url
         self.workdir = Path(workdir)
         self.extra_env = dict(extra_env or {})
         self.port = port or free_port()
         self.startup_timeout_s = startup_timeout_s
+        self.workers = workers
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = self.workdir / "api-server.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -86,11 +94,12 @@ class ApiServer:
         passwords = self.workdir / "passwords.json"
         passwords.write_text(json.dumps(PASSWORDS))
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__CORE__UNIT_TEST")}
+        # by default the metadata DB that the `airflow_db` fixture initialised (conftest's AIRFLOW_HOME)
+        metadata_url = metadata_url or os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
         env.update(
             {
                 "AIRFLOW_HOME": str(home),
-                # the metadata DB that the `airflow_db` fixture initialised (conftest's AIRFLOW_HOME)
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"],
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
                 "AIRFLOW__CORE__AUTH_MANAGER": _SIMPLE_AUTH_MANAGER,
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in USERS.items()),
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
@@ -126,7 +135,7 @@ class ApiServer:
                     "--port",
                     str(self.port),
                     "--workers",
-                    "1",
+                    str(self.workers),
                 ],
                 env=self.env,
                 stdout=log,

@@ -8,8 +8,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from clickstream import models
-from clickstream.ui import pages
-from clickstream.ui.svg import Category, Series, line_plot, nice_ceiling
+from clickstream.web.page import pages
+from clickstream.web.page.svg import Category, Series, line_plot, nice_ceiling
 
 SVG = "{http://www.w3.org/2000/svg}"
 

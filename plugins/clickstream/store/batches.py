@@ -19,7 +19,6 @@ from clickstream.store.checks import optional_text, validate
 
 # The page's limits moved to clickstream.store.config; re-exported here only while the REST routes and the UI
 # still import them from this module (remove once they import them from config).
-from clickstream.store.config import KEPT_POSITIONS, MAX_BATCHES_PAGE, MAX_METRICS_SERIES, MAX_POSITION  # noqa: F401
 from clickstream.store.db import Database
 from clickstream.store.errors import Conflict, InvalidInput, NotFound
 from clickstream.store.rows import ExtractPage, new_batch_id, session_dict

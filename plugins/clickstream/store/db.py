@@ -115,11 +115,14 @@ def translate_errors(dialect: str) -> Iterator[None]:
     """Database errors as store errors, for every path that talks to the database.
 
     A value the database cannot store (PostgreSQL: a NUL character in text or JSON, a number out of BIGINT
-    range) is bad input, not a server fault: :class:`InvalidInput`. Connection failures, lock time-outs and
-    deadlocks are outages: :class:`StoreUnavailable`. Anything else propagates unchanged.
+    range) is bad input, not a server fault: :class:`InvalidInput`. Connection failures, lock time-outs,
+    deadlocks and an exhausted connection pool (no free pooled connection within the pool's timeout) are
+    outages: :class:`StoreUnavailable`. Anything else propagates unchanged.
     """
     try:
         yield
+    except exc.TimeoutError as err:  # the engine's pool had no free connection in time
+        raise StoreUnavailable("session store busy: no free database connection; retry later") from err
     except exc.DataError as err:
         raise InvalidInput(f"invalid value for the {dialect} store: {_first_line(err)}") from err
     except exc.OperationalError as err:

@@ -1,4 +1,4 @@
-"""The clickstream FastAPI app and the per-process session store behind it.
+"""The clickstream FastAPI app: its routers, error handlers, body limit, and the lifespan that opens the store.
 
 :func:`create_app` builds the app (no database work). Its lifespan, entered by Airflow's API server for
 every mounted plugin app, opens the store once per process: the Airflow Connection ``[clickstream]
@@ -19,18 +19,18 @@ from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from clickstream import __version__
-from clickstream.api.admin import admin_router
-from clickstream.api.batches import batches_router, overview_router
-from clickstream.api.bulk import bulk_router
-from clickstream.api.deps import get_user
-from clickstream.api.errors import install_error_handlers
-from clickstream.api.holder import StoreHolder, get_store
-from clickstream.api.limits import DEFAULT_MAX_REQUEST_BYTES, BodySizeLimit
-from clickstream.api.runtime import tune_worker_process
-from clickstream.api.sessions import sessions_router
 from clickstream.hooks import ClickstreamHook, store_config_from_airflow
 from clickstream.store import StoreConfig, StoreError
-from clickstream.ui import ui_router
+from clickstream.web import gc_tuning
+from clickstream.web.deps import get_user
+from clickstream.web.errors import install_error_handlers
+from clickstream.web.holder import StoreHolder
+from clickstream.web.limits import DEFAULT_MAX_REQUEST_BYTES, BodySizeLimit
+from clickstream.web.routes.admin import admin_router
+from clickstream.web.routes.batches import batches_router, overview_router
+from clickstream.web.routes.bulk import bulk_router
+from clickstream.web.routes.page import page_router
+from clickstream.web.routes.sessions import sessions_router
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -57,7 +57,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(holder.get)
     except StoreError as err:
         log.warning("clickstream: %s; its routes answer 503 until the store can be opened", err.detail)
-    tune_worker_process()  # the garbage collector, once per worker process; never raises
+    # the garbage collector, once per worker process; never raises (called through its module, so a
+    # profiler can wrap it: bench/trace.py records what it did)
+    gc_tuning.tune_worker_process()
     try:
         yield
     finally:
@@ -105,6 +107,6 @@ def create_app(
     app.include_router(overview_router())
     app.include_router(bulk_router())
     app.include_router(admin_router())
-    app.include_router(ui_router(config, get_store))
+    app.include_router(page_router(config))
     app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
     return app

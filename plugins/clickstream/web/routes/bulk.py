@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from clickstream import models
-from clickstream.api.deps import StoreDep, require_write
-from clickstream.api.errors import error_responses
+from clickstream.web.deps import require_write
+from clickstream.web.errors import error_responses
+from clickstream.web.holder import StoreDep
 
 
 def bulk_router() -> APIRouter:

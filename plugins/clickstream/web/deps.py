@@ -1,4 +1,5 @@
-"""FastAPI dependencies of the clickstream API: who may call a route, and the session store.
+"""FastAPI dependencies of the clickstream app: who may call a route (the store is
+:data:`clickstream.web.holder.StoreDep`).
 
 Authorisation goes through Airflow's auth manager, so it follows whatever the deployment uses
 (SimpleAuthManager, FAB, Keycloak, ...):
@@ -20,8 +21,6 @@ from typing import TYPE_CHECKING
 from airflow.api_fastapi.core_api.security import GetUserDep, get_user
 from fastapi import HTTPException, status
 
-from clickstream.api.holder import StoreDep, get_store
-
 if TYPE_CHECKING:
     from airflow.api_fastapi.auth.managers.base_auth_manager import BaseAuthManager
     from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
@@ -29,7 +28,7 @@ if TYPE_CHECKING:
 #: Resource name of the custom-view permission that allows erasure with non-simple auth managers.
 ERASE_RESOURCE = "Clickstream user data"
 
-__all__ = ["ERASE_RESOURCE", "StoreDep", "get_store", "get_user", "require_admin", "require_write"]
+__all__ = ["ERASE_RESOURCE", "get_user", "require_admin", "require_write"]
 
 
 def _auth_manager() -> BaseAuthManager:

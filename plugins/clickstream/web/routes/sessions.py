@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query
 
 from clickstream import models
-from clickstream.api.deps import StoreDep, require_write
-from clickstream.api.errors import error_responses
 from clickstream.store import StoreConfig
+from clickstream.web.deps import require_write
+from clickstream.web.errors import error_responses
+from clickstream.web.holder import StoreDep
 
 _WRITE = [Depends(require_write)]
 

@@ -72,9 +72,9 @@ class StoreHolder:
 
 
 def get_store(request: Request) -> StoreHolder:
-    """The process's :class:`StoreHolder` (``app.state.clickstream``), the dependency of the JSON routes and
-    of the Clickstream page; handlers call its ``get()`` only once the request is valid, so invalid input
-    answers 422 even while the store is down."""
+    """The process's :class:`StoreHolder` (``app.state.clickstream``), the store dependency of every route
+    (:data:`StoreDep`: the JSON routes and the Clickstream page's); handlers call its ``get()`` only once the
+    request is valid, so invalid input answers 422 even while the store is down."""
     holder: StoreHolder = request.app.state.clickstream
     return holder
 

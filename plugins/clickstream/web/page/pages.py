@@ -1,4 +1,4 @@
-"""The Clickstream page's HTML: Jinja2 templates (autoescaped) plus the SVG plots of :mod:`clickstream.ui.svg`.
+"""The Clickstream page's HTML: Jinja2 templates (autoescaped) plus the SVG plots of :mod:`clickstream.web.page.svg`.
 
 Every function takes what the store answered (the models of :mod:`clickstream.models`) and ``ui``, the
 relative URL of the page's root (``./`` on the overview, ``../`` one level down): every link and the
@@ -18,7 +18,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from clickstream import models
-from clickstream.ui.svg import Category, Series, line_plot, nice_ceiling
+from clickstream.web.page.svg import Category, Series, line_plot, nice_ceiling
 
 #: Where the templates and the stylesheet live (inside the package: nothing comes from outside).
 HERE = Path(__file__).resolve().parent

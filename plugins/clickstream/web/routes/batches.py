@@ -6,10 +6,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Path, Query
 
 from clickstream import models
-from clickstream.api.deps import StoreDep, require_write
-from clickstream.api.errors import error_responses
 from clickstream.store import StoreConfig
-from clickstream.store.batches import MAX_BATCHES_PAGE, MAX_METRICS_SERIES, MAX_POSITION
+from clickstream.store.config import MAX_BATCHES_PAGE, MAX_METRICS_SERIES, MAX_POSITION
+from clickstream.web.deps import require_write
+from clickstream.web.errors import error_responses
+from clickstream.web.holder import StoreDep
 
 
 def batches_router(config: StoreConfig) -> APIRouter:

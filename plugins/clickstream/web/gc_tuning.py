@@ -1,4 +1,4 @@
-"""Per-process runtime settings of the clickstream API inside an API-server worker: the garbage collector.
+"""Garbage-collector tuning of an API-server worker that serves the clickstream app.
 
 Why. An Airflow API-server worker holds a large heap: Airflow, FastAPI, SQLAlchemy, pydantic schemas
 and the providers, about 630,000 objects the cyclic garbage collector tracks. A page of
@@ -32,10 +32,9 @@ Switches (environment variables of the API server):
   stay collectable); ``CLICKSTREAM_GC_FREEZE=1`` forces it on there too.
 - ``CLICKSTREAM_GC_GEN0`` (integer >= 100): the generation-0 threshold instead of :data:`GEN0_THRESHOLD`
   (also bench/tuning only).
-- ``CLICKSTREAM_GC_TRACE=<directory>``: debug hook. Record every collection of this process (generation,
-  wall-clock start, duration, objects collected) in ``<directory>/gc-<pid>.jsonl``, flushed at most once
-  a second, at most :data:`TRACE_MAX_EVENTS` collections. Works with the freeze on or off; the bench uses
-  it to attribute slow requests to collections.
+
+(The bench records every collection of its servers' workers with ``bench/trace.py``, loaded into the
+API server from outside: nothing of it ships here.)
 
 The function never raises: whatever fails is logged, and the app starts as it would without it.
 """
@@ -43,13 +42,11 @@ The function never raises: whatever fails is logged, and the app starts as it wo
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import os
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -58,17 +55,11 @@ log = logging.getLogger(__name__)
 ENV_FREEZE = "CLICKSTREAM_GC_FREEZE"
 #: Environment variable: generation-0 threshold (default :data:`GEN0_THRESHOLD`).
 ENV_GEN0 = "CLICKSTREAM_GC_GEN0"
-#: Environment variable: directory of the per-process collection trace (debug).
-ENV_TRACE = "CLICKSTREAM_GC_TRACE"
-
 #: Generation-0 threshold after the freeze (Python's default is 700).
 GEN0_THRESHOLD = 20_000
-#: The trace records at most this many collections per process.
-TRACE_MAX_EVENTS = 200_000
 
 _lock = threading.Lock()
 _tuned_pid: int | None = None
-_trace: _GcTrace | None = None
 
 
 def _enabled(value: str | None) -> bool:
@@ -85,10 +76,6 @@ def tune_worker_process() -> dict[str, Any]:
     global _tuned_pid
     try:
         with _lock:
-            try:
-                _start_trace_if_asked()
-            except Exception as err:  # the debug trace is optional
-                log.warning("clickstream: garbage-collection trace not started: %r", err)
             if _tuned_pid == os.getpid():
                 return {"action": "already"}
             _tuned_pid = os.getpid()
@@ -100,15 +87,7 @@ def tune_worker_process() -> dict[str, Any]:
                 why = f"running under pytest (set {ENV_FREEZE}=1 to tune anyway)"
             if why is not None:
                 log.info("clickstream: garbage-collector tuning disabled: %s", why)
-                return _traced(
-                    {
-                        "action": "disabled",
-                        "why": why,
-                        "pid": os.getpid(),
-                        "threshold": gc.get_threshold(),
-                        "tracked": len(gc.get_objects()) if _trace is not None else None,
-                    }
-                )
+                return {"action": "disabled", "why": why, "pid": os.getpid(), "threshold": gc.get_threshold()}
             gen0 = GEN0_THRESHOLD
             raw_gen0 = os.environ.get(ENV_GEN0)
             if raw_gen0:
@@ -131,7 +110,6 @@ def tune_worker_process() -> dict[str, Any]:
                 "threshold": gc.get_threshold(),
                 "previous_threshold": old,
             }
-        _traced(did)
         log.info(
             "clickstream: garbage collector tuned for this API-server process (pid %d): %d startup objects "
             "frozen, %d freed, in %.0f ms; thresholds %s -> %s",
@@ -149,66 +127,3 @@ def tune_worker_process() -> dict[str, Any]:
         except Exception:  # logging itself failed; nothing else to do
             pass
         return {"action": "failed", "error": repr(err)}
-
-
-# ------------------------------------------------------------------------------------ debug trace
-
-
-def _traced(did: dict[str, Any]) -> dict[str, Any]:
-    """Add what the tuning did to the trace (a ``{"tuning": ...}`` line), when tracing."""
-    if _trace is not None:
-        with _trace.path.open("a") as f:
-            f.write(json.dumps({"tuning": did}, default=str) + "\n")
-    return did
-
-
-class _GcTrace:
-    """``gc.callbacks`` hook: one JSON line per collection (``gen``, ``t`` wall start, ``ms``, ``collected``)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.pending: list[tuple[int, float, float, int]] = []
-        self.count = 0
-        self.started = 0.0
-        self.wall = 0.0
-        self.last_flush = time.monotonic()
-
-    def __call__(self, phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            self.wall = time.time()
-            self.started = time.perf_counter()
-            return
-        if self.count >= TRACE_MAX_EVENTS:
-            if self.pending:
-                self.flush()
-            return
-        self.count += 1
-        gen = info.get("generation", -1)
-        self.pending.append((gen, self.wall, (time.perf_counter() - self.started) * 1000, info.get("collected", 0)))
-        now = time.monotonic()
-        if gen == 2 or now - self.last_flush >= 1.0:
-            self.flush(now)
-
-    def flush(self, now: float | None = None) -> None:
-        pending, self.pending = self.pending, []
-        self.last_flush = time.monotonic() if now is None else now
-        if pending and self.count <= TRACE_MAX_EVENTS:
-            try:
-                with self.path.open("a") as f:
-                    f.write(
-                        "".join(f'{{"gen":{g},"t":{t:.6f},"ms":{ms:.3f},"collected":{c}}}\n' for g, t, ms, c in pending)
-                    )
-            except OSError:  # a debug aid must not break the server: stop tracing
-                self.count = TRACE_MAX_EVENTS + 1
-
-
-def _start_trace_if_asked() -> None:
-    global _trace
-    folder = os.environ.get(ENV_TRACE)
-    if not folder or (_trace is not None and _trace.path.name == f"gc-{os.getpid()}.jsonl"):
-        return
-    path = Path(folder) / f"gc-{os.getpid()}.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _trace = _GcTrace(path)
-    gc.callbacks.append(_trace)
-    log.info("clickstream: tracing garbage collections of pid %d to %s", os.getpid(), path)

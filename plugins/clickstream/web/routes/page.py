@@ -7,37 +7,32 @@ document).
 * ``/ui/dag_run?dag_id=&run_id=``: the tab of a DAG run: the batch released under ``<dag_id>/<run_id>``;
 * ``/ui/static/clickstream.css``: the stylesheet.
 
-They read through the same store methods as the JSON routes, need the same authenticated Airflow user
-(the app's ``get_user``: the UI's ``_token`` cookie inside the UI's iframe; any role, reads only), and
-answer every error as an HTML page with the API's message: 401 without a login (with a link to Airflow's
-login), 404 for an unknown id, 422 for bad input naming the parameter, 503 while the store is down.
+They read through the same store dependency and store methods as the JSON routes, need the same
+authenticated Airflow user (the app's ``get_user``: the UI's ``_token`` cookie inside the UI's iframe; any
+role, reads only), and answer every error as an HTML page with the status and message the JSON routes
+answer (:func:`clickstream.web.errors.error_answer`): 401 without a login (with a link to Airflow's login),
+404 for an unknown id, 422 for bad input naming the parameter, 503 while the store is down or busy.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
-from sqlalchemy import exc as sa_exc
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
 
 from clickstream.models import MAX_BIGINT, BatchSummary
-from clickstream.store import NotFound, StoreConfig, StoreError
-from clickstream.store.batches import KEPT_POSITIONS
-from clickstream.store.errors import errors_detail
-from clickstream.ui import pages
+from clickstream.store import NotFound, StoreConfig
+from clickstream.store.config import KEPT_POSITIONS
+from clickstream.web.errors import error_answer
+from clickstream.web.holder import StoreDep
+from clickstream.web.page import pages
 
 if TYPE_CHECKING:
-    from clickstream.api.holder import StoreHolder
     from clickstream.store import SessionStore
-
-log = logging.getLogger(__name__)
 
 #: Where the router is mounted in the plugin's app (so at ``<base path>/clickstream/ui/``).
 PREFIX = "/ui"
@@ -74,17 +69,8 @@ class HtmlRoute(APIRoute):
         async def route(request: Request) -> Response:
             try:
                 return await handler(request)
-            except HTTPException as err:
-                return _error(ui, err.status_code, str(err.detail))
-            except RequestValidationError as err:
-                return _error(ui, 422, errors_detail(err.errors()) or "invalid request")
-            except StoreError as err:
-                return _error(ui, err.http_status, err.detail)
-            except sa_exc.TimeoutError:  # no free pooled connection, as the JSON routes answer it
-                return _error(ui, 503, "session store busy: no free database connection; retry later")
             except Exception as err:
-                log.exception("clickstream page: unexpected error", exc_info=err)
-                return _error(ui, 500, f"internal error ({type(err).__name__}); see the API server log")
+                return _error_page(ui, err)
 
         return route
 
@@ -103,23 +89,21 @@ _HINTS = {
 }
 
 
-def _error(ui: str, status: int, detail: str) -> HTMLResponse:
-    if status >= 500:
-        log.warning("clickstream page: %s %s", status, detail)
+def _error_page(ui: str, err: Exception) -> HTMLResponse:
+    answer = error_answer(err, where="page")
+    status = answer.status
     page = pages.error_page(
-        ui=ui, status=status, title=_TITLES.get(status, "Error"), detail=detail, hints=_HINTS.get(status, ())
+        ui=ui, status=status, title=_TITLES.get(status, "Error"), detail=answer.detail, hints=_HINTS.get(status, ())
     )
     response = html(page, status_code=status)
-    if status == 503:
-        response.headers["Retry-After"] = "5"
+    response.headers.update(answer.headers)
     return response
 
 
-def ui_router(config: StoreConfig, get_store: Callable[[Request], StoreHolder]) -> APIRouter:
-    """The page's routes; ``config`` bounds the sessions and events asked for (``max_page``, ``max_events``);
-    ``get_store`` is the app's store dependency (:func:`clickstream.api.holder.get_store`, passed in: the API
-    package imports this one). Handlers call the holder's ``get()`` once the request is valid, so bad input
-    answers 422 even while the store is down."""
+def page_router(config: StoreConfig) -> APIRouter:
+    """The page's routes; ``config`` bounds the sessions and events asked for (``max_page``, ``max_events``).
+    Handlers call the store holder's ``get()`` once the request is valid, so bad input answers 422 even
+    while the store is down."""
     router = APIRouter(prefix=PREFIX, include_in_schema=False, route_class=HtmlRoute)
     page_max = min(100, config.max_page)
     page_default = min(20, page_max)
@@ -148,7 +132,7 @@ def ui_router(config: StoreConfig, get_store: Callable[[Request], StoreHolder]) 
 
     @router.get("/", response_class=HTMLResponse)
     def overview(
-        store: StoreHolder = Depends(get_store),
+        store: StoreDep,
         before: str | None = Query(None, min_length=1, max_length=128, description="older than this batch"),
         limit: int = Query(20, ge=1, le=100, description="batches per page"),
         points: int = Query(100, ge=1, le=1000, description="released batches on the plots"),
@@ -161,7 +145,7 @@ def ui_router(config: StoreConfig, get_store: Callable[[Request], StoreHolder]) 
     @router.get("/batches/{batch_id}", response_class=HTMLResponse)
     def batch(
         batch_id: str,
-        store: StoreHolder = Depends(get_store),
+        store: StoreDep,
         after_number: int = Query(0, ge=0, le=MAX_BIGINT, description="sessions numbered above this"),
         limit: int = Query(page_default, ge=1, le=page_max, description="sessions per page"),
     ) -> HTMLResponse:
@@ -170,7 +154,7 @@ def ui_router(config: StoreConfig, get_store: Callable[[Request], StoreHolder]) 
 
     @router.get("/sessions", response_class=HTMLResponse)
     def session(
-        store: StoreHolder = Depends(get_store),
+        store: StoreDep,
         session_id: str | None = Query(None, min_length=1, max_length=128, description="the session to show"),
     ) -> HTMLResponse:
         if session_id is None:
@@ -184,7 +168,7 @@ def ui_router(config: StoreConfig, get_store: Callable[[Request], StoreHolder]) 
 
     @router.get("/dag_run", response_class=HTMLResponse)
     def dag_run(
-        store: StoreHolder = Depends(get_store),
+        store: StoreDep,
         dag_id: str = Query(min_length=1, max_length=250, description="the DAG of the run"),
         run_id: str = Query(min_length=1, max_length=250, description="the run"),
         after_number: int = Query(0, ge=0, le=MAX_BIGINT, description="sessions numbered above this"),
@@ -225,4 +209,4 @@ def ui_router(config: StoreConfig, get_store: Callable[[Request], StoreHolder]) 
     return router
 
 
-__all__ = ["PREFIX", "RELEASE_DAG_ID", "relative_root", "ui_router"]
+__all__ = ["PREFIX", "RELEASE_DAG_ID", "page_router", "relative_root"]
