@@ -475,20 +475,30 @@ def _em(
     mu = min(max(total_m / max(float(exams.sum()), _EPS), 1e-6), 1 - 1e-6)
     gamma = np.clip((pair_m + s * mu) / (exams + s + _EPS), 0.0, 1.0)
     safe_pos_n = np.where(pos_n > 0, pos_n, 1.0)
+    pos_m = np.bincount(f_pos, weights=f_m, minlength=K1)
     change = math.inf
     converged = False
     it = 0
+    # per row, with tg = θγ and w = (n - m) / (1 - θγ): expected examined = m + w(θ - θγ), expected
+    # attractive = m + w(γ - θγ); the clicks' sums are constant, so only the w terms are summed each time
+    R = f_pos.size
+    t, g, tg, w, tmp = (np.empty(R) for _ in range(5))
     for it in range(1, max_iter + 1):
-        t = theta[f_pos]
-        g = gamma[f_pair]
-        w = f_rest / np.maximum(1.0 - t * g, _EPS)
-        exam = f_m + w * t * (1.0 - g)
-        attr = f_m + w * (1.0 - t) * g
-        new_theta = np.bincount(f_pos, weights=exam, minlength=K1) / safe_pos_n
+        np.take(theta, f_pos, out=t)
+        np.take(gamma, f_pair, out=g)
+        np.multiply(t, g, out=tg)
+        np.subtract(1.0, tg, out=w)
+        np.maximum(w, _EPS, out=w)
+        np.divide(f_rest, w, out=w)
+        np.subtract(t, tg, out=tmp)
+        tmp *= w
+        new_theta = (pos_m + np.bincount(f_pos, weights=tmp, minlength=K1)) / safe_pos_n
         new_theta[~ident] = 0.0
         new_theta[1] = 1.0
-        mu = min(max(total_m / max(float(f_n @ t), _EPS), 1e-6), 1 - 1e-6)
-        new_gamma = (np.bincount(f_pair, weights=attr, minlength=P) + s * mu) / (pair_n + s)
+        np.subtract(g, tg, out=tmp)
+        tmp *= w
+        mu = min(max(total_m / max(float(pos_n @ theta), _EPS), 1e-6), 1 - 1e-6)
+        new_gamma = (pair_m + np.bincount(f_pair, weights=tmp, minlength=P) + s * mu) / (pair_n + s)
         change = max(float(np.abs(new_theta - theta).max()), float(np.abs(new_gamma - gamma).max()))
         theta, gamma = new_theta, new_gamma
         if log_every and it % log_every == 0:
