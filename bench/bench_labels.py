@@ -1,4 +1,4 @@
-"""9. Training labels (issue 22): the PBM fit scored against the synthetic generator's known truth.
+"""10. Training labels (issue 22): the PBM fit scored against the synthetic generator's known truth.
 
 No database: ``--sessions`` sessions come from ``clickstream.synthetic.generate(..., truth=pbm_truth(eta=1))``
 and are aggregated in Python by the same rules the store will follow (``clickstream.signal.counts``).
