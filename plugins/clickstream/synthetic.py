@@ -16,6 +16,12 @@
 the store's clock) and returns counts. From a shell::
 
     python -m clickstream.synthetic --url sqlite:////tmp/store.db --sessions 10000 --release-id demo-1
+
+**Ground-truth mode** (``generate(..., truth=pbm_truth(...))``, or ``--eta`` / ``--truth-out`` on the
+command line): clicks follow a position-based click model with *known* parameters, so that the training
+signal's estimates (``clickstream.signal``) can be scored against them. See :class:`PBMTruth`::
+
+    python -m clickstream.synthetic --url sqlite:////tmp/store.db --sessions 20000 --eta 1 --truth-out /tmp/truth.json
 """
 
 from __future__ import annotations
@@ -24,11 +30,13 @@ import argparse
 import bisect
 import itertools
 import json
+import math
 import random
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
@@ -153,6 +161,7 @@ def generate(
     late_rate: float = 0.05,
     duplicate_rate: float = 0.01,
     events_first_rate: float = 0.02,
+    truth: PBMTruth | None = None,
 ) -> Iterator[SyntheticSession]:
     """Yield ``n_sessions`` synthetic sessions, deterministic for ``seed`` and ``start_ms``.
 
@@ -170,9 +179,29 @@ def generate(
     :param late_rate: share of sessions with clicks that arrive after the release.
     :param duplicate_rate: share of sessions whose client pushes its events twice.
     :param events_first_rate: share of sessions whose events are pushed before the registration.
+    :param truth: ground-truth mode: queries, candidates, rankings and clicks come from this known
+        position-based model (see :class:`PBMTruth`); ``n_queries`` and ``n_objects`` are then the truth's.
+        Without it (the default) the sessions are exactly those of earlier versions for the same seed.
     """
     if n_sessions < 0:
         raise ValueError(f"n_sessions must be >= 0, got {n_sessions}")
+    if truth is not None:
+        yield from _generate_truth(
+            n_sessions,
+            truth,
+            seed=seed,
+            start_ms=start_ms,
+            span_ms=span_ms,
+            id_prefix=id_prefix,
+            n_users=n_users,
+            zipf_s=zipf_s,
+            payload_search_rate=payload_search_rate,
+            irrelevant_rate=irrelevant_rate,
+            late_rate=late_rate,
+            duplicate_rate=duplicate_rate,
+            events_first_rate=events_first_rate,
+        )
+        return
     rng = random.Random(seed)
     prefix = id_prefix if id_prefix is not None else f"sess-{seed}"
     queries = _query_pool(random.Random(seed * 7919 + 1), n_queries)
@@ -257,6 +286,257 @@ def generate(
                         "event_type": "navigate",
                         "created_at": t,
                         "meta": {"from": "related"},
+                    }
+                )
+        late: list[dict[str, Any]] = []
+        if events and rng.random() < late_rate:
+            cut = rng.randrange(len(events))
+            events, late = events[:cut], events[cut:]
+        yield SyntheticSession(
+            session,
+            events,
+            late,
+            duplicate_push=bool(events) and rng.random() < duplicate_rate,
+            events_first=bool(events) and rng.random() < events_first_rate,
+        )
+
+
+# ------------------------------------------------------------------------------------ ground-truth mode
+
+
+@dataclass(frozen=True)
+class PBMTruth:
+    """A known position-based click model: what :func:`generate` draws clicks from in ground-truth mode.
+
+    * examination ``θ_k = (1/k)^eta`` for positions ``k = 1..max_position`` (``θ_1 = 1``);
+    * a fixed pool of queries (``queries``, already normalized: lowercase ASCII, single spaces), asked with
+      Zipf popularity (``generate``'s ``zipf_s``; index 0 is the most popular);
+    * per query, ``candidates`` (distinct object ids) with an attractiveness ``gamma`` each, drawn from
+      Beta(``gamma_a``, ``gamma_b``), and an engine score ``score`` (``engine_quality · logit(γ)`` plus
+      unit Gaussian noise: the engine is correlated with, not equal to, the truth);
+    * each session ranks the query's candidates by score plus Gaussian noise of ``ranking_noise`` (so one
+      object appears at several positions across sessions) and shows the top ``page`` of them, a page being
+      one of ``page_sizes`` (equally likely); a shown result at position ``k`` is clicked with probability
+      ``θ_k · γ`` (Bernoulli, independently);
+    * a share ``variant_rate`` of the sessions type the query differently (upper case, title case, extra or
+      exotic whitespace, fullwidth letters) but normalizing to the same key;
+    * payload-search sessions (no query) click random results, and sessions the user marked irrelevant
+      click with probability ``θ_k · (1 - γ)``: both must be left out of a fit, or they bias it.
+
+    Build one with :func:`pbm_truth`. :meth:`as_json` is the file ``--truth-out`` writes.
+    """
+
+    eta: float
+    theta: tuple[float, ...]
+    queries: tuple[str, ...]
+    candidates: tuple[tuple[str, ...], ...]
+    gamma: tuple[tuple[float, ...], ...]
+    score: tuple[tuple[float, ...], ...]
+    seed: int = 0
+    ranking_noise: float = 2.0
+    page_sizes: tuple[int, ...] = (10, 20)
+    variant_rate: float = 0.3
+    gamma_a: float = 1.0
+    gamma_b: float = 2.0
+
+    @property
+    def max_position(self) -> int:
+        return len(self.theta)
+
+    def gamma_by_pair(self) -> dict[tuple[str, str], float]:
+        """``γ`` per (normalized query, object_id)."""
+        return {
+            (q, obj): g
+            for q, objs, gs in zip(self.queries, self.candidates, self.gamma, strict=True)
+            for obj, g in zip(objs, gs, strict=True)
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        """The truth as JSON: the model's parameters, ``theta`` (positions 1..), ``gamma`` by query then object."""
+        return {
+            "model": "pbm",
+            "eta": self.eta,
+            "seed": self.seed,
+            "max_position": self.max_position,
+            "theta": list(self.theta),
+            "ranking_noise": self.ranking_noise,
+            "page_sizes": list(self.page_sizes),
+            "variant_rate": self.variant_rate,
+            "gamma_prior": {"a": self.gamma_a, "b": self.gamma_b},
+            "gamma": {
+                q: dict(zip(objs, gs, strict=True))
+                for q, objs, gs in zip(self.queries, self.candidates, self.gamma, strict=True)
+            },
+        }
+
+    def write(self, path: str | Path) -> None:
+        """Write :meth:`as_json` to ``path``."""
+        Path(path).write_text(json.dumps(self.as_json(), indent=1) + "\n")
+
+
+def pbm_truth(
+    *,
+    seed: int = 0,
+    eta: float = 1.0,
+    max_position: int = 20,
+    n_queries: int = 50,
+    n_candidates: int = 20,
+    n_objects: int = 5000,
+    gamma_a: float = 1.0,
+    gamma_b: float = 2.0,
+    engine_quality: float = 1.0,
+    ranking_noise: float = 2.0,
+    page_sizes: tuple[int, ...] = (10, 20),
+    variant_rate: float = 0.3,
+) -> PBMTruth:
+    """A ground truth for :func:`generate` (see :class:`PBMTruth`), deterministic for its arguments.
+
+    :param eta: examination decays as ``θ_k = (1/k)^eta``.
+    :param max_position: positions with a ``θ``; no page is longer.
+    :param n_queries: the query pool (at most the generator's distinct query texts, about 2,000). The defaults
+        (50 queries of 20 candidates, 1,000 pairs) give most pairs enough examinations in 200,000 sessions
+        for ``γ`` to be measurable within a few hundredths: with many more pairs per session the error of
+        any estimate is the sampling noise of the few clicks each pair gets.
+    :param n_candidates: objects per query (at least the longest page).
+    :param gamma_a: ``γ`` ~ Beta(``gamma_a``, ``gamma_b``) per (query, object).
+    :param engine_quality: weight of ``logit(γ)`` in the engine's score (0: a ranking unrelated to ``γ``).
+    :param ranking_noise: standard deviation of the per-session noise added to the scores before sorting.
+    :param page_sizes: results shown per session, one of these, equally likely.
+    :param variant_rate: share of sessions typing the query in another form with the same normalized key.
+    """
+    if not (eta >= 0 and math.isfinite(eta)):
+        raise ValueError(f"eta: expected a finite number >= 0, got {eta!r}")
+    if max_position < 1:
+        raise ValueError(f"max_position: expected >= 1, got {max_position!r}")
+    if not page_sizes or min(page_sizes) < 1 or max(page_sizes) > min(max_position, n_candidates):
+        raise ValueError(
+            f"page_sizes: expected sizes between 1 and min(max_position, n_candidates), got {page_sizes!r}"
+        )
+    if n_candidates > n_objects:
+        raise ValueError(f"n_candidates: expected <= n_objects ({n_objects}), got {n_candidates!r}")
+    rng = random.Random(f"pbm-truth-{seed}")
+    queries = _query_pool(random.Random(seed * 7919 + 1), n_queries)
+    if len(queries) < n_queries:
+        raise ValueError(f"n_queries: at most {len(queries)} distinct queries, got {n_queries}")
+    candidates, gammas, scores = [], [], []
+    for _ in queries:
+        objs = [f"obj-{i}" for i in rng.sample(range(n_objects), n_candidates)]
+        gs = [min(max(rng.betavariate(gamma_a, gamma_b), 1e-4), 1 - 1e-4) for _ in objs]
+        candidates.append(tuple(objs))
+        gammas.append(tuple(gs))
+        scores.append(tuple(engine_quality * math.log(g / (1 - g)) + rng.gauss(0.0, 1.0) for g in gs))
+    return PBMTruth(
+        eta=float(eta),
+        theta=tuple((1.0 / k) ** eta for k in range(1, max_position + 1)),
+        queries=tuple(queries),
+        candidates=tuple(candidates),
+        gamma=tuple(gammas),
+        score=tuple(scores),
+        seed=seed,
+        ranking_noise=ranking_noise,
+        page_sizes=tuple(page_sizes),
+        variant_rate=variant_rate,
+        gamma_a=gamma_a,
+        gamma_b=gamma_b,
+    )
+
+
+def _fullwidth(text: str) -> str:
+    return "".join("\u3000" if c == " " else chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+
+
+_VARIANTS: tuple[Callable[[str], str], ...] = (
+    str.upper,
+    str.title,
+    lambda q: "  " + q.replace(" ", "   ") + " ",
+    lambda q: "\t" + q.replace(" ", "\u00a0") + "\n",
+    _fullwidth,
+    lambda q: _fullwidth(q[: len(q) // 2]) + q[len(q) // 2 :].upper(),
+)
+
+
+def query_variant(query: str, rng: random.Random) -> str:
+    """``query`` typed another way (case, whitespace, fullwidth forms); it normalizes back to ``query``."""
+    return rng.choice(_VARIANTS)(query)
+
+
+def _generate_truth(
+    n_sessions: int,
+    truth: PBMTruth,
+    *,
+    seed: int,
+    start_ms: int,
+    span_ms: int,
+    id_prefix: str | None,
+    n_users: int,
+    zipf_s: float,
+    payload_search_rate: float,
+    irrelevant_rate: float,
+    late_rate: float,
+    duplicate_rate: float,
+    events_first_rate: float,
+) -> Iterator[SyntheticSession]:
+    rng = random.Random(f"pbm-sessions-{seed}")
+    prefix = id_prefix if id_prefix is not None else f"sess-{seed}"
+    cdf = _zipf_cdf(len(truth.queries), zipf_s)
+    total = cdf[-1]
+    step = span_ms / max(n_sessions, 1)
+    width = max(6, len(str(n_sessions)))
+    theta = truth.theta
+    n_objects = max(int(o[4:]) for objs in truth.candidates for o in objs) + 1
+    for i in range(n_sessions):
+        created = start_ms + int(i * step + rng.random() * step)
+        sid = f"{prefix}-{i:0{width}d}"
+        payload_search = rng.random() < payload_search_rate
+        qi = bisect.bisect_left(cdf, rng.random() * total)
+        page = rng.choice(truth.page_sizes)
+        if payload_search:
+            shown = [(f"obj-{rng.randrange(n_objects)}", 0.5, 0.0) for _ in range(rng.randint(5, 10))]
+        else:
+            noisy = sorted(
+                (
+                    (s + rng.gauss(0.0, truth.ranking_noise), obj, g)
+                    for obj, g, s in zip(truth.candidates[qi], truth.gamma[qi], truth.score[qi], strict=True)
+                ),
+                reverse=True,
+            )
+            shown = [(obj, g, sc) for sc, obj, g in noisy[:page]]
+        irrelevant = (not payload_search) and rng.random() < irrelevant_rate
+        query = truth.queries[qi]
+        if not payload_search and rng.random() < truth.variant_rate:
+            query = query_variant(query, rng)
+        session: dict[str, Any] = {
+            "session_id": sid,
+            "search_query": None if payload_search else query,
+            "search_results": [
+                {"object_id": obj, "rank": float(r), "meta": {"score": round(sc, 4)}}
+                for r, (obj, _, sc) in enumerate(shown, start=1)
+            ],
+            "search_meta": {
+                "latency_ms": int(rng.lognormvariate(4.8, 0.5)),
+                "engine": "pbm-truth",
+                "total_hits": len(truth.candidates[qi]),
+            },
+            "payload_filter": {"task": rng.choice(_TASKS)} if payload_search else None,
+            "sort_by": None,
+            "user_id": None if rng.random() < 0.05 else f"user-{int(rng.paretovariate(1.2)) % n_users}",
+            "created_at": created,
+            "is_irrelevant": irrelevant,
+            "is_payload_search": payload_search,
+        }
+        events: list[dict[str, Any]] = []
+        t = created
+        for rank, (obj, g, _) in enumerate(shown, start=1):
+            p = theta[rank - 1] * (1.0 - g if irrelevant else g)
+            if rng.random() < p:
+                t += rng.randint(500, 5_000)
+                events.append(
+                    {
+                        "event_id": f"evt-{len(events):03d}",
+                        "object_id": obj,
+                        "event_type": "click",
+                        "created_at": t,
+                        "meta": {"clicked_rank": rank},
                     }
                 )
         late: list[dict[str, Any]] = []
@@ -444,9 +724,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--id-prefix", default=None, help="session id prefix (default sess-<seed>)")
     parser.add_argument("--progress", type=int, default=0, metavar="N", help="print progress every N sessions")
+    parser.add_argument(
+        "--eta",
+        type=float,
+        default=None,
+        help="ground-truth mode: clicks from a position-based model with examination (1/k)^ETA (default 1 "
+        "when --truth-out is given)",
+    )
+    parser.add_argument(
+        "--truth-out", type=Path, default=None, help="ground-truth mode: write the model's truth (θ, γ) as JSON here"
+    )
     args = parser.parse_args(argv)
     if args.sessions < 0:
         parser.error("--sessions must be >= 0")
+    if args.eta is not None and not (args.eta >= 0 and math.isfinite(args.eta)):
+        parser.error("--eta must be a finite number >= 0")
+    truth = None
+    if args.eta is not None or args.truth_out is not None:
+        truth = pbm_truth(seed=args.seed, eta=1.0 if args.eta is None else args.eta)
+    if truth is not None and args.truth_out is not None:
+        truth.write(args.truth_out)
+    generate_kwargs: dict[str, Any] = {"truth": truth} if truth is not None else {}
     counts = seed_store(
         args.url,
         args.sessions,
@@ -454,6 +752,7 @@ def main(argv: list[str] | None = None) -> int:
         release_id=args.release_id,
         id_prefix=args.id_prefix,
         log_every=args.progress,
+        **generate_kwargs,
     )
     print(json.dumps(counts.as_dict(), indent=2))
     return 0
