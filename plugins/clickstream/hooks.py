@@ -26,7 +26,9 @@ def store_config_from_airflow() -> StoreConfig:
     defaults = StoreConfig()
     return StoreConfig(
         **{
-            name: conf.getint("clickstream", name, fallback=getattr(defaults, name))
+            name: (conf.get if isinstance(getattr(defaults, name), str) else conf.getint)(
+                "clickstream", name, fallback=getattr(defaults, name)
+            )
             for name in StoreConfig.__dataclass_fields__
         }
     )

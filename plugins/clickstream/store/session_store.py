@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from clickstream.store.analytics import AnalyticsOperations
 from clickstream.store.batches import BatchOperations
 from clickstream.store.checks import Checks
 from clickstream.store.config import StoreConfig, now_ms
@@ -28,7 +29,14 @@ from clickstream.store.retention import RetentionOperations
 from clickstream.store.sessions import SessionOperations
 
 
-class SessionStore(SessionOperations, BatchOperations, ImprovementOperations, ErasureOperations, RetentionOperations):
+class SessionStore(
+    SessionOperations,
+    BatchOperations,
+    ImprovementOperations,
+    ErasureOperations,
+    RetentionOperations,
+    AnalyticsOperations,
+):
     """The clickstream session store on PostgreSQL or SQLite.
 
     Every public method is one operation of docs/store.md and, unless its docstring says otherwise, runs in
