@@ -37,6 +37,7 @@ BENCHMARKS = {
     "rest-ingest": "bench_rest_ingest",
     "retention": "bench_retention",
     "overview": "bench_overview",
+    "analytics": "bench_analytics",
 }
 
 

@@ -266,41 +266,54 @@ GROUP BY r.pos
 SELECT jsonb_array_elements_text(CAST(:batch_ids AS jsonb))
 
 -- name: analytics_query_sessions
--- Aggregation pass: per raw query of batch :batch_id's keyword sessions: sessions, those with a click (any
--- 'click' event, as batch_event_counts), the reciprocal-rank sum of the first click (as batch_rr_sum),
--- results shown (array lengths), sessions without results, sessions flagged irrelevant.
-SELECT s.search_query AS query, count(*) AS sessions, count(fc.session_id) AS sessions_with_click,
-       coalesce(sum(1.0 / fc.pos), 0) AS rr_sum,
+-- Aggregation pass: per raw query of batch :batch_id's keyword sessions: sessions, results shown (array
+-- lengths), sessions without results, sessions flagged irrelevant.
+SELECT s.search_query AS query, count(*) AS sessions,
        coalesce(sum(jsonb_array_length(s.search_results)), 0) AS results_shown_sum,
        count(*) FILTER (WHERE jsonb_array_length(s.search_results) = 0) AS no_result_sessions,
        count(*) FILTER (WHERE s.is_irrelevant) AS irrelevant_sessions
 FROM cs_session s
-LEFT JOIN (
-    SELECT f.session_id,
-           (SELECT min(o.pos) FROM jsonb_array_elements(f.search_results) WITH ORDINALITY AS o(v, pos)
-            WHERE o.v ->> 'object_id' = f.object_id) AS pos
-    FROM (SELECT DISTINCT ON (e.session_id) e.session_id, e.object_id, s.search_results
-          FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
-          WHERE s.batch_id = :batch_id AND e.event_type = 'click'
-            AND NOT s.is_payload_search AND s.search_query IS NOT NULL
-          ORDER BY e.session_id, e.created_at, e.event_seq) f
-) fc ON fc.session_id = s.session_id
 WHERE s.batch_id = :batch_id AND NOT s.is_payload_search AND s.search_query IS NOT NULL
 GROUP BY s.search_query
 
+-- name: analytics_query_first_clicks
+-- Aggregation pass: per raw query of batch :batch_id's keyword sessions: sessions with a click (any 'click'
+-- event, as batch_event_counts) and the reciprocal-rank sum of their first click (as batch_rr_sum).
+SELECT f.search_query AS query, count(*) AS sessions_with_click,
+       coalesce(sum(1.0 / (SELECT min(o.pos) FROM jsonb_array_elements(f.search_results) WITH ORDINALITY AS o(v, pos)
+                           WHERE o.v ->> 'object_id' = f.object_id)), 0) AS rr_sum
+FROM (SELECT DISTINCT ON (e.session_id) e.session_id, e.object_id, s.search_query, s.search_results
+      FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
+      WHERE s.batch_id = :batch_id AND e.event_type = 'click'
+        AND NOT s.is_payload_search AND s.search_query IS NOT NULL
+      ORDER BY e.session_id, e.created_at, e.event_seq) f
+GROUP BY f.search_query
+
 -- name: analytics_impressions
 -- Aggregation pass: per (raw query, object, 1-based position, irrelevant flag) of batch :batch_id's keyword
--- sessions: sessions showing the object there (a result listed twice counts at its first position only),
--- those with a 'click' on it (clicks) and those with an event of :label_event_types (a JSON array of texts)
--- on it (label_clicks). Only clicked sessions' events are joined.
-WITH r AS (
-    SELECT s.session_id, s.search_query, s.is_irrelevant, o.object_id, o.position
+-- sessions, the sessions showing the object there (a result listed twice counts at its first position
+-- only). Sessions are first grouped by (query, flag, list of object ids): sessions of a query that show the
+-- same results are expanded once, not once each.
+WITH g AS (
+    SELECT s.search_query, s.is_irrelevant, jsonb_path_query_array(s.search_results, '$[*].object_id') AS ids,
+           count(*) AS n
     FROM cs_session s
-    CROSS JOIN LATERAL (SELECT x.v ->> 'object_id' AS object_id, min(x.pos) AS position
-                        FROM jsonb_array_elements(s.search_results) WITH ORDINALITY AS x(v, pos)
-                        GROUP BY 1) o
-    WHERE s.batch_id = :batch_id AND NOT s.is_payload_search AND s.search_query IS NOT NULL),
-t AS (SELECT jsonb_array_elements_text(CAST(:label_event_types AS jsonb)) AS event_type),
+    WHERE s.batch_id = :batch_id AND NOT s.is_payload_search AND s.search_query IS NOT NULL
+    GROUP BY s.search_query, s.is_irrelevant, 3)
+SELECT g.search_query AS query, o.object_id, o.position, g.is_irrelevant AS irrelevant, sum(g.n) AS shown
+FROM g
+CROSS JOIN LATERAL (SELECT x.v #>> '{}' AS object_id, min(x.pos) AS position
+                    FROM jsonb_array_elements(g.ids) WITH ORDINALITY AS x(v, pos)
+                    GROUP BY 1) o
+GROUP BY g.search_query, o.object_id, o.position, g.is_irrelevant
+
+-- name: analytics_impression_clicks
+-- Aggregation pass: per (raw query, object, position, irrelevant flag) of batch :batch_id's keyword
+-- sessions, those with a 'click' on the object shown there (clicks) and those with an event of
+-- :label_event_types (a JSON array of texts) on it (label_clicks): once a session, at the object's first
+-- position; events on objects not shown are left out. Starts from the events, so only sessions with such
+-- an event have their results expanded.
+WITH t AS (SELECT jsonb_array_elements_text(CAST(:label_event_types AS jsonb)) AS event_type),
 c AS (
     SELECT e.session_id, e.object_id,
            max(CASE WHEN e.event_type = 'click' THEN 1 ELSE 0 END) AS clicked,
@@ -309,10 +322,15 @@ c AS (
     WHERE s.batch_id = :batch_id AND NOT s.is_payload_search AND s.search_query IS NOT NULL
       AND (e.event_type = 'click' OR e.event_type IN (SELECT event_type FROM t))
     GROUP BY e.session_id, e.object_id)
-SELECT r.search_query AS query, r.object_id, r.position, r.is_irrelevant AS irrelevant, count(*) AS shown,
-       coalesce(sum(c.clicked), 0) AS clicks, coalesce(sum(c.labelled), 0) AS label_clicks
-FROM r LEFT JOIN c ON c.session_id = r.session_id AND c.object_id = r.object_id
-GROUP BY r.search_query, r.object_id, r.position, r.is_irrelevant
+SELECT s.search_query AS query, c.object_id, p.position, s.is_irrelevant AS irrelevant,
+       sum(c.clicked) AS clicks, sum(c.labelled) AS label_clicks
+FROM c
+JOIN cs_session s ON s.session_id = c.session_id
+CROSS JOIN LATERAL (SELECT min(o.pos) AS position
+                    FROM jsonb_array_elements(s.search_results) WITH ORDINALITY AS o(v, pos)
+                    WHERE o.v ->> 'object_id' = c.object_id) p
+WHERE p.position IS NOT NULL
+GROUP BY s.search_query, c.object_id, p.position, s.is_irrelevant
 
 -- name: insert_batch_queries
 -- Keeps the per-query analytics rows of :rows (a JSON array of objects) for their batch.

@@ -213,53 +213,67 @@ GROUP BY r.pos
 SELECT value FROM json_each(:batch_ids)
 
 -- name: analytics_query_sessions
--- Aggregation pass: per raw query of batch :batch_id's keyword sessions: sessions, those with a click (any
--- 'click' event, as batch_event_counts), the reciprocal-rank sum of the first click (as batch_rr_sum),
--- results shown (array lengths), sessions without results, sessions flagged irrelevant.
-SELECT s.search_query AS query, count(*) AS sessions, count(fc.session_id) AS sessions_with_click,
-       coalesce(sum(1.0 / fc.pos), 0) AS rr_sum,
+-- Aggregation pass: per raw query of batch :batch_id's keyword sessions: sessions, results shown (array
+-- lengths), sessions without results, sessions flagged irrelevant.
+SELECT s.search_query AS query, count(*) AS sessions,
        coalesce(sum(json_array_length(s.search_results)), 0) AS results_shown_sum,
        count(*) FILTER (WHERE json_array_length(s.search_results) = 0) AS no_result_sessions,
        count(*) FILTER (WHERE s.is_irrelevant) AS irrelevant_sessions
 FROM cs_session s
-LEFT JOIN (
-    SELECT f.session_id,
-           (SELECT min(CAST(j.key AS INTEGER)) + 1 FROM json_each(f.search_results) j
-            WHERE json_extract(j.value, '$.object_id') = f.object_id) AS pos
-    FROM (SELECT e.session_id, e.object_id, s.search_results,
-                 row_number() OVER (PARTITION BY e.session_id ORDER BY e.created_at, e.event_seq) AS rn
-          FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
-          WHERE s.batch_id = :batch_id AND e.event_type = 'click'
-            AND NOT s.is_payload_search AND s.search_query IS NOT NULL) f
-    WHERE f.rn = 1
-) fc ON fc.session_id = s.session_id
 WHERE s.batch_id = :batch_id AND NOT s.is_payload_search AND s.search_query IS NOT NULL
 GROUP BY s.search_query
 
+-- name: analytics_query_first_clicks
+-- Aggregation pass: per raw query of batch :batch_id's keyword sessions: sessions with a click (any 'click'
+-- event, as batch_event_counts) and the reciprocal-rank sum of their first click (as batch_rr_sum).
+SELECT f.search_query AS query, count(*) AS sessions_with_click,
+       coalesce(sum(1.0 / (SELECT min(CAST(j.key AS INTEGER)) + 1 FROM json_each(f.search_results) j
+                           WHERE json_extract(j.value, '$.object_id') = f.object_id)), 0) AS rr_sum
+FROM (SELECT e.session_id, e.object_id, s.search_query, s.search_results,
+             row_number() OVER (PARTITION BY e.session_id ORDER BY e.created_at, e.event_seq) AS rn
+      FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
+      WHERE s.batch_id = :batch_id AND e.event_type = 'click'
+        AND NOT s.is_payload_search AND s.search_query IS NOT NULL) f
+WHERE f.rn = 1
+GROUP BY f.search_query
+
 -- name: analytics_impressions
 -- Aggregation pass: per (raw query, object, 1-based position, irrelevant flag) of batch :batch_id's keyword
--- sessions: sessions showing the object there (a result listed twice counts at its first position only),
--- those with a 'click' on it (clicks) and those with an event of :label_event_types (a JSON array of texts)
--- on it (label_clicks).
+-- sessions, the sessions showing the object there (a result listed twice counts at its first position only).
 WITH r AS (
-    SELECT s.session_number, s.session_id, s.search_query, s.is_irrelevant,
-           json_extract(j.value, '$.object_id') AS object_id, min(CAST(j.key AS INTEGER)) + 1 AS position
+    SELECT s.search_query, s.is_irrelevant, json_extract(j.value, '$.object_id') AS object_id,
+           min(CAST(j.key AS INTEGER)) + 1 AS position
     FROM cs_session s, json_each(s.search_results) j
     WHERE s.batch_id = :batch_id AND NOT s.is_payload_search AND s.search_query IS NOT NULL
-    GROUP BY s.session_number, json_extract(j.value, '$.object_id')),
-t AS (SELECT value AS event_type FROM json_each(:label_event_types)),
+    GROUP BY s.session_number, json_extract(j.value, '$.object_id'))
+SELECT r.search_query AS query, r.object_id, r.position, r.is_irrelevant AS irrelevant, count(*) AS shown
+FROM r
+GROUP BY r.search_query, r.object_id, r.position, r.is_irrelevant
+
+-- name: analytics_impression_clicks
+-- Aggregation pass: per (raw query, object, position, irrelevant flag) of batch :batch_id's keyword
+-- sessions, those with a 'click' on the object shown there (clicks) and those with an event of
+-- :label_event_types (a JSON array of texts) on it (label_clicks): once a session, at the object's first
+-- position; events on objects not shown are left out.
+WITH t AS (SELECT value AS event_type FROM json_each(:label_event_types)),
 c AS (
-    SELECT e.session_id, e.object_id,
+    SELECT e.session_id, e.object_id, s.search_query, s.is_irrelevant, s.search_results,
            max(CASE WHEN e.event_type = 'click' THEN 1 ELSE 0 END) AS clicked,
            max(CASE WHEN e.event_type IN (SELECT event_type FROM t) THEN 1 ELSE 0 END) AS labelled
     FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
     WHERE s.batch_id = :batch_id AND NOT s.is_payload_search AND s.search_query IS NOT NULL
       AND (e.event_type = 'click' OR e.event_type IN (SELECT event_type FROM t))
-    GROUP BY e.session_id, e.object_id)
-SELECT r.search_query AS query, r.object_id, r.position, r.is_irrelevant AS irrelevant, count(*) AS shown,
-       coalesce(sum(c.clicked), 0) AS clicks, coalesce(sum(c.labelled), 0) AS label_clicks
-FROM r LEFT JOIN c ON c.session_id = r.session_id AND c.object_id = r.object_id
-GROUP BY r.search_query, r.object_id, r.position, r.is_irrelevant
+    GROUP BY e.session_id, e.object_id),
+p AS (
+    SELECT c.search_query, c.object_id, c.is_irrelevant, c.clicked, c.labelled,
+           (SELECT min(CAST(j.key AS INTEGER)) + 1 FROM json_each(c.search_results) j
+            WHERE json_extract(j.value, '$.object_id') = c.object_id) AS position
+    FROM c)
+SELECT p.search_query AS query, p.object_id, p.position, p.is_irrelevant AS irrelevant,
+       sum(p.clicked) AS clicks, sum(p.labelled) AS label_clicks
+FROM p
+WHERE p.position IS NOT NULL
+GROUP BY p.search_query, p.object_id, p.position, p.is_irrelevant
 
 -- name: insert_batch_queries
 -- Keeps the per-query analytics rows of :rows (a JSON array of objects) for their batch.

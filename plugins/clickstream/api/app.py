@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from clickstream import __version__
 from clickstream.api.admin import admin_router
+from clickstream.api.analytics import analytics_router
 from clickstream.api.batches import batches_router, overview_router
 from clickstream.api.bulk import bulk_router
 from clickstream.api.deps import get_user
@@ -105,6 +106,7 @@ def create_app(
     app.include_router(overview_router())
     app.include_router(bulk_router())
     app.include_router(admin_router())
+    app.include_router(analytics_router())
     app.include_router(ui_router(config, get_store))
     app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
     return app

@@ -1,13 +1,17 @@
 """The one aggregation pass over a batch that the search analytics and the training-signal labels share.
 
-:func:`aggregate_batch` runs three named queries on a connection (the caller's snapshot):
+:func:`aggregate_batch` runs five named queries on a connection (the caller's snapshot):
 
 * ``analytics_batch_totals``: the batch's sessions, payload-search sessions, irrelevant flags and events;
 * ``analytics_query_sessions``: per RAW query text of the keyword sessions (not a payload search, with a
-  query): sessions, sessions with a click, the first click's reciprocal-rank sum, results shown, sessions
-  without results, sessions flagged irrelevant;
+  query): sessions, results shown, sessions without results, sessions flagged irrelevant;
+* ``analytics_query_first_clicks``: per raw query: sessions with a click, the first click's reciprocal-rank
+  sum;
 * ``analytics_impressions``: per (raw query, object, position, irrelevant flag): sessions showing the
-  object there, those with a ``click`` on it, those with an event of ``label_event_types`` on it.
+  object there (PostgreSQL expands each distinct result list of a query once, not each session's);
+* ``analytics_impression_clicks``: the same rows, for the sessions with a ``click`` on the object shown
+  there and those with an event of ``label_event_types`` on it (from the events: only those sessions'
+  results are expanded).
 
 The database groups by the raw text; Python then merges the rows under :func:`normalize_query` of the
 text, so memory is bounded by the distinct keys (queries, objects, positions), never by the sessions.
@@ -156,39 +160,43 @@ def aggregate_batch(
         if q is None:
             q = queries[key] = QueryStats(key)
         q.sessions += int(r.sessions)
-        q.sessions_with_click += int(r.sessions_with_click)
-        q.rr_sum += float(r.rr_sum)
         q.results_shown_sum += int(r.results_shown_sum)
         q.no_result_sessions += int(r.no_result_sessions)
         q.irrelevant_sessions += int(r.irrelevant_sessions)
+    for r in db.run(conn, "analytics_query_first_clicks", batch_id=batch_id):
+        q = queries[key_of(r.query)]
+        q.sessions_with_click += int(r.sessions_with_click)
+        q.rr_sum += float(r.rr_sum)
 
-    merged: dict[tuple[str, str, int, bool], list[int]] = {}
-    objects: dict[str, ObjectStats] = {}
-    rows = db.run(conn, "analytics_impressions", batch_id=batch_id, label_event_types=dumps(list(label_event_types)))
-    for r in rows:
-        key = key_of(r.query)
-        position, shown, clicks = int(r.position), int(r.shown), int(r.clicks)
-        slot = (key, r.object_id, position, bool(r.irrelevant))
+    merged: dict[tuple[str, str, int, bool], list[int]] = {}  # (key, object, position, irrelevant) -> counts
+    for r in db.run(conn, "analytics_impressions", batch_id=batch_id):
+        slot = (key_of(r.query), r.object_id, int(r.position), bool(r.irrelevant))
         counts = merged.get(slot)
         if counts is None:
-            merged[slot] = [shown, clicks, int(r.label_clicks)]
+            merged[slot] = [int(r.shown), 0, 0]
         else:
-            counts[0] += shown
-            counts[1] += clicks
-            counts[2] += int(r.label_clicks)
+            counts[0] += int(r.shown)
+    types = dumps(list(label_event_types))
+    for r in db.run(conn, "analytics_impression_clicks", batch_id=batch_id, label_event_types=types):
+        counts = merged[(key_of(r.query), r.object_id, int(r.position), bool(r.irrelevant))]  # shown there
+        counts[1] += int(r.clicks)
+        counts[2] += int(r.label_clicks)
+
+    objects: dict[str, ObjectStats] = {}
+    for (key, object_id, position, _), (shown, clicks, _) in merged.items():
         q = queries[key]
         q.click_position_sum += position * clicks
         q.clicks_on_results += clicks
         if position <= QUERY_POSITIONS:
             q.positions[position - 1][0] += shown
             q.positions[position - 1][1] += clicks
-        qo = q.objects.get(r.object_id)
+        qo = q.objects.get(object_id)
         if qo is None:
-            qo = q.objects[r.object_id] = ObjectStats(r.object_id)
+            qo = q.objects[object_id] = ObjectStats(object_id)
         qo.add(position, shown, clicks)
-        o = objects.get(r.object_id)
+        o = objects.get(object_id)
         if o is None:
-            o = objects[r.object_id] = ObjectStats(r.object_id)
+            o = objects[object_id] = ObjectStats(object_id)
         o.add(position, shown, clicks)
         totals.impressions += shown
 
