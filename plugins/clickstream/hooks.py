@@ -25,7 +25,7 @@ def store_config_from_airflow() -> StoreConfig:
 
     defaults = StoreConfig()
     return StoreConfig(
-        **{
+        **{  # type: ignore[arg-type]  # ints, and the text keys (label_event_types) as text
             name: (conf.get if isinstance(getattr(defaults, name), str) else conf.getint)(
                 "clickstream", name, fallback=getattr(defaults, name)
             )

@@ -33,7 +33,9 @@ def _extracted(store: SessionStore, batch_id: str) -> tuple[pd.DataFrame, pd.Dat
     for page in store.iter_extract_pages(batch_id, page_size=250):
         sessions += [json.loads(line) for line in page.sessions_json.decode().splitlines() if line]
         events += [json.loads(line) for line in page.events_json.decode().splitlines() if line]
-    return pd.DataFrame(sessions), pd.DataFrame(events, columns=["session_id", "object_id", "event_type", "event_index"])
+    return pd.DataFrame(sessions), pd.DataFrame(
+        events, columns=["session_id", "object_id", "event_type", "event_index"]
+    )
 
 
 def _pandas_analytics(sessions: pd.DataFrame, events: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -102,7 +104,9 @@ class TestEqualsPandas:
             assert row.irrelevant_sessions == expected["irrelevant_sessions"]
             assert row.clicks == expected["clicks"]
             assert row.mean_reciprocal_rank == pytest.approx(expected["rr_sum"] / expected["sessions"], abs=1e-6)
-            assert row.mean_results_shown == pytest.approx(expected["results_shown_sum"] / expected["sessions"], abs=1e-6)
+            assert row.mean_results_shown == pytest.approx(
+                expected["results_shown_sum"] / expected["sessions"], abs=1e-6
+            )
             if expected["clicks"]:
                 assert row.avg_click_position == pytest.approx(
                     expected["click_position_sum"] / expected["clicks"], abs=1e-6
@@ -147,7 +151,12 @@ class TestEqualsPandas:
 class TestNormalization:
     @pytest.mark.parametrize(
         "text, key",
-        [("Transformer  Retrieval", "transformer retrieval"), ("  a\tb\n", "a b"), ("ｂｅｒｔ", "bert"), ("ﬁne", "fine")],
+        [
+            ("Transformer  Retrieval", "transformer retrieval"),
+            ("  a\tb\n", "a b"),
+            ("ｂｅｒｔ", "bert"),
+            ("ﬁne", "fine"),
+        ],
     )
     def test_normalize_query(self, text: str, key: str) -> None:
         assert normalize_query(text) == key
@@ -330,4 +339,3 @@ class TestErasure:
         batch_id = _batch(store, "1", {"x": 2})
         store.purge_batch(batch_id, duty_cycle=1)
         assert [self._kept(store, t) for t in ("cs_batch_analytics", "cs_batch_query", "cs_batch_object")] == [0, 0, 0]
-

@@ -57,7 +57,14 @@ def analytics_router() -> APIRouter:
         """The normalized queries of the selected batches, their counts merged, a keyset page at a time. A row
         whose query fell outside a batch's kept top N has ``lower_bound`` true: its counts are lower bounds."""
         return store.get().top_searches(
-            order_by, direction, limit, after, batch_id=sel.batch_id, from_ms=sel.from_ms, to_ms=sel.to_ms, last=sel.last
+            order_by,
+            direction,
+            limit,
+            after,
+            batch_id=sel.batch_id,
+            from_ms=sel.from_ms,
+            to_ms=sel.to_ms,
+            last=sel.last,
         )
 
     @router.get(
@@ -101,7 +108,14 @@ def analytics_router() -> APIRouter:
     ) -> models.HitsPage:
         """The objects shown in the selected batches' keyword sessions, merged, a keyset page at a time."""
         return store.get().top_hits(
-            order_by, direction, limit, after, batch_id=sel.batch_id, from_ms=sel.from_ms, to_ms=sel.to_ms, last=sel.last
+            order_by,
+            direction,
+            limit,
+            after,
+            batch_id=sel.batch_id,
+            from_ms=sel.from_ms,
+            to_ms=sel.to_ms,
+            last=sel.last,
         )
 
     @router.get(

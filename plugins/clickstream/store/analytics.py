@@ -466,7 +466,7 @@ class AnalyticsOperations(StoreBase):
         return models.SearchesPage(
             range=selection.answer(),
             order_by=order,
-            direction=direction,  # type: ignore[arg-type]
+            direction=direction,
             searches=[models.SearchRow(**r) for r in page],
             total=len(rows),
             next_after=next_after,
@@ -520,7 +520,7 @@ class AnalyticsOperations(StoreBase):
         return models.HitsPage(
             range=selection.answer(),
             order_by=order_by,
-            direction=direction,  # type: ignore[arg-type]
+            direction=direction,
             hits=page,
             total=len(rows),
             next_after=next_after,
@@ -589,8 +589,8 @@ class AnalyticsOperations(StoreBase):
             seen.setdefault(r["object_id"], set()).add(r["batch_id"])
         with_query = len(by_batch)
         top = [
-            hit_row(oid, *sums, lower_bound=query_lower or (objects_lower and len(seen[oid]) < with_query))
-            for oid, sums in objects.items()
+            hit_row(oid, imp, clk, pos, query_lower or (objects_lower and len(seen[oid]) < with_query))
+            for oid, (imp, clk, pos) in objects.items()
         ]
         top.sort(key=lambda h: (-h.impressions, h.object_id))
         return models.QueryAnalytics(
