@@ -107,3 +107,20 @@ class TestShapes:
         answer = api.get(query, role="viewer")
         assert answer.status_code == 422, answer.text
         assert answer.json()["detail"].startswith(f"{field}: ")
+
+
+class TestClient:
+    def test_the_client_has_a_method_for_every_route(self, api: Api, released: list[str]) -> None:
+        from clickstream import models
+        from clickstream.client import ClickstreamClient
+
+        with ClickstreamClient("http://testserver", token=api.tokens["viewer"]) as c:
+            c._http = api.client  # the in-process app (an httpx.Client) under the client's own request code
+            page = c.top_searches(limit=1, last=2)
+            assert isinstance(page, models.SearchesPage) and page.searches[0].query == "ai transformer"
+            assert c.top_searches(limit=1, last=2, after=page.next_after).searches[0].query == "nothing here"
+            assert c.searches_without_results(batch_id=released[0]).searches[0].no_result_sessions == 1
+            assert c.searches_without_clicks(last=2).searches[0].query == "nothing here"
+            assert [h.object_id for h in c.top_hits("clicks", last=2).hits] == ["obj-2", "obj-1"]
+            one = c.query_analytics("AI transformer", from_ms=0)
+            assert isinstance(one, models.QueryAnalytics) and one.summary.sessions == 2
