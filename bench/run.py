@@ -38,6 +38,7 @@ BENCHMARKS = {
     "retention": "bench_retention",
     "overview": "bench_overview",
     "labels": "bench_labels",
+    "analytics": "bench_analytics",
 }
 
 

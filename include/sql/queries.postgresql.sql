@@ -255,3 +255,109 @@ FROM (SELECT c.session_id,
       JOIN cs_session s ON s.session_id = c.session_id) r
 WHERE r.pos <= :max_position
 GROUP BY r.pos
+
+-- ------------------------------------------------------------------------------------------------------
+-- Search analytics and the training-signal labels: one aggregation pass (clickstream.store.aggregation).
+-- A keyword session is one that is not a payload search and has a query. Rows are grouped by the RAW
+-- query text here; Python merges them under the normalized key (normalize_query).
+
+-- name: __BATCH_IDS__
+-- Fragment: the batch ids of :batch_ids (a JSON array of texts), as a one-column subquery.
+SELECT jsonb_array_elements_text(CAST(:batch_ids AS jsonb))
+
+-- name: analytics_query_sessions
+-- Aggregation pass: per raw query of batch :batch_id's keyword sessions: sessions, results shown (array
+-- lengths), sessions without results, sessions flagged irrelevant.
+SELECT s.search_query AS query, count(*) AS sessions,
+       coalesce(sum(jsonb_array_length(s.search_results)), 0) AS results_shown_sum,
+       count(*) FILTER (WHERE jsonb_array_length(s.search_results) = 0) AS no_result_sessions,
+       count(*) FILTER (WHERE s.is_irrelevant) AS irrelevant_sessions
+FROM cs_session s
+WHERE s.batch_id = :batch_id AND NOT s.is_payload_search AND s.search_query IS NOT NULL
+GROUP BY s.search_query
+
+-- name: analytics_query_first_clicks
+-- Aggregation pass: per raw query of batch :batch_id's keyword sessions: sessions with a click (any 'click'
+-- event, as batch_event_counts) and the reciprocal-rank sum of their first click (as batch_rr_sum).
+SELECT f.search_query AS query, count(*) AS sessions_with_click,
+       coalesce(sum(1.0 / (SELECT min(o.pos) FROM jsonb_array_elements(f.search_results) WITH ORDINALITY AS o(v, pos)
+                           WHERE o.v ->> 'object_id' = f.object_id)), 0) AS rr_sum
+FROM (SELECT DISTINCT ON (e.session_id) e.session_id, e.object_id, s.search_query, s.search_results
+      FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
+      WHERE s.batch_id = :batch_id AND e.event_type = 'click'
+        AND NOT s.is_payload_search AND s.search_query IS NOT NULL
+      ORDER BY e.session_id, e.created_at, e.event_seq) f
+GROUP BY f.search_query
+
+-- name: analytics_impressions
+-- Aggregation pass: per (raw query, object, 1-based position, irrelevant flag) of batch :batch_id's keyword
+-- sessions, the sessions showing the object there (a result listed twice counts at its first position
+-- only). Sessions are first grouped by (query, flag, list of object ids): sessions of a query that show the
+-- same results are expanded once, not once each.
+WITH g AS (
+    SELECT s.search_query, s.is_irrelevant, jsonb_path_query_array(s.search_results, '$[*].object_id') AS ids,
+           count(*) AS n
+    FROM cs_session s
+    WHERE s.batch_id = :batch_id AND NOT s.is_payload_search AND s.search_query IS NOT NULL
+    GROUP BY s.search_query, s.is_irrelevant, 3)
+SELECT g.search_query AS query, o.object_id, o.position, g.is_irrelevant AS irrelevant, sum(g.n) AS shown
+FROM g
+CROSS JOIN LATERAL (SELECT x.v #>> '{}' AS object_id, min(x.pos) AS position
+                    FROM jsonb_array_elements(g.ids) WITH ORDINALITY AS x(v, pos)
+                    GROUP BY 1) o
+GROUP BY g.search_query, o.object_id, o.position, g.is_irrelevant
+
+-- name: analytics_impression_clicks
+-- Aggregation pass: per (raw query, object, position, irrelevant flag) of batch :batch_id's keyword
+-- sessions, those with a 'click' on the object shown there (clicks) and those with an event of
+-- :label_event_types (a JSON array of texts) on it (label_clicks): once a session, at the object's first
+-- position; events on objects not shown are left out. Starts from the events, so only sessions with such
+-- an event have their results expanded.
+WITH t AS (SELECT jsonb_array_elements_text(CAST(:label_event_types AS jsonb)) AS event_type),
+c AS (
+    SELECT e.session_id, e.object_id,
+           max(CASE WHEN e.event_type = 'click' THEN 1 ELSE 0 END) AS clicked,
+           max(CASE WHEN e.event_type IN (SELECT event_type FROM t) THEN 1 ELSE 0 END) AS labelled
+    FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
+    WHERE s.batch_id = :batch_id AND NOT s.is_payload_search AND s.search_query IS NOT NULL
+      AND (e.event_type = 'click' OR e.event_type IN (SELECT event_type FROM t))
+    GROUP BY e.session_id, e.object_id)
+SELECT s.search_query AS query, c.object_id, p.position, s.is_irrelevant AS irrelevant,
+       sum(c.clicked) AS clicks, sum(c.labelled) AS label_clicks
+FROM c
+JOIN cs_session s ON s.session_id = c.session_id
+CROSS JOIN LATERAL (SELECT min(o.pos) AS position
+                    FROM jsonb_array_elements(s.search_results) WITH ORDINALITY AS o(v, pos)
+                    WHERE o.v ->> 'object_id' = c.object_id) p
+WHERE p.position IS NOT NULL
+GROUP BY s.search_query, c.object_id, p.position, s.is_irrelevant
+
+-- name: insert_batch_queries
+-- Keeps the per-query analytics rows of :rows (a JSON array of objects) for their batch.
+INSERT INTO cs_batch_query (batch_id, query_key, sessions, sessions_with_click, rr_sum, click_position_sum,
+                            clicks_on_results, results_shown_sum, no_result_sessions, irrelevant_sessions,
+                            distinct_objects, kept_objects, positions, top_sessions, top_no_results,
+                            top_no_clicks)
+SELECT x.batch_id, x.query_key, x.sessions, x.sessions_with_click, x.rr_sum, x.click_position_sum,
+       x.clicks_on_results, x.results_shown_sum, x.no_result_sessions, x.irrelevant_sessions,
+       x.distinct_objects, x.kept_objects, x.positions, x.top_sessions, x.top_no_results, x.top_no_clicks
+FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+     AS x(batch_id text, query_key text, sessions bigint, sessions_with_click bigint,
+          rr_sum double precision, click_position_sum bigint, clicks_on_results bigint,
+          results_shown_sum bigint, no_result_sessions bigint, irrelevant_sessions bigint,
+          distinct_objects bigint, kept_objects bigint, positions text, top_sessions boolean,
+          top_no_results boolean, top_no_clicks boolean)
+
+-- name: insert_batch_query_objects
+-- Keeps the top objects of each kept query, :rows (a JSON array of objects).
+INSERT INTO cs_batch_query_object (batch_id, query_key, object_id, impressions, clicks, position_sum)
+SELECT x.batch_id, x.query_key, x.object_id, x.impressions, x.clicks, x.position_sum
+FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+     AS x(batch_id text, query_key text, object_id text, impressions bigint, clicks bigint, position_sum bigint)
+
+-- name: insert_batch_objects
+-- Keeps the per-object analytics rows of :rows (a JSON array of objects) for their batch.
+INSERT INTO cs_batch_object (batch_id, object_id, impressions, clicks, position_sum)
+SELECT x.batch_id, x.object_id, x.impressions, x.clicks, x.position_sum
+FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+     AS x(batch_id text, object_id text, impressions bigint, clicks bigint, position_sum bigint)

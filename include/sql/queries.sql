@@ -323,3 +323,108 @@ __BATCH_SUMMARY__
 WHERE b.status = 'released'
 ORDER BY b.released_at DESC, b.batch_id DESC
 LIMIT :limit
+
+-- ------------------------------------------------------------------------------------------------------
+-- Search analytics (clickstream.store.aggregation, clickstream.store.analytics); kept per released batch
+-- with the discipline of the kept metrics (see store_batch_metrics and migration 0004).
+
+-- name: analytics_batch_totals
+-- Aggregation pass: batch :batch_id's sessions, payload-search sessions, sessions flagged irrelevant and
+-- events (the last two only grow in a released batch: the keep-write compares them).
+SELECT count(*) AS sessions,
+       count(*) FILTER (WHERE s.is_payload_search) AS payload_search_sessions,
+       count(*) FILTER (WHERE s.is_irrelevant) AS irrelevant_all,
+       (SELECT count(*) FROM cs_session s2 JOIN cs_event e ON e.session_id = s2.session_id
+        WHERE s2.batch_id = :batch_id) AS events
+FROM cs_session s WHERE s.batch_id = :batch_id
+
+-- name: analytics_keep_allowed
+-- One row when the analytics computed for batch :batch_id may be kept: the batch is released, no user was
+-- erased since the snapshot (the tombstone count is still :generation; run after lock_erasures on
+-- PostgreSQL, under SQLite's write lock elsewhere) and no kept computation saw more events or irrelevant
+-- flags (both only grow in a released batch, so fewer means an older snapshot).
+SELECT 1 FROM cs_batch b
+WHERE b.batch_id = :batch_id AND b.status = 'released'
+  AND (SELECT count(*) FROM cs_erased_session) = :generation
+  AND NOT EXISTS (SELECT 1 FROM cs_batch_analytics a
+                  WHERE a.batch_id = :batch_id AND (a.events > :events OR a.irrelevant_all > :irrelevant_all))
+
+-- name: delete_batch_analytics
+-- Forgets the kept analytics of batch :batch_id (its query, query-object and object rows by ON DELETE CASCADE).
+DELETE FROM cs_batch_analytics WHERE batch_id = :batch_id
+
+-- name: insert_batch_analytics
+-- Keeps the totals of batch :batch_id's analytics (after delete_batch_analytics, in the keep-write).
+INSERT INTO cs_batch_analytics (batch_id, sessions, events, irrelevant_all, keyword_sessions,
+                                payload_search_sessions, sessions_with_click, rr_sum, click_position_sum,
+                                clicks_on_results, results_shown_sum, no_result_sessions, irrelevant_sessions,
+                                impressions, distinct_queries, kept_queries, distinct_objects, kept_objects,
+                                top_n, generation, computed_at)
+VALUES (:batch_id, :sessions, :events, :irrelevant_all, :keyword_sessions, :payload_search_sessions,
+        :sessions_with_click, :rr_sum, :click_position_sum, :clicks_on_results, :results_shown_sum,
+        :no_result_sessions, :irrelevant_sessions, :impressions, :distinct_queries, :kept_queries,
+        :distinct_objects, :kept_objects, :top_n, :generation, :computed_at)
+
+-- name: erase_user_batch_analytics
+-- Erasure: forgets the kept analytics of the batches holding :user_id's sessions (computed again later).
+DELETE FROM cs_batch_analytics WHERE batch_id IN (SELECT batch_id FROM cs_session WHERE user_id = :user_id)
+
+-- name: released_without_analytics
+-- Released batches without kept analytics, newest release first, at most :limit (what a backfill computes).
+SELECT b.batch_id FROM cs_batch b
+WHERE b.status = 'released' AND NOT EXISTS (SELECT 1 FROM cs_batch_analytics a WHERE a.batch_id = b.batch_id)
+ORDER BY b.released_at DESC, b.batch_id DESC
+LIMIT :limit
+
+-- name: analytics_batches
+-- The released batches a read selects, newest release first, at most :limit: :batch_id's only unless it is
+-- NULL, released in [:from_ms, :to_ms) (either NULL: unbounded); each with its kept analytics totals
+-- (computed_at NULL: none kept yet).
+SELECT b.batch_id, b.released_at, a.computed_at, a.sessions, a.keyword_sessions, a.payload_search_sessions,
+       a.sessions_with_click, a.rr_sum, a.click_position_sum, a.clicks_on_results, a.results_shown_sum,
+       a.no_result_sessions, a.irrelevant_sessions, a.impressions, a.distinct_queries, a.kept_queries,
+       a.distinct_objects, a.kept_objects, a.top_n
+FROM cs_batch b
+LEFT JOIN cs_batch_analytics a ON a.batch_id = b.batch_id
+WHERE b.status = 'released'
+  AND (CAST(:batch_id AS TEXT) IS NULL OR b.batch_id = :batch_id)
+  AND (CAST(:from_ms AS BIGINT) IS NULL OR b.released_at >= :from_ms)
+  AND (CAST(:to_ms AS BIGINT) IS NULL OR b.released_at < :to_ms)
+ORDER BY b.released_at DESC, b.batch_id DESC
+LIMIT :limit
+
+-- name: analytics_merged_queries
+-- The kept query rows of the batches :batch_ids (JSON array), summed per query key; cut_batches: in how
+-- many of those batches whose query list was cut (kept_queries < distinct_queries) the key was kept.
+SELECT q.query_key, sum(q.sessions) AS sessions, sum(q.sessions_with_click) AS sessions_with_click,
+       sum(q.rr_sum) AS rr_sum, sum(q.click_position_sum) AS click_position_sum,
+       sum(q.clicks_on_results) AS clicks_on_results, sum(q.results_shown_sum) AS results_shown_sum,
+       sum(q.no_result_sessions) AS no_result_sessions, sum(q.irrelevant_sessions) AS irrelevant_sessions,
+       sum(CASE WHEN a.kept_queries < a.distinct_queries THEN 1 ELSE 0 END) AS cut_batches
+FROM cs_batch_query q JOIN cs_batch_analytics a ON a.batch_id = q.batch_id
+WHERE q.batch_id IN (__BATCH_IDS__)
+GROUP BY q.query_key
+
+-- name: analytics_merged_objects
+-- The kept object rows of the batches :batch_ids (JSON array), summed per object; cut_batches as
+-- analytics_merged_queries (kept_objects < distinct_objects).
+SELECT o.object_id, sum(o.impressions) AS impressions, sum(o.clicks) AS clicks,
+       sum(o.position_sum) AS position_sum,
+       sum(CASE WHEN a.kept_objects < a.distinct_objects THEN 1 ELSE 0 END) AS cut_batches
+FROM cs_batch_object o JOIN cs_batch_analytics a ON a.batch_id = o.batch_id
+WHERE o.batch_id IN (__BATCH_IDS__)
+GROUP BY o.object_id
+
+-- name: analytics_query_rows
+-- The kept rows of query key :query_key in the batches :batch_ids (JSON array), one a batch that kept it.
+SELECT q.batch_id, q.sessions, q.sessions_with_click, q.rr_sum, q.click_position_sum, q.clicks_on_results,
+       q.results_shown_sum, q.no_result_sessions, q.irrelevant_sessions, q.distinct_objects, q.kept_objects,
+       q.positions
+FROM cs_batch_query q
+WHERE q.query_key = :query_key AND q.batch_id IN (__BATCH_IDS__)
+
+-- name: analytics_query_objects
+-- The kept top objects of query key :query_key in the batches :batch_ids (JSON array), per batch.
+SELECT batch_id, object_id, impressions, clicks, position_sum
+FROM cs_batch_query_object
+WHERE query_key = :query_key AND batch_id IN (__BATCH_IDS__)

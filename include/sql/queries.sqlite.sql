@@ -202,3 +202,103 @@ FROM (SELECT c.session_id,
       JOIN cs_session s ON s.session_id = c.session_id) r
 WHERE r.pos <= :max_position
 GROUP BY r.pos
+
+-- ------------------------------------------------------------------------------------------------------
+-- Search analytics and the training-signal labels: one aggregation pass (clickstream.store.aggregation).
+-- A keyword session is one that is not a payload search and has a query. Rows are grouped by the RAW
+-- query text here; Python merges them under the normalized key (normalize_query).
+
+-- name: __BATCH_IDS__
+-- Fragment: the batch ids of :batch_ids (a JSON array of texts), as a one-column subquery.
+SELECT value FROM json_each(:batch_ids)
+
+-- name: analytics_query_sessions
+-- Aggregation pass: per raw query of batch :batch_id's keyword sessions: sessions, results shown (array
+-- lengths), sessions without results, sessions flagged irrelevant.
+SELECT s.search_query AS query, count(*) AS sessions,
+       coalesce(sum(json_array_length(s.search_results)), 0) AS results_shown_sum,
+       count(*) FILTER (WHERE json_array_length(s.search_results) = 0) AS no_result_sessions,
+       count(*) FILTER (WHERE s.is_irrelevant) AS irrelevant_sessions
+FROM cs_session s
+WHERE s.batch_id = :batch_id AND NOT s.is_payload_search AND s.search_query IS NOT NULL
+GROUP BY s.search_query
+
+-- name: analytics_query_first_clicks
+-- Aggregation pass: per raw query of batch :batch_id's keyword sessions: sessions with a click (any 'click'
+-- event, as batch_event_counts) and the reciprocal-rank sum of their first click (as batch_rr_sum).
+SELECT f.search_query AS query, count(*) AS sessions_with_click,
+       coalesce(sum(1.0 / (SELECT min(CAST(j.key AS INTEGER)) + 1 FROM json_each(f.search_results) j
+                           WHERE json_extract(j.value, '$.object_id') = f.object_id)), 0) AS rr_sum
+FROM (SELECT e.session_id, e.object_id, s.search_query, s.search_results,
+             row_number() OVER (PARTITION BY e.session_id ORDER BY e.created_at, e.event_seq) AS rn
+      FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
+      WHERE s.batch_id = :batch_id AND e.event_type = 'click'
+        AND NOT s.is_payload_search AND s.search_query IS NOT NULL) f
+WHERE f.rn = 1
+GROUP BY f.search_query
+
+-- name: analytics_impressions
+-- Aggregation pass: per (raw query, object, 1-based position, irrelevant flag) of batch :batch_id's keyword
+-- sessions, the sessions showing the object there (a result listed twice counts at its first position only).
+WITH r AS (
+    SELECT s.search_query, s.is_irrelevant, json_extract(j.value, '$.object_id') AS object_id,
+           min(CAST(j.key AS INTEGER)) + 1 AS position
+    FROM cs_session s, json_each(s.search_results) j
+    WHERE s.batch_id = :batch_id AND NOT s.is_payload_search AND s.search_query IS NOT NULL
+    GROUP BY s.session_number, json_extract(j.value, '$.object_id'))
+SELECT r.search_query AS query, r.object_id, r.position, r.is_irrelevant AS irrelevant, count(*) AS shown
+FROM r
+GROUP BY r.search_query, r.object_id, r.position, r.is_irrelevant
+
+-- name: analytics_impression_clicks
+-- Aggregation pass: per (raw query, object, position, irrelevant flag) of batch :batch_id's keyword
+-- sessions, those with a 'click' on the object shown there (clicks) and those with an event of
+-- :label_event_types (a JSON array of texts) on it (label_clicks): once a session, at the object's first
+-- position; events on objects not shown are left out.
+WITH t AS (SELECT value AS event_type FROM json_each(:label_event_types)),
+c AS (
+    SELECT e.session_id, e.object_id, s.search_query, s.is_irrelevant, s.search_results,
+           max(CASE WHEN e.event_type = 'click' THEN 1 ELSE 0 END) AS clicked,
+           max(CASE WHEN e.event_type IN (SELECT event_type FROM t) THEN 1 ELSE 0 END) AS labelled
+    FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
+    WHERE s.batch_id = :batch_id AND NOT s.is_payload_search AND s.search_query IS NOT NULL
+      AND (e.event_type = 'click' OR e.event_type IN (SELECT event_type FROM t))
+    GROUP BY e.session_id, e.object_id),
+p AS (
+    SELECT c.search_query, c.object_id, c.is_irrelevant, c.clicked, c.labelled,
+           (SELECT min(CAST(j.key AS INTEGER)) + 1 FROM json_each(c.search_results) j
+            WHERE json_extract(j.value, '$.object_id') = c.object_id) AS position
+    FROM c)
+SELECT p.search_query AS query, p.object_id, p.position, p.is_irrelevant AS irrelevant,
+       sum(p.clicked) AS clicks, sum(p.labelled) AS label_clicks
+FROM p
+WHERE p.position IS NOT NULL
+GROUP BY p.search_query, p.object_id, p.position, p.is_irrelevant
+
+-- name: insert_batch_queries
+-- Keeps the per-query analytics rows of :rows (a JSON array of objects) for their batch.
+INSERT INTO cs_batch_query (batch_id, query_key, sessions, sessions_with_click, rr_sum, click_position_sum,
+                            clicks_on_results, results_shown_sum, no_result_sessions, irrelevant_sessions,
+                            distinct_objects, kept_objects, positions, top_sessions, top_no_results,
+                            top_no_clicks)
+SELECT j.value ->> '$.batch_id', j.value ->> '$.query_key', j.value ->> '$.sessions',
+       j.value ->> '$.sessions_with_click', j.value ->> '$.rr_sum', j.value ->> '$.click_position_sum',
+       j.value ->> '$.clicks_on_results', j.value ->> '$.results_shown_sum', j.value ->> '$.no_result_sessions',
+       j.value ->> '$.irrelevant_sessions', j.value ->> '$.distinct_objects', j.value ->> '$.kept_objects',
+       j.value ->> '$.positions', j.value ->> '$.top_sessions', j.value ->> '$.top_no_results',
+       j.value ->> '$.top_no_clicks'
+FROM json_each(:rows) j
+
+-- name: insert_batch_query_objects
+-- Keeps the top objects of each kept query, :rows (a JSON array of objects).
+INSERT INTO cs_batch_query_object (batch_id, query_key, object_id, impressions, clicks, position_sum)
+SELECT j.value ->> '$.batch_id', j.value ->> '$.query_key', j.value ->> '$.object_id',
+       j.value ->> '$.impressions', j.value ->> '$.clicks', j.value ->> '$.position_sum'
+FROM json_each(:rows) j
+
+-- name: insert_batch_objects
+-- Keeps the per-object analytics rows of :rows (a JSON array of objects) for their batch.
+INSERT INTO cs_batch_object (batch_id, object_id, impressions, clicks, position_sum)
+SELECT j.value ->> '$.batch_id', j.value ->> '$.object_id', j.value ->> '$.impressions',
+       j.value ->> '$.clicks', j.value ->> '$.position_sum'
+FROM json_each(:rows) j

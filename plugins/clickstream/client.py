@@ -207,6 +207,14 @@ def _as_json(item: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- client
 
 
+def _selection(
+    params: dict[str, Any], batch_id: str | None, from_ms: int | None, to_ms: int | None, last: int | None
+) -> dict[str, Any]:
+    """Query parameters of an analytics call: ``params`` and the batch selection, None values left out."""
+    every = {**params, "batch_id": batch_id, "from": from_ms, "to": to_ms, "last": last}
+    return {k: v for k, v in every.items() if v is not None}
+
+
 class ClickstreamClient:
     """A client of the clickstream REST API served by Airflow's API server.
 
@@ -454,6 +462,90 @@ class ClickstreamClient:
     def metrics_series(self, limit: int = 100) -> models.MetricsSeries:
         """The metrics of the last ``limit`` released batches, oldest first (``GET /clickstream/metrics``)."""
         return self._call(models.MetricsSeries, "GET", "/metrics", params={"limit": limit})
+
+    # ---------------------------------------------------------------------------- search analytics
+
+    def top_searches(
+        self,
+        order_by: str = "count",
+        direction: str = "desc",
+        limit: int = 100,
+        after: str | None = None,
+        *,
+        batch_id: str | None = None,
+        from_ms: int | None = None,
+        to_ms: int | None = None,
+        last: int | None = None,
+    ) -> models.SearchesPage:
+        """Top searches of the selected released batches (``GET /clickstream/analytics/searches``): one batch
+        (``batch_id``), those released in ``[from_ms, to_ms)``, or the ``last`` N (default: the last one)."""
+        params = {"order_by": order_by, "direction": direction, "limit": limit, "after": after}
+        return self._call(
+            models.SearchesPage, "GET", "/analytics/searches", params=_selection(params, batch_id, from_ms, to_ms, last)
+        )
+
+    def searches_without_results(
+        self,
+        limit: int = 100,
+        after: str | None = None,
+        *,
+        batch_id: str | None = None,
+        from_ms: int | None = None,
+        to_ms: int | None = None,
+        last: int | None = None,
+    ) -> models.SearchesPage:
+        """Searches with sessions without results (``GET /clickstream/analytics/searches/no-results``)."""
+        params = _selection({"limit": limit, "after": after}, batch_id, from_ms, to_ms, last)
+        return self._call(models.SearchesPage, "GET", "/analytics/searches/no-results", params=params)
+
+    def searches_without_clicks(
+        self,
+        limit: int = 100,
+        after: str | None = None,
+        *,
+        batch_id: str | None = None,
+        from_ms: int | None = None,
+        to_ms: int | None = None,
+        last: int | None = None,
+    ) -> models.SearchesPage:
+        """Searches with sessions without a click (``GET /clickstream/analytics/searches/no-clicks``)."""
+        params = _selection({"limit": limit, "after": after}, batch_id, from_ms, to_ms, last)
+        return self._call(models.SearchesPage, "GET", "/analytics/searches/no-clicks", params=params)
+
+    def top_hits(
+        self,
+        order_by: str = "impressions",
+        direction: str = "desc",
+        limit: int = 100,
+        after: str | None = None,
+        *,
+        batch_id: str | None = None,
+        from_ms: int | None = None,
+        to_ms: int | None = None,
+        last: int | None = None,
+    ) -> models.HitsPage:
+        """Top hits (objects) of the selected released batches (``GET /clickstream/analytics/hits``)."""
+        params = {"order_by": order_by, "direction": direction, "limit": limit, "after": after}
+        return self._call(
+            models.HitsPage, "GET", "/analytics/hits", params=_selection(params, batch_id, from_ms, to_ms, last)
+        )
+
+    def query_analytics(
+        self,
+        query: str,
+        *,
+        batch_id: str | None = None,
+        from_ms: int | None = None,
+        to_ms: int | None = None,
+        last: int | None = None,
+    ) -> models.QueryAnalytics:
+        """One query over the selected released batches (``GET /clickstream/analytics/queries/{query}``)."""
+        return self._call(
+            models.QueryAnalytics,
+            "GET",
+            f"/analytics/queries/{quote(query, safe='')}",
+            params=_selection({}, batch_id, from_ms, to_ms, last),
+        )
 
     # ------------------------------------------------------------------------------------ admin
 

@@ -26,8 +26,10 @@ def store_config_from_airflow() -> StoreConfig:
 
     defaults = StoreConfig()
     return StoreConfig(
-        **{
-            name: conf.getint("clickstream", name, fallback=getattr(defaults, name))
+        **{  # type: ignore[arg-type]  # ints, and the text keys (label_event_types) as text
+            name: (conf.get if isinstance(getattr(defaults, name), str) else conf.getint)(
+                "clickstream", name, fallback=getattr(defaults, name)
+            )
             for name in StoreConfig.__dataclass_fields__
         }
     )
@@ -532,3 +534,110 @@ class ClickstreamHook(BaseHook):
             logger=logger,
             open_uri=ObjectStoragePath,
         )
+
+    # ------------------------------------------------------------------------------- search analytics
+
+    def compute_batch_analytics(self, batch_id: str) -> models.AnalyticsComputed:
+        """Compute and keep the search analytics of a released batch.
+
+        Delegates to :meth:`clickstream.store.SessionStore.compute_batch_analytics`.
+        """
+        return self.get_conn().compute_batch_analytics(batch_id)
+
+    def compute_missing_analytics(self, limit: int = 10) -> models.AnalyticsBackfill:
+        """Compute and keep the analytics of released batches that have none kept, newest first.
+
+        Delegates to :meth:`clickstream.store.SessionStore.compute_missing_analytics`.
+        """
+        return self.get_conn().compute_missing_analytics(limit)
+
+    def top_searches(
+        self,
+        order_by: str = "count",
+        direction: str = "desc",
+        limit: int = 100,
+        after: str | None = None,
+        *,
+        batch_id: str | None = None,
+        from_ms: int | None = None,
+        to_ms: int | None = None,
+        last: int | None = None,
+    ) -> models.SearchesPage:
+        """The queries of the selected released batches, merged and ordered, a page at a time.
+
+        Delegates to :meth:`clickstream.store.SessionStore.top_searches`.
+        """
+        return self.get_conn().top_searches(
+            order_by, direction, limit, after, batch_id=batch_id, from_ms=from_ms, to_ms=to_ms, last=last
+        )
+
+    def searches_without_results(
+        self,
+        limit: int = 100,
+        after: str | None = None,
+        *,
+        batch_id: str | None = None,
+        from_ms: int | None = None,
+        to_ms: int | None = None,
+        last: int | None = None,
+    ) -> models.SearchesPage:
+        """The queries with sessions without results, most such sessions first.
+
+        Delegates to :meth:`clickstream.store.SessionStore.searches_without_results`.
+        """
+        return self.get_conn().searches_without_results(
+            limit, after, batch_id=batch_id, from_ms=from_ms, to_ms=to_ms, last=last
+        )
+
+    def searches_without_clicks(
+        self,
+        limit: int = 100,
+        after: str | None = None,
+        *,
+        batch_id: str | None = None,
+        from_ms: int | None = None,
+        to_ms: int | None = None,
+        last: int | None = None,
+    ) -> models.SearchesPage:
+        """The queries with sessions without a click, most such sessions first.
+
+        Delegates to :meth:`clickstream.store.SessionStore.searches_without_clicks`.
+        """
+        return self.get_conn().searches_without_clicks(
+            limit, after, batch_id=batch_id, from_ms=from_ms, to_ms=to_ms, last=last
+        )
+
+    def top_hits(
+        self,
+        order_by: str = "impressions",
+        direction: str = "desc",
+        limit: int = 100,
+        after: str | None = None,
+        *,
+        batch_id: str | None = None,
+        from_ms: int | None = None,
+        to_ms: int | None = None,
+        last: int | None = None,
+    ) -> models.HitsPage:
+        """The objects shown in the selected released batches, merged and ordered, a page at a time.
+
+        Delegates to :meth:`clickstream.store.SessionStore.top_hits`.
+        """
+        return self.get_conn().top_hits(
+            order_by, direction, limit, after, batch_id=batch_id, from_ms=from_ms, to_ms=to_ms, last=last
+        )
+
+    def query_analytics(
+        self,
+        query: str,
+        *,
+        batch_id: str | None = None,
+        from_ms: int | None = None,
+        to_ms: int | None = None,
+        last: int | None = None,
+    ) -> models.QueryAnalytics:
+        """One normalized query over the selected released batches.
+
+        Delegates to :meth:`clickstream.store.SessionStore.query_analytics`.
+        """
+        return self.get_conn().query_analytics(query, batch_id=batch_id, from_ms=from_ms, to_ms=to_ms, last=last)

@@ -437,3 +437,133 @@ class MetricsBackfill(BaseModel):
 
 class MetricsSeries(BaseModel):
     metrics: list[MetricsPoint] = Field(description="the last released batches, oldest first")
+
+
+# ------------------------------------------------------------------------- search analytics (by query)
+
+
+class AnalyticsComputed(BaseModel):
+    """What :meth:`compute_batch_analytics` computed for a released batch, and whether it was kept."""
+
+    batch_id: str
+    kept: bool = Field(
+        description="kept in the store (false: a user was erased since its snapshot, the batch was purged, or "
+        "a newer computation is kept)"
+    )
+    sessions: int
+    keyword_sessions: int = Field(description="sessions with a query (payload searches have none)")
+    distinct_queries: int = Field(description="distinct normalized queries of the batch")
+    kept_queries: int = Field(description="queries kept (the union of the three top lists)")
+    distinct_objects: int = Field(description="distinct objects shown in keyword sessions")
+    kept_objects: int
+    top_n: int = Field(description="[clickstream] analytics_top_n when it was computed")
+
+
+class AnalyticsBackfill(BaseModel):
+    """What :meth:`compute_missing_analytics` computed."""
+
+    computed: list[str] = Field(description="released batches whose analytics were computed and kept, newest first")
+    more: bool = Field(description="more released batches without kept analytics are left")
+
+
+class AnalyticsRange(BaseModel):
+    """The released batches a search-analytics answer covers, and their exact totals."""
+
+    batches: list[str] = Field(description="released batches of the selection with kept analytics, newest first")
+    missing: list[str] = Field(
+        description="released batches of the selection whose analytics are not computed yet (left out; the "
+        "release DAG's metrics task computes them)"
+    )
+    cut_batches: int = Field(
+        description="batches whose kept lists were cut at their top N: a key missing from one of them has "
+        "counts that are lower bounds (the row's lower_bound)"
+    )
+    sessions: int = Field(description="every session of the batches (payload searches included)")
+    keyword_sessions: int
+    payload_search_sessions: int
+    sessions_with_click: int = Field(description="keyword sessions with a click")
+    click_through_rate: float | None = Field(description="keyword sessions with a click / keyword sessions")
+    no_click_rate: float | None
+    mean_reciprocal_rank: float | None = Field(description="of the first click, over keyword sessions")
+    avg_click_position: float | None = Field(
+        description="mean 1-based position of the clicked results (a clicked object counts once a session)"
+    )
+    no_result_sessions: int
+    irrelevant_sessions: int = Field(description="keyword sessions flagged irrelevant")
+
+
+class SearchRow(BaseModel):
+    """One normalized query, its counts summed over the batches and the rates they give."""
+
+    query: str = Field(description="the normalized query (NFKC, lower case, trimmed, whitespace collapsed)")
+    sessions: int
+    sessions_with_click: int
+    click_through_rate: float | None = Field(description="sessions with a click / sessions")
+    no_click_sessions: int
+    no_click_rate: float | None
+    clicks: int = Field(description="clicked results: (session, object) pairs with a click on a shown result")
+    avg_click_position: float | None = Field(
+        description="mean 1-based position of the clicked results (null without a click on a result)"
+    )
+    mean_reciprocal_rank: float | None = Field(description="of the first click (0 for a session without one)")
+    mean_results_shown: float | None = Field(description="mean length of the search results")
+    no_result_sessions: int = Field(description="sessions with empty search results")
+    irrelevant_sessions: int
+    lower_bound: bool = Field(
+        description="the query fell outside the kept top N of at least one batch: its counts are lower bounds"
+    )
+
+
+class SearchesPage(BaseModel):
+    range: AnalyticsRange
+    order_by: str
+    direction: Literal["asc", "desc"]
+    searches: list[SearchRow]
+    total: int = Field(description="rows of the whole answer (every page)")
+    next_after: str | None = Field(description="pass as `after` for the next page; null on the last page")
+
+
+class HitRow(BaseModel):
+    """One object (a search hit), its counts summed over the batches."""
+
+    object_id: str
+    impressions: int = Field(description="keyword sessions that showed it (a result listed twice counts once)")
+    clicks: int = Field(description="of those, sessions with a click on it")
+    click_through_rate: float | None = Field(description="clicks / impressions")
+    mean_position: float | None = Field(description="mean 1-based position it was shown at (its first, if repeated)")
+    lower_bound: bool = Field(
+        description="the object fell outside the kept top N of at least one batch: its counts are lower bounds"
+    )
+
+
+class HitsPage(BaseModel):
+    range: AnalyticsRange
+    order_by: str
+    direction: Literal["asc", "desc"]
+    hits: list[HitRow]
+    total: int = Field(description="rows of the whole answer (every page)")
+    next_after: str | None = Field(description="pass as `after` for the next page; null on the last page")
+
+
+class QueryBatchPoint(SearchRow):
+    """One query in one batch."""
+
+    batch_id: str
+    released_at: int
+    kept: bool = Field(description="the batch kept this query (false: zero, or a lower bound when lower_bound)")
+
+
+class QueryAnalytics(BaseModel):
+    """One normalized query over the selected batches: summed, per batch, by position, its top objects."""
+
+    query: str = Field(description="the normalized query")
+    range: AnalyticsRange
+    summary: SearchRow
+    batches: list[QueryBatchPoint] = Field(description="one point a batch of the range, oldest first")
+    positions: list[PositionCtr] = Field(
+        description="positions 1..20: sessions of this query showing a result there (shown), with a click on it"
+    )
+    top_objects: list[HitRow] = Field(description="its most shown objects (each batch keeps 20 a query)")
+    labels: list[JsonObject] | None = Field(
+        None, description="the debiased training-signal labels of this query, once the labels step keeps them"
+    )

@@ -86,6 +86,17 @@ CONFIG_OPTIONS: dict[str, tuple[str, str, str]] = {
         "300000",
         "Live ingestion rejects timestamps further in the future than this (milliseconds; 5 min).",
     ),
+    "analytics_top_n": (
+        "integer",
+        "1000",
+        "Search analytics: the top this many queries (by sessions, by sessions without results, by sessions "
+        "without a click) and objects (by impressions) are kept per released batch, with exact totals.",
+    ),
+    "label_event_types": (
+        "string",
+        "click",
+        "Event types (comma-separated) that count as a positive interaction for the training-signal labels.",
+    ),
     "max_attempts": ("integer", "3", "An improvement mark that fails this many times ends as ``failed``."),
     "claim_stale_ms": (
         "integer",

@@ -23,7 +23,8 @@ class BatchMetricsOperator(ClickstreamBaseOperator):
     ``mean_reciprocal_rank`` (of the first click), ``no_click_rate``, ``irrelevant_rate``, ``late_events``
     (arrived after the release). Rates are ``null`` for an empty batch. Returns the metrics plus
     ``path`` (where they were written, or null with ``write_file=False``). Re-running overwrites the file.
-    The store keeps the metrics of a released batch (the batch list and the Clickstream page show them).
+    The store keeps the metrics of a released batch (the batch list and the Clickstream page show them),
+    and the task then computes and keeps its search analytics by query (``compute_batch_analytics``).
     Then the task computes the missing kept metrics of up to ``backfill`` older released batches (after an
     upgrade, an erasure, or releases made outside the DAG), newest first, and logs how many; an outage
     during that backfill is logged, not failed (the batch's own metrics are done). An unknown batch fails
@@ -81,9 +82,33 @@ class BatchMetricsOperator(ClickstreamBaseOperator):
         )
         if path:
             self.log.info("Written to %s", path)
+        self._analytics()
         if self.backfill:
             self._backfill()
         return {**metrics, "path": path}
+
+    def _analytics(self) -> None:
+        """Compute and keep the batch's search analytics (one aggregation pass, shared with the labels); log
+        what was kept. A collecting batch has none (logged, not failed)."""
+        from clickstream.store import Conflict
+
+        try:
+            with self.store() as hook:
+                done = hook.compute_batch_analytics(self.batch_id)
+        except Conflict as err:
+            self.log.info("Search analytics not computed: %s", err.detail)
+            return
+        self.log.info(
+            "Search analytics of batch %s %s: %d keyword sessions, %d/%d queries and %d/%d objects kept (top %d)",
+            self.batch_id,
+            "kept" if done.kept else "computed, not kept (an erasure or a newer computation meanwhile)",
+            done.keyword_sessions,
+            done.kept_queries,
+            done.distinct_queries,
+            done.kept_objects,
+            done.distinct_objects,
+            done.top_n,
+        )
 
     def _backfill(self) -> None:
         """Compute the missing kept metrics of up to ``backfill`` older released batches; log how many."""
@@ -95,6 +120,17 @@ class BatchMetricsOperator(ClickstreamBaseOperator):
         except StoreUnavailable as err:
             self.log.warning("Backfill of missing batch metrics skipped (store unavailable): %s", err)
             return
+        try:
+            with self.store() as hook:
+                analytics = hook.compute_missing_analytics(self.backfill)
+        except StoreUnavailable as err:
+            self.log.warning("Backfill of missing search analytics skipped (store unavailable): %s", err)
+        else:
+            self.log.info(
+                "Backfill: computed the search analytics of %d older released batch(es)%s",
+                len(analytics.computed),
+                "; more are missing: the next runs continue" if analytics.more else "",
+            )
         self.log.info(
             "Backfill: computed the kept metrics of %d older released batch(es)%s%s",
             len(done.computed),

@@ -23,6 +23,10 @@ class StoreConfig:
     :param max_events_per_session: events a session holds at most; later ones are counted ``over_limit``
         and not stored, and reads of a session return at most this many.
     :param max_bulk_items: most items (sessions + events) of one ``ingest_bulk``.
+    :param analytics_top_n: queries (by sessions, by no-result sessions, by no-click sessions) and objects
+        (by impressions) kept per released batch by the search analytics (:mod:`clickstream.store.analytics`).
+    :param label_event_types: event types (comma-separated) that count as a positive for the training-signal
+        labels (``label_clicks`` of :func:`clickstream.store.aggregation.aggregate_batch`).
     """
 
     max_page: int = 1000
@@ -35,6 +39,8 @@ class StoreConfig:
     max_json_bytes: int = 64 * 1024
     max_events_per_session: int = 10_000
     max_bulk_items: int = 1000
+    analytics_top_n: int = 1000
+    label_event_types: str = "click"
 
 
 # The fixed limits of the batch overview (the Clickstream page's reads; not tunables): the REST routes declare

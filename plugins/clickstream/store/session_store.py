@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from clickstream.store.analytics import AnalyticsOperations
 from clickstream.store.batches import BatchOperations
 from clickstream.store.checks import Checks
 from clickstream.store.config import StoreConfig, now_ms
@@ -37,6 +38,7 @@ class SessionStore(
     ImprovementOperations,
     ErasureOperations,
     RetentionOperations,
+    AnalyticsOperations,
 ):
     """The clickstream session store on PostgreSQL or SQLite.
 

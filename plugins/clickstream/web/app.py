@@ -27,6 +27,7 @@ from clickstream.web.errors import install_error_handlers
 from clickstream.web.holder import StoreHolder
 from clickstream.web.limits import DEFAULT_MAX_REQUEST_BYTES, BodySizeLimit
 from clickstream.web.routes.admin import admin_router
+from clickstream.web.routes.analytics import analytics_router
 from clickstream.web.routes.batches import batches_router, overview_router
 from clickstream.web.routes.bulk import bulk_router
 from clickstream.web.routes.page import page_router
@@ -107,6 +108,7 @@ def create_app(
     app.include_router(overview_router())
     app.include_router(bulk_router())
     app.include_router(admin_router())
+    app.include_router(analytics_router())
     app.include_router(page_router(config))
     app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
     return app

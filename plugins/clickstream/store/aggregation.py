@@ -1,0 +1,219 @@
+"""The one aggregation pass over a batch that the search analytics and the training-signal labels share.
+
+:func:`aggregate_batch` runs five named queries on a connection (the caller's snapshot):
+
+* ``analytics_batch_totals``: the batch's sessions, payload-search sessions, irrelevant flags and events;
+* ``analytics_query_sessions``: per RAW query text of the keyword sessions (not a payload search, with a
+  query): sessions, results shown, sessions without results, sessions flagged irrelevant;
+* ``analytics_query_first_clicks``: per raw query: sessions with a click, the first click's reciprocal-rank
+  sum;
+* ``analytics_impressions``: per (raw query, object, position, irrelevant flag): sessions showing the
+  object there (PostgreSQL expands each distinct result list of a query once, not each session's);
+* ``analytics_impression_clicks``: the same rows, for the sessions with a ``click`` on the object shown
+  there and those with an event of ``label_event_types`` on it (from the events: only those sessions'
+  results are expanded).
+
+The database groups by the raw text; Python then merges the rows under :func:`normalize_query` of the
+text, so memory is bounded by the distinct keys (queries, objects, positions), never by the sessions.
+
+Definitions (kept consistent with the batch metrics, :mod:`clickstream.store.batches`):
+
+* a *click* is an event of type ``click`` (as the batch metrics' CTR and MRR); a session *with a click* has
+  one on anything, shown or not; the reciprocal rank is that of the session's first click (by
+  ``created_at``, then arrival), 0 when its object was not shown;
+* an *impression* is a (session, object) pair of a keyword session's results, at the object's FIRST
+  position (a result listed twice counts once, as the position curve counts it); a *clicked result* is an
+  impression with a ``click`` on that object (once a session, however many clicks);
+* the *average click position* is the mean 1-based position of the clicked results (as Algolia's): the sum
+  of position x clicks over the impressions, divided by the clicked results;
+* ``label_clicks`` counts, like ``clicks``, sessions with an event of one of ``label_event_types``
+  (``[clickstream] label_event_types``, default ``click``) on the object: the labels step's positives;
+* irrelevant sessions stay in the analytics (counted, and flagged per impression row, ``irrelevant``); the
+  labels step leaves them out. Payload-search sessions have no query: counted in the totals only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from sqlalchemy import Connection
+
+from clickstream.signal.normalize import normalize_query
+from clickstream.store.db import Database, dumps
+
+#: Positions of a query's kept click-through curve (its CTR by position).
+QUERY_POSITIONS = 20
+
+
+class Impression(NamedTuple):
+    """Impressions of one object at one position under one normalized query, split by the irrelevant flag."""
+
+    query: str
+    object_id: str
+    position: int
+    irrelevant: bool
+    shown: int
+    clicks: int
+    label_clicks: int
+
+
+@dataclass
+class ObjectStats:
+    """An object's impressions, clicked impressions and the sum of the positions it was shown at."""
+
+    object_id: str
+    impressions: int = 0
+    clicks: int = 0
+    position_sum: int = 0
+
+    def add(self, position: int, shown: int, clicks: int) -> None:
+        self.impressions += shown
+        self.clicks += clicks
+        self.position_sum += position * shown
+
+
+@dataclass
+class QueryStats:
+    """The per-query sums of one batch, under the normalized query ``key``.
+
+    ``positions`` is the query's curve for positions 1..:data:`QUERY_POSITIONS`: ``[shown, clicks]`` pairs
+    (impressions at that position, and clicked ones). ``objects`` are its objects (every one: the keep
+    keeps the top ones).
+    """
+
+    key: str
+    sessions: int = 0
+    sessions_with_click: int = 0
+    rr_sum: float = 0.0
+    click_position_sum: int = 0
+    clicks_on_results: int = 0
+    results_shown_sum: int = 0
+    no_result_sessions: int = 0
+    irrelevant_sessions: int = 0
+    positions: list[list[int]] = field(default_factory=lambda: [[0, 0] for _ in range(QUERY_POSITIONS)])
+    objects: dict[str, ObjectStats] = field(default_factory=dict)
+
+    @property
+    def no_click_sessions(self) -> int:
+        return self.sessions - self.sessions_with_click
+
+
+@dataclass
+class BatchTotals:
+    """Exact totals of a batch: every rate of the batch stays exact whatever the top lists keep."""
+
+    sessions: int = 0
+    events: int = 0
+    irrelevant_all: int = 0
+    payload_search_sessions: int = 0
+    keyword_sessions: int = 0
+    sessions_with_click: int = 0
+    rr_sum: float = 0.0
+    click_position_sum: int = 0
+    clicks_on_results: int = 0
+    results_shown_sum: int = 0
+    no_result_sessions: int = 0
+    irrelevant_sessions: int = 0
+    impressions: int = 0
+
+
+@dataclass(frozen=True)
+class BatchAggregate:
+    """The aggregation pass over one batch.
+
+    :ivar impressions: per (normalized query, object, position, irrelevant): shown, clicks, label_clicks.
+    :ivar queries: per normalized query (:class:`QueryStats`).
+    :ivar objects: per object, over every keyword session (:class:`ObjectStats`).
+    :ivar totals: :class:`BatchTotals`.
+    """
+
+    batch_id: str
+    impressions: list[Impression]
+    queries: dict[str, QueryStats]
+    objects: dict[str, ObjectStats]
+    totals: BatchTotals
+
+
+def aggregate_batch(
+    db: Database, conn: Connection, batch_id: str, *, label_event_types: tuple[str, ...] | list[str] = ("click",)
+) -> BatchAggregate:
+    """The aggregation pass over batch ``batch_id`` on ``conn`` (run it in one snapshot: the caller's
+    transaction, after ``snapshot_read`` on PostgreSQL). See the module docstring for the definitions."""
+    totals = BatchTotals()
+    t = db.run(conn, "analytics_batch_totals", batch_id=batch_id).mappings().one()
+    totals.sessions, totals.events = int(t["sessions"]), int(t["events"])
+    totals.irrelevant_all, totals.payload_search_sessions = int(t["irrelevant_all"]), int(t["payload_search_sessions"])
+
+    keys: dict[str, str] = {}  # raw text -> normalized key (raw texts repeat across both queries)
+
+    def key_of(raw: str) -> str:
+        key = keys.get(raw)
+        if key is None:
+            key = keys[raw] = normalize_query(raw)
+        return key
+
+    queries: dict[str, QueryStats] = {}
+    for r in db.run(conn, "analytics_query_sessions", batch_id=batch_id):
+        key = key_of(r.query)
+        q = queries.get(key)
+        if q is None:
+            q = queries[key] = QueryStats(key)
+        q.sessions += int(r.sessions)
+        q.results_shown_sum += int(r.results_shown_sum)
+        q.no_result_sessions += int(r.no_result_sessions)
+        q.irrelevant_sessions += int(r.irrelevant_sessions)
+    for r in db.run(conn, "analytics_query_first_clicks", batch_id=batch_id):
+        q = queries[key_of(r.query)]
+        q.sessions_with_click += int(r.sessions_with_click)
+        q.rr_sum += float(r.rr_sum)
+
+    merged: dict[tuple[str, str, int, bool], list[int]] = {}  # (key, object, position, irrelevant) -> counts
+    for r in db.run(conn, "analytics_impressions", batch_id=batch_id):
+        slot = (key_of(r.query), r.object_id, int(r.position), bool(r.irrelevant))
+        counts = merged.get(slot)
+        if counts is None:
+            merged[slot] = [int(r.shown), 0, 0]
+        else:
+            counts[0] += int(r.shown)
+    types = dumps(list(label_event_types))
+    for r in db.run(conn, "analytics_impression_clicks", batch_id=batch_id, label_event_types=types):
+        counts = merged[(key_of(r.query), r.object_id, int(r.position), bool(r.irrelevant))]  # shown there
+        counts[1] += int(r.clicks)
+        counts[2] += int(r.label_clicks)
+
+    objects: dict[str, ObjectStats] = {}
+    for (key, object_id, position, _), (shown, clicks, _) in merged.items():
+        q = queries[key]
+        q.click_position_sum += position * clicks
+        q.clicks_on_results += clicks
+        if position <= QUERY_POSITIONS:
+            q.positions[position - 1][0] += shown
+            q.positions[position - 1][1] += clicks
+        qo = q.objects.get(object_id)
+        if qo is None:
+            qo = q.objects[object_id] = ObjectStats(object_id)
+        qo.add(position, shown, clicks)
+        o = objects.get(object_id)
+        if o is None:
+            o = objects[object_id] = ObjectStats(object_id)
+        o.add(position, shown, clicks)
+        totals.impressions += shown
+
+    for q in queries.values():
+        totals.keyword_sessions += q.sessions
+        totals.sessions_with_click += q.sessions_with_click
+        totals.rr_sum += q.rr_sum
+        totals.click_position_sum += q.click_position_sum
+        totals.clicks_on_results += q.clicks_on_results
+        totals.results_shown_sum += q.results_shown_sum
+        totals.no_result_sessions += q.no_result_sessions
+        totals.irrelevant_sessions += q.irrelevant_sessions
+    impressions = [Impression(k, o, p, irr, *counts) for (k, o, p, irr), counts in merged.items()]
+    return BatchAggregate(batch_id, impressions, queries, objects, totals)
+
+
+def label_event_types(config_value: str) -> tuple[str, ...]:
+    """``[clickstream] label_event_types`` (comma-separated) as a tuple of event types (``click`` if empty)."""
+    types = tuple(dict.fromkeys(t.strip() for t in config_value.split(",") if t.strip()))
+    return types or ("click",)
