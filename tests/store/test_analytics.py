@@ -19,6 +19,12 @@ from clickstream.store.aggregation import aggregate_batch
 from tests.support.bodies import click, session_body
 
 
+@pytest.fixture
+def store(live_store: SessionStore) -> SessionStore:
+    """The sessions here carry timestamps of now: the store runs on the real clock (tests/store/conftest.py)."""
+    return live_store
+
+
 def _session(session_id: str, query: str | None, results: tuple[str, ...] = ("a", "b", "c"), **fields: Any) -> dict:
     return session_body(session_id, search_query=query, search_results=[{"object_id": o} for o in results], **fields)
 
