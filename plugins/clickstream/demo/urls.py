@@ -159,7 +159,8 @@ def standalone_urls(
 ) -> StandaloneUrls:
     """Where the API server of ``./dev standalone`` listens and how everything else reaches it.
 
-    The port is ``AIRFLOW__API__PORT``, else the port of ``[api] base_url`` when that is set, else 8080;
+    The port is ``AIRFLOW__API__PORT``, else the port of ``[api] base_url`` when that is set (as a URL, not
+    only a path), else 8080;
     the host is ``AIRFLOW__API__HOST``, else ``127.0.0.1``. The Execution API's URL follows them (with the
     path of ``base_url``), unless ``execution_api_server_url`` is set and already reaches the API server.
 
@@ -174,17 +175,21 @@ def standalone_urls(
     listen_host = (host or "").strip() or DEFAULT_HOST
     scheme = "https" if ssl else "http"
     base_url = (base_url or "").strip() or None
+    name = "[api] base_url (AIRFLOW__API__BASE_URL)"
+    relative = base_url is not None and base_url.startswith("/")  # a path only, as Airflow also takes it
     listen_port = parse_port(port)
     if listen_port is None:
-        listen_port = _port_of(base_url, "[api] base_url (AIRFLOW__API__BASE_URL)")[2] if base_url else DEFAULT_PORT
+        listen_port = _port_of(base_url, name)[2] if base_url and not relative else DEFAULT_PORT
     local_root = f"{scheme}://{_url_host(_connect_host(listen_host))}:{listen_port}"
     shown_host = (
         "localhost" if listen_host in _WILDCARD_HOSTS or _is_loopback(listen_host, resolver) else _url_host(listen_host)
     )
     public = f"{scheme}://{shown_host}:{listen_port}"
     path = ""
-    if base_url:
-        name = "[api] base_url (AIRFLOW__API__BASE_URL)"
+    if base_url and relative:
+        path = urlsplit(base_url).path.rstrip("/")
+        public += path
+    elif base_url:
         path = _port_of(base_url, name)[3].rstrip("/")
         _served_at(
             base_url,
