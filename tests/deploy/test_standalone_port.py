@@ -7,8 +7,8 @@ printed, the test seeds a few synthetic sessions through the clickstream REST AP
 and waits for the run to succeed: its tasks reach the Execution API only if the URL Airflow gives them
 follows the port. Every process it started (one process group) is stopped at the end, whatever happens.
 
-About 1.5 minutes on 2 cores (most of it Airflow starting); bounded by ``STARTUP_TIMEOUT_S`` and
-``RUN_TIMEOUT_S``.
+About 55 s on a quiet 2-core machine (40 s of it Airflow starting, 15 s the run), about 3 minutes when
+the cores are busy; bounded by ``STARTUP_TIMEOUT_S`` and ``RUN_TIMEOUT_S``.
 """
 
 from __future__ import annotations
