@@ -20,6 +20,7 @@ import sys
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy as sa
@@ -423,6 +424,49 @@ class TestEnvironment:
         assert env["AIRFLOW_ADMIN_PASSWORD"]
         auth_mount = next(v.split(":")[1] for v in services["airflow-apiserver"]["volumes"] if "auth" in v)
         assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"].startswith(auth_mount + "/")
+
+
+class TestApiServerPort:
+    """The API server's port is set in one place. ``AIRFLOW_API_PORT`` moves the host side of the port
+    mapping only; inside the compose network the server listens on its ``[api] port`` (Airflow's default
+    unless set), and the mapping's container side, the health check and every service's Execution API URL
+    name that port (issue 27 was a port changed in one place and not in the others)."""
+
+    @pytest.fixture
+    def moved(self, raw: dict[str, Any], env_example: dict[str, str]) -> dict[str, dict[str, Any]]:
+        """The services with ``AIRFLOW_API_PORT=8099`` in ``.env``."""
+        return _interpolate_tree(raw, {**env_example, "AIRFLOW_API_PORT": "8099"})["services"]
+
+    @staticmethod
+    def _listens_on(api: dict[str, Any]) -> tuple[str, int]:
+        from airflow.configuration import conf
+
+        env, cmd = _environment(api), _command(api)
+        host = env.get("AIRFLOW__API__HOST") or conf.get_default_value("api", "host")
+        port = env.get("AIRFLOW__API__PORT") or conf.get_default_value("api", "port")
+        # `api-server --port N` would win over the configuration
+        for flag, value in zip(cmd, cmd[1:], strict=False):
+            host = value if flag in ("-H", "--host") else host
+            port = value if flag in ("-p", "--port") else port
+        return host, int(port)
+
+    def test_the_host_port_is_mapped_to_the_port_the_api_server_listens_on(self, moved):
+        api = moved["airflow-apiserver"]
+        host, port = self._listens_on(api)
+        assert host == "0.0.0.0", "the API server must listen on the container's network for the mapping"
+        assert api["ports"] == [f"8099:{port}"]
+        assert any(f"//localhost:{port}/" in part for part in api["healthcheck"]["test"])
+
+    def test_every_execution_api_url_names_that_port(self, moved):
+        _host, port = self._listens_on(moved["airflow-apiserver"])
+        for name in (INIT_SERVICE, *AIRFLOW_SERVICES, *WORKERS):
+            url = urlsplit(_environment(moved[name])["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
+            assert (url.hostname, url.port) == ("airflow-apiserver", port), f"{name}: {url.geturl()}"
+
+    def test_a_base_url_if_set_names_the_host_port(self, moved):
+        for name, svc in moved.items():
+            base = _environment(svc).get("AIRFLOW__API__BASE_URL")  # unset: the UI's links are relative
+            assert base is None or urlsplit(base).port == 8099, f"{name}: [api] base_url {base} is not port 8099"
 
 
 class TestAnEnvFromBeforeTheCeleryProfile:

@@ -16,13 +16,16 @@ Running it again seeds a *new* batch (new session ids) and releases it in a new 
 its history, as a real one would; ``--reset`` deletes the demo folder first and starts from nothing.
 
 ``./dev standalone`` uses the same folder: ``python -m clickstream.demo env`` prints the environment as
-shell ``export`` lines, ``prepare`` migrates and writes the local admin's password, ``ready`` waits for the
-API server and prints the URLs and a curl example.
+shell ``export`` lines, ``urls`` checks the API server's host, port and URLs and prints them (the Execution
+API's URL follows the port; what cannot be served is refused), ``prepare`` migrates and writes the local
+admin's password, ``ready`` waits for the API server and prints the URLs and a curl example.
 
 Modules, one concern each:
 
 * :mod:`~clickstream.demo.environment`: the demo folder, the environment variables (Airflow's settings,
   the session store's Connection), the local admin's password;
+* :mod:`~clickstream.demo.urls`: the addresses of ``./dev standalone``, kept consistent with
+  ``AIRFLOW__API__HOST`` / ``AIRFLOW__API__PORT`` (no Airflow import);
 * :mod:`~clickstream.demo.console`: the terminal (steps and timings) while everything else goes to the log;
 * :mod:`~clickstream.demo.airflow_steps`: migrations, loading the DAG, reading a DAG run's outcome;
 * :mod:`~clickstream.demo.summary`: the summary at the end (which ``.ci/run`` reads) and the standalone
@@ -36,7 +39,7 @@ package imports Airflow at import time: the environment must be set first.
 
 from __future__ import annotations
 
-from clickstream.demo.commands import cmd_env, cmd_prepare, cmd_ready, cmd_run, main
+from clickstream.demo.commands import cmd_env, cmd_prepare, cmd_ready, cmd_run, cmd_urls, main
 from clickstream.demo.environment import ADMIN_PASSWORD, ADMIN_USER, DAG_ID, demo_environment
 
 __all__ = [
@@ -47,6 +50,7 @@ __all__ = [
     "cmd_prepare",
     "cmd_ready",
     "cmd_run",
+    "cmd_urls",
     "demo_environment",
     "main",
 ]

@@ -1,5 +1,5 @@
-"""The subcommands of ``python -m clickstream.demo`` (``run``, ``env``, ``prepare``, ``ready``) and their
-arguments. The ``dev`` script calls them: ``./dev demo`` runs ``run``, ``./dev standalone`` the other three.
+"""The subcommands of ``python -m clickstream.demo`` (``run``, ``env``, ``urls``, ``prepare``, ``ready``) and
+their arguments. The ``dev`` script calls them: ``./dev demo`` runs ``run``, ``./dev standalone`` the others.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from clickstream.demo.environment import (
     write_admin_password,
 )
 from clickstream.demo.summary import print_standalone_banner, print_summary
+from clickstream.demo.urls import UrlConflict, check_port_free, shell_lines, standalone_urls
 
 #: The command line's description (``--help``).
 DESCRIPTION = "The newcomer's demo: the main job, end to end, on SQLite in a project-local folder."
@@ -132,6 +133,39 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_urls(args: argparse.Namespace) -> int:
+    """Check the addresses of ``./dev standalone`` and print them as shell lines (see
+    :func:`clickstream.demo.urls.shell_lines`); refuse, with what to set, a combination it cannot serve.
+
+    ``AIRFLOW__API__HOST`` and ``AIRFLOW__API__PORT`` come from the environment (defaults 127.0.0.1 and
+    8080, or the port of ``[api] base_url``); ``[api] base_url``, ``[api] ssl_cert`` and
+    ``[core] execution_api_server_url`` from Airflow's configuration (environment or ``airflow.cfg``).
+
+    :param args: the parsed command line (``--home``, ``--dags-folder``, ``--no-port-check``).
+    :return: the exit status (2: refused).
+    """
+    home, dags = resolve_home(args.home), resolve_dags(args.dags_folder)
+    make_home(home)
+    apply_environment(home, dags)
+    from airflow.configuration import conf
+
+    try:
+        urls = standalone_urls(
+            host=os.environ.get("AIRFLOW__API__HOST"),
+            port=os.environ.get("AIRFLOW__API__PORT"),
+            base_url=conf.get("api", "base_url", fallback=None),
+            execution_api_url=conf.get("core", "execution_api_server_url", fallback=None),
+            ssl=bool(conf.get("api", "ssl_cert", fallback=None)),
+        )
+        if args.port_check:
+            check_port_free(urls.host, urls.port)
+    except UrlConflict as exc:
+        print(f"standalone: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(shell_lines(urls)), flush=True)
+    return 0
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Migrate Airflow's metadata DB and the store, and give the local admin a known password.
 
@@ -154,8 +188,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_ready(args: argparse.Namespace) -> int:
     """Wait until the API server answers, then print the URLs and a copy-paste curl example.
 
-    :param args: the parsed command line (``--home``, ``--dags-folder``, ``--url``, ``--timeout``, ``--log``,
-        ``--watch-pid``).
+    :param args: the parsed command line (``--home``, ``--dags-folder``, ``--url``, ``--probe-url``,
+        ``--timeout``, ``--log``, ``--watch-pid``).
     :return: the exit status.
     """
     import urllib.error
@@ -163,10 +197,11 @@ def cmd_ready(args: argparse.Namespace) -> int:
 
     home = resolve_home(args.home)
     base = args.url.rstrip("/")
+    probe = (args.probe_url or args.url).rstrip("/")
     deadline = time.monotonic() + args.timeout
     while True:
         try:
-            with urllib.request.urlopen(f"{base}/api/v2/version", timeout=3) as resp:
+            with urllib.request.urlopen(f"{probe}/api/v2/version", timeout=3) as resp:
                 version = json.loads(resp.read()).get("version")
                 break
         except (urllib.error.URLError, OSError, ValueError):
@@ -175,7 +210,7 @@ def cmd_ready(args: argparse.Namespace) -> int:
                 return 1
             if time.monotonic() > deadline:
                 print(
-                    f"standalone: the API server did not answer at {base} within {args.timeout:.0f} s; see {args.log}",
+                    f"standalone: the API server did not answer at {probe} within {args.timeout:.0f} s; see {args.log}",
                     file=sys.stderr,
                 )
                 return 1
@@ -212,9 +247,14 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="seed, run the clickstream_release DAG, print the outcome (default)")
     _run_options(run)
     sub.add_parser("env", help="print the demo environment as shell export lines")
+    urls = sub.add_parser("urls", help="check standalone's host, port and URLs; print them as shell lines")
+    urls.add_argument(
+        "--no-port-check", dest="port_check", action="store_false", help="do not refuse a port already in use"
+    )
     sub.add_parser("prepare", help="migrate Airflow's DB and the store, set the local admin's password")
     ready = sub.add_parser("ready", help="wait for the API server, then print URLs and a curl example")
-    ready.add_argument("--url", default="http://127.0.0.1:8080", help="API server base URL")
+    ready.add_argument("--url", default="http://127.0.0.1:8080", help="API server base URL (shown)")
+    ready.add_argument("--probe-url", default=None, help="base URL to poll on this machine (default: --url)")
     ready.add_argument("--timeout", type=float, default=180.0, help="seconds to wait (default 180)")
     ready.add_argument("--log", default="(the standalone log)", help="log file to point at")
     ready.add_argument(
@@ -222,7 +262,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     _run_options(parser)  # `python -m clickstream.demo --sessions 500` means `run --sessions 500`
     args = parser.parse_args(argv)
-    commands = {"run": cmd_run, "env": cmd_env, "prepare": cmd_prepare, "ready": cmd_ready, None: cmd_run}
+    commands = {
+        "run": cmd_run,
+        "env": cmd_env,
+        "urls": cmd_urls,
+        "prepare": cmd_prepare,
+        "ready": cmd_ready,
+        None: cmd_run,
+    }
     return commands[args.command](args)
 
 
