@@ -46,6 +46,11 @@ class TestMounting:
             "/batches/{batch_id}",
             "/batches/{batch_id}/positions",
             "/metrics",
+            "/analytics/searches",
+            "/analytics/searches/no-results",
+            "/analytics/searches/no-clicks",
+            "/analytics/hits",
+            "/analytics/queries/{query}",
         }
 
     def test_docs_page_loads_the_openapi_document_under_the_prefix(self, api: Api) -> None:
