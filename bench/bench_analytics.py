@@ -21,7 +21,7 @@ from bench.harness import Context, Table, log, median, ratio_cell, seed_batch, s
 RANGE_BATCHES = 10
 
 
-def _from_sessions(store, batch_ids: list[str]) -> list[tuple[str, int]]:  # type: ignore[no-untyped-def]
+def _from_sessions(store, batch_ids: list[str]) -> list[tuple[str, int]]:
     """The baseline: top 100 queries by sessions over ``batch_ids``, computed from their sessions."""
     from clickstream.store.aggregation import aggregate_batch
 

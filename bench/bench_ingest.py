@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Context, Table, libpq_url, log, median, ratio_cell, run_child, synthetic_sessions
+from bench.harness import Context, Table, libpq_url, log, median, one_row, ratio_cell, run_child, synthetic_sessions
 from clickstream.store.rows import EVENT_COLUMNS, SESSION_COLUMNS
 
 #: The columns of the baselines' rows: the store's (:data:`clickstream.store.rows.SESSION_COLUMNS`, with the
@@ -177,8 +177,8 @@ def child_copy_from(url: str, sessions_file: str, events_file: str) -> dict[str,
                 while data := f.read(1 << 20):
                     copy.write(data)
         conn.commit()
-        sessions = cur.execute("SELECT count(*) FROM cs_session").fetchone()[0]
-        events = cur.execute("SELECT count(*) FROM cs_event").fetchone()[0]
+        sessions = one_row(cur.execute("SELECT count(*) FROM cs_session"))[0]
+        events = one_row(cur.execute("SELECT count(*) FROM cs_event"))[0]
     return {"sessions": sessions, "events": events}
 
 
@@ -211,7 +211,8 @@ def _writers(ctx: Context, kind: str, writers: int, n: int, seed: int, tag: str)
     shutil.rmtree(barrier, ignore_errors=True)
     barrier.mkdir()
     start_ms = int(time.time() * 1000) - 2 * 3600 * 1000
-    common = {"n": n, "seed": seed, "writers": writers, "start_ms": start_ms, "barrier": str(barrier)}
+    common: dict[str, Any] = {"n": n, "seed": seed, "writers": writers, "start_ms": start_ms, "barrier": str(barrier)}
+    extra: dict[str, Any]
     if kind == "hook":
         func, extra, preload = "bench.bench_ingest:child_hook_writer", {}, ["clickstream.hooks", "clickstream.store"]
     else:

@@ -16,6 +16,8 @@ COPY) and a collecting batch of a tenth of them. Measured in process on ``Sessio
 
 from __future__ import annotations
 
+from functools import partial
+
 from bench.harness import Context, Table, log, median, ratio_cell, seed_batch, synthetic_sessions, timed, vacuum_analyze
 
 BATCHES = 10
@@ -50,7 +52,7 @@ def run(ctx: Context) -> list[Table]:
         newest = released[-1].batch_id
         for rep in range(ctx.repeat):
             listed.append(timed(lambda: store.list_batches_page(limit=20))[0])
-            recomputed.append(sum(timed(lambda b=b: store.batch_metrics(b.batch_id))[0] for b in released))
+            recomputed.append(sum(timed(partial(store.batch_metrics, b.batch_id))[0] for b in released))
             series.append(timed(lambda: store.metrics_series(limit=100))[0])
             kept_curve.append(timed(lambda: store.batch_positions(newest))[0])
             live_curve.append(timed(lambda: store.batch_positions(newest, max_position=21))[0])

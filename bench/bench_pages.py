@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from bench.harness import Context, Table, log, median, percentile, ratio_cell
+from bench.harness import Context, Table, log, median, one_row, percentile, ratio_cell
 
 LIMIT = 100
 EVENTS_LIMIT = 100
@@ -27,11 +27,13 @@ def run(ctx: Context) -> list[Table]:
             if position == 0:
                 numbers[name] = 0
             else:  # the number just before the page's first session (set-up only: OFFSET is fine here)
-                numbers[name] = conn.execute(
-                    "SELECT session_number FROM cs_session WHERE batch_id = %s ORDER BY session_number "
-                    "OFFSET %s LIMIT 1",
-                    (big.batch_id, position - 1),
-                ).fetchone()[0]
+                numbers[name] = one_row(
+                    conn.execute(
+                        "SELECT session_number FROM cs_session WHERE batch_id = %s ORDER BY session_number "
+                        "OFFSET %s LIMIT 1",
+                        (big.batch_id, position - 1),
+                    )
+                )[0]
     hook = ClickstreamHook()
     calls = max(20, ctx.repeat * 10)
     samples: dict[str, list[float]] = {k: [] for k in numbers}

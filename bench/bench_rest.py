@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from bench import gc_trace as gc_tracing
 from bench.harness import Context, Table, log, median, percentile, ratio_cell, run_child
@@ -173,7 +173,7 @@ class ApiServer(TestApiServer):
             startup_timeout_s=240,
         )
 
-    def start(self) -> ApiServer:
+    def start(self) -> Self:
         """Migrate (or copy the migrated) metadata DB, then start the server and wait until it answers."""
         t0 = time.monotonic()
         if self.metadata_template.exists():

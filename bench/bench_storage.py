@@ -35,6 +35,7 @@ from bench.harness import (
     libpq_url,
     log,
     machine,
+    one_row,
     pg_version,
     seed_batch,
     synthetic_sessions,
@@ -50,7 +51,7 @@ def _lsn(url: str) -> int:
     import psycopg
 
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
-        return int(conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')").fetchone()[0])
+        return int(one_row(conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')"))[0])
 
 
 def _checkpoint(url: str) -> None:
@@ -66,9 +67,7 @@ def _sizes(url: str) -> dict[str, tuple[int, int]]:
 
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         return {
-            t: tuple(
-                conn.execute("SELECT pg_table_size(%s::regclass), pg_indexes_size(%s::regclass)", (t, t)).fetchone()
-            )
+            t: one_row(conn.execute("SELECT pg_table_size(%s::regclass), pg_indexes_size(%s::regclass)", (t, t)))
             for t in TABLES
         }
 
@@ -77,8 +76,8 @@ def _counts(url: str) -> tuple[int, int]:
     import psycopg
 
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
-        s = conn.execute("SELECT count(*) FROM cs_session").fetchone()[0]
-        e = conn.execute("SELECT count(*) FROM cs_event").fetchone()[0]
+        s = one_row(conn.execute("SELECT count(*) FROM cs_session"))[0]
+        e = one_row(conn.execute("SELECT count(*) FROM cs_event"))[0]
     return int(s), int(e)
 
 

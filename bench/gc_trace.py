@@ -159,4 +159,4 @@ def install(folder: str | Path) -> None:
             print(f"bench trace: tuning not recorded: {err!r}", flush=True)
         return did
 
-    gc_tuning.tune_worker_process = traced_tune_worker_process  # type: ignore[assignment]
+    gc_tuning.tune_worker_process = traced_tune_worker_process

@@ -341,11 +341,19 @@ def pg_version(url: str) -> str:
     import psycopg
 
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
-        return conn.execute("SHOW server_version").fetchone()[0]
+        return one_row(conn.execute("SHOW server_version"))[0]
 
 
 def libpq_url(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+def one_row(cursor: Any) -> tuple[Any, ...]:
+    """The next row of a psycopg ``cursor`` whose query answers one (an error if it answers none)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise RuntimeError("the query answered no row")
+    return tuple(row)
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -307,7 +308,7 @@ def _web_framework_imports(module: str) -> list[str]:
         if isinstance(node, ast.ImportFrom) and not node.level:
             names = [node.module or ""]
         found += [
-            f"line {node.lineno}: {name}"
+            f"line {cast(ast.stmt, node).lineno}: {name}"
             for name in names
             if any(name == f or name.startswith(f + ".") for f in WEB_FRAMEWORKS)
         ]

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-_seen_pg_databases: list[str] = []
+_seen_pg_databases: list[str | None] = []
 
 
 def _user_tables(url: str) -> list[str]:

@@ -132,6 +132,7 @@ class TestConfig:
         monkeypatch.setenv("AIRFLOW__CLICKSTREAM__MAX_PAGE", "5")
         monkeypatch.setenv("AIRFLOW__CLICKSTREAM__MAX_EVENTS", "7")
         batch_id = hook.register_session(_session("s1")).batch_id
+        assert batch_id is not None
         with ClickstreamHook() as configured:
             assert configured.get_batch_sessions(batch_id, limit=5, events_limit=7).last_number is not None
             with pytest.raises(InvalidInput, match="limit: must be between 1 and 5, got 6"):

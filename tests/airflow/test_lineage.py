@@ -36,6 +36,7 @@ def _names(store_url: str) -> tuple[str, str]:
     """The namespace and table-name prefix the lineage must use for ``store_url``."""
     url = make_url(store_url)
     if url.get_backend_name() == "sqlite":
+        assert url.database is not None
         return f"sqlite://{os.path.abspath(url.database)}", "main"
     return f"postgres://{url.host}:{url.port}", f"{url.database}.public"
 
@@ -70,6 +71,7 @@ def _run(lineage: Any) -> Any:
 @pytest.fixture
 def released(store: SessionStore) -> tuple[SessionStore, str]:
     counts = seed_store(store, 120, seed=7, release_id="r-7")
+    assert counts.release is not None
     return store, counts.release["batch_id"]
 
 

@@ -7,7 +7,7 @@ instances of a real ``clickstream_release`` run (``dag.test()``), and for operat
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,9 @@ class TestOperatorsRunDirectly:
     def test_extract_and_metrics_link_the_batch_and_the_manifest_the_store_records(
         self, store: SessionStore, tmp_path: Path
     ) -> None:
-        batch_id = seed_store(store, 20, seed=3, release_id="r1").release["batch_id"]
+        seeded = seed_store(store, 20, seed=3, release_id="r1")
+        assert seeded.release is not None
+        batch_id = seeded.release["batch_id"]
         extract = ExtractBatchOperator(task_id="extract", batch_id=batch_id, base_path=str(tmp_path))
         manifest = extract.execute(context={})["paths"]["manifest"]
         assert manifest == f"file://{tmp_path}/{batch_id}/_manifest.json"
@@ -94,7 +96,7 @@ def airflow_app(airflow_db: None) -> Iterator[Any]:
         yield app
 
 
-def _kept_metrics_computed_at(store: SessionStore, batch_id: str) -> list[int]:
+def _kept_metrics_computed_at(store: SessionStore, batch_id: str) -> Sequence[int]:
     with store.engine.connect() as conn:
         return (
             conn.execute(sa.text("SELECT computed_at FROM cs_batch_metrics WHERE batch_id = :b"), {"b": batch_id})

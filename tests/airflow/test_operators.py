@@ -38,6 +38,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*cannot be called outside of th
 def released(store: SessionStore) -> tuple[SessionStore, str]:
     """A store with a released batch of 230 synthetic sessions (late events included)."""
     counts = seed_store(store, 230, seed=5, release_id="r-1")
+    assert counts.release is not None
     return store, counts.release["batch_id"]
 
 
@@ -351,6 +352,7 @@ class TestMarkForImprovementOperator:
 class TestBatchMetricsOperator:
     def test_metrics_are_written_beside_the_dataset_and_returned(self, store: SessionStore, tmp_path: Path):
         seeded = seed_store(store, 150, seed=9, release_id="r-9")
+        assert seeded.release is not None
         batch_id = seeded.release["batch_id"]
         result = BatchMetricsOperator(task_id="metrics", batch_id=batch_id, base_path=str(tmp_path)).execute({})
         written = json.loads((tmp_path / batch_id / "metrics.json").read_text())
@@ -369,7 +371,9 @@ class TestBatchMetricsOperator:
             BatchMetricsOperator(task_id="metrics", batch_id="nope", base_path=str(tmp_path)).execute({})
 
     def test_write_file_false_only_returns_the_metrics(self, store: SessionStore, tmp_path: Path):
-        batch_id = seed_store(store, 10, seed=9, release_id="r-9").release["batch_id"]
+        seeded = seed_store(store, 10, seed=9, release_id="r-9")
+        assert seeded.release is not None
+        batch_id = seeded.release["batch_id"]
         result = BatchMetricsOperator(
             task_id="metrics", batch_id=batch_id, base_path=str(tmp_path / "out"), write_file=False
         ).execute({})

@@ -71,6 +71,7 @@ class TestGenerate:
 class TestSeedStore:
     def test_counts_match_what_the_store_holds(self, store: SessionStore):
         counts = seed_store(store, 300, seed=3, release_id="seed-r")
+        assert counts.release is not None
         batch_id = counts.release["batch_id"]
         assert counts.batch_ids == [batch_id] and store.get_batch(batch_id).status == "released"
         batch = [s for page in store.iter_batch_pages(batch_id) for s in page]
@@ -79,6 +80,7 @@ class TestSeedStore:
         metrics = store.batch_metrics(batch_id)
         assert metrics.late_events == counts.late_events > 0
         assert metrics.sessions_with_click == counts.sessions_with_click
+        assert metrics.irrelevant_rate is not None
         assert round(metrics.irrelevant_rate * 300) == counts.irrelevant_sessions
 
     def test_held_late_events_are_pushed_after_the_callers_release(self, store: SessionStore):

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import jwt
@@ -256,9 +256,9 @@ class TestRoutes:
 
     def test_batch_pages_and_release(self, admin: ClickstreamClient, viewer: ClickstreamClient) -> None:
         sids = [uid("page") for _ in range(5)]
-        numbers = {}
+        numbers: dict[str, int] = {}
         for sid in sids:
-            numbers[sid] = admin.register_session(session(sid)).session_number
+            numbers[sid] = cast(int, admin.register_session(session(sid)).session_number)
             admin.push_events(sid, [event("e1"), event("e2")])
         batch_id = admin.get_session(sids[0]).batch_id
 
@@ -270,7 +270,7 @@ class TestRoutes:
 
         calls = []
         real = viewer.get_batch_sessions
-        viewer.get_batch_sessions = lambda *a, **k: calls.append(k) or real(*a, **k)  # type: ignore[method-assign]
+        viewer.get_batch_sessions = lambda *a, **k: calls.append(k) or real(*a, **k)  # type: ignore[method-assign,func-returns-value]
         seen = [s for s in viewer.iter_batch_sessions(batch_id, page_size=2, after_number=numbers[sids[0]] - 1)]
         ours = [s.session_id for s in seen if s.session_id.startswith("page-") and s.session_id in numbers]
         assert ours == sids  # each once, in order (other tests' sessions may be in the batch too)
@@ -406,6 +406,7 @@ class TestErrors:
     def test_bulk_limits(self, admin: ClickstreamClient) -> None:
         sid = uid("sess")
         too_many = [{**event(f"e{i}"), "session_id": sid} for i in range(MAX_BULK_ITEMS + 1)]
+        err: pytest.ExceptionInfo[ClickstreamError]
         with pytest.raises(InvalidInputError) as err:
             admin.bulk(events=too_many)
         assert str(MAX_BULK_ITEMS) in err.value.detail

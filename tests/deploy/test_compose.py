@@ -319,7 +319,9 @@ class TestImage:
         assert constraint, "pip install without --constraint"
         assert copies.get(constraint.group(1)) == "constraints.txt"
         # the install target is the folder holding the copied pyproject.toml, with the extras s3 and celery
-        target, extras = re.fullmatch(r"(.+?)/?(?:\[([\w,]+)\])?", cmd.split()[-1].strip("\"'")).groups()
+        install_target = re.fullmatch(r"(.+?)/?(?:\[([\w,]+)\])?", cmd.split()[-1].strip("\"'"))
+        assert install_target is not None
+        target, extras = install_target.groups()
         assert {"s3", "celery"} <= set((extras or "").split(",")), f"the image lacks the s3/celery extras: {cmd}"
         assert copies.get(f"{target}/pyproject.toml") == "pyproject.toml", f"pip installs {target}"
         assert "-e " not in cmd, "production images install the package, not an editable checkout"
@@ -812,6 +814,7 @@ class TestInitScripts:
         admin = make_url(pg_server.admin_url)
         suffix = uuid.uuid4().hex[:8]
         db, user, password = f"cs_store_{suffix}", f"cs_role_{suffix}", f"pw-{suffix}"
+        assert admin.host is not None and admin.username is not None and admin.database is not None
         env = {
             **os.environ,
             "PATH": f"{find_pg_bin()}:{os.environ['PATH']}",

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,7 @@ HOSTS = {
 
 
 def urls(**kwargs):
-    settings = {"host": None, "port": None, "base_url": None, "execution_api_url": None}
+    settings: dict[str, Any] = {"host": None, "port": None, "base_url": None, "execution_api_url": None}
     settings.update(kwargs)
     return standalone_urls(resolver=lambda host: HOSTS.get(host, set()), **settings)
 

@@ -69,7 +69,9 @@ def released_batch(fault_pg: ThrowawayPostgres, monkeypatch: pytest.MonkeyPatch)
     store = SessionStore.from_url(url)
     try:
         store.migrate()
-        yield seed_store(store, SESSIONS, seed=17, release_id=f"r-{name}").release["batch_id"]
+        seeded = seed_store(store, SESSIONS, seed=17, release_id=f"r-{name}")
+        assert seeded.release is not None
+        yield seeded.release["batch_id"]
     finally:
         store.dispose()
         if fault_pg.postmaster_pid() is None:

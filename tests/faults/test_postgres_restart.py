@@ -165,8 +165,8 @@ def test_a_postgres_crash_while_clients_write_answers_503_and_loses_nothing(
                 sent_events[e["session_id"]].add(e["event_id"])
 
     stored_ids = {sid for sid in snapshot.sessions if sid.startswith(run)}
-    missing, unexpected = set(sent_sessions) - stored_ids, stored_ids - set(sent_sessions)
-    assert not missing and not unexpected, f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+    missing, stray = set(sent_sessions) - stored_ids, stored_ids - set(sent_sessions)
+    assert not missing and not stray, f"missing {sorted(missing)[:5]}, unexpected {sorted(stray)[:5]}"
     for sid, answer in sent_sessions.items():
         stored = snapshot.sessions[sid]
         if "session_number" in answer:  # POST /session: the answer names where the session is

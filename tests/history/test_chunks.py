@@ -110,6 +110,7 @@ class TestChunkSizeDoesNotChangeTheOutcome:
             rows.append({"session_id": "s00", **_ev(f"z{11 - i:02d}", at=1_701_234_571_000)})
         report = _run(store, _write(tmp_path / "order.jsonl", rows), chunk_rows=5)
         assert report.loaded and (report.loaded_sessions, report.loaded_events) == (12, 24)
+        assert report.batch_id is not None
         page = store.get_batch_sessions(report.batch_id, limit=100)
         assert [s.session_id for s in page.sessions] == [f"s{i:02d}" for i in range(12)]
         assert [e.event_id for e in store.get_session("s00").events] == ["e0-a"] + [f"z{11 - i:02d}" for i in range(12)]

@@ -137,7 +137,7 @@ class TestFastPathAgreesWithTheModels:
         ("session_id missing", {k: v for k, v in _session().items() if k != "session_id"}),
         ("session_id empty", _session("")),
         ("session_id longer than 128", _session("x" * 129)),
-        ("session_id not text", _session(7)),
+        ("session_id not text", _session(7)),  # type: ignore[arg-type]
         ("user_id empty", _session(user_id="")),
         ("user_id longer than 256", _session(user_id="u" * 257)),
         ("created_at missing (history)", {k: v for k, v in _session().items() if k != "created_at"}),
@@ -304,9 +304,11 @@ class TestEventsAsColumns:
             row = _random_session(rng, i)
             line = json.dumps(row, ensure_ascii=rng.random() < 0.5).encode()
             expected = [models.EventIn.model_validate(e) for e in row.get("events", [])]
+            whole = decode_line(line)
+            assert isinstance(whole, FastSession)
             for fast in (decode_line(line, embed_events=False), convert_row(json.loads(line), embed_events=False)):
                 assert isinstance(fast, FastSession)
-                assert fast.columns[:11] == decode_line(line).columns[:11] and fast.columns[11] is None
+                assert fast.columns[:11] == whole.columns[:11] and fast.columns[11] is None
                 assert fast.events == len(expected)
                 assert [(*c[:4], json.loads(c[4]) if c[4] is not None else None) for c in fast.event_columns] == [
                     (e.event_id, e.object_id, e.event_type, e.created_at, e.meta) for e in expected

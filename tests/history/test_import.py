@@ -153,6 +153,7 @@ class TestReRunChangesNothing:
     def test_second_run_loads_nothing_new(self, store: SessionStore) -> None:
         files = (EXAMPLES / "sessions.jsonl", EXAMPLES / "events.jsonl")
         first = _run(store, *files)
+        assert first.batch_id is not None
         before = {sid: store.get_session(sid).model_dump() for sid in ("hist-0001", "hist-0002", "hist-0003")}
         second = _run(store, *files)
         assert second.loaded and (second.loaded_sessions, second.loaded_events) == (0, 0)
@@ -271,6 +272,7 @@ class TestInvalidRowsAndThreshold:
 class TestBatchAssignment:
     def test_imported_sessions_join_the_collecting_batch(self, store: SessionStore) -> None:
         live = store.register_session(_session("live1", created_at=now_ms()))
+        assert live.batch_id is not None and live.session_number is not None
         report = _run(store, EXAMPLES / "sessions.jsonl")
         assert report.batch_id == live.batch_id
         batch = store.get_batch(live.batch_id)
@@ -280,9 +282,11 @@ class TestBatchAssignment:
 
     def test_never_into_a_released_batch(self, store: SessionStore) -> None:
         live = store.register_session(_session("live1", created_at=now_ms()))
+        assert live.batch_id is not None
         store.release_batch("r1")
         report = _run(store, EXAMPLES / "sessions.jsonl")
         assert report.batch_id != live.batch_id
+        assert report.batch_id is not None
         assert store.get_batch(live.batch_id).sessions == 1
         assert store.get_batch(report.batch_id).status == "collecting"
         page = store.get_batch_sessions(report.batch_id, limit=10)
@@ -318,6 +322,7 @@ class TestImportDuringRelease:
             worker.join(timeout=60)
             report = results[0]
             assert report.loaded and report.batch_id != live.batch_id
+            assert live.batch_id is not None and report.batch_id is not None
             assert store.get_batch(live.batch_id).sessions == 1
             assert store.get_batch(report.batch_id).status == "collecting"
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -219,7 +220,7 @@ class TestConvergence:
             ({"log_every": -2}, "log_every"),
         ]:
             with pytest.raises(ValueError, match=field):
-                fit_pbm(counts, **kwargs)
+                fit_pbm(counts, **cast(dict[str, Any], kwargs))
 
 
 class TestCounts:

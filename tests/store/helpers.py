@@ -112,7 +112,8 @@ def kept_metrics_rows(store: SessionStore, batch_id: str) -> int:
 
 def all_page_numbers(store: SessionStore, batch_id: str, limit: int) -> list[list[int]]:
     """Session numbers of every page, following ``last_number`` until an empty page."""
-    pages, after = [], 0
+    pages: list[list[int]] = []
+    after = 0
     while True:
         page = store.get_batch_sessions(batch_id, after_number=after, limit=limit)
         if not page.sessions:

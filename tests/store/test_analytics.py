@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import pytest
@@ -226,7 +226,7 @@ class TestRanges:
     def test_release_times_select_the_range(self, store: SessionStore) -> None:
         b1 = _batch(store, "1", {"x": 1})
         b2 = _batch(store, "2", {"x": 2})
-        released = {b.batch_id: b.released_at for b in store.list_batches()}
+        released = cast(dict[str, int], {b.batch_id: b.released_at for b in store.list_batches()})
         assert store.top_searches(from_ms=released[b2]).range.batches == [b2]
         assert store.top_searches(to_ms=released[b2]).range.batches == [b1]
         assert store.top_searches(from_ms=0, to_ms=released[b2] + 1).searches[0].sessions == 3
@@ -264,6 +264,7 @@ class TestRanges:
         with pytest.raises(NotFound):
             store.top_searches(batch_id="nope")
         collecting = store.register_session(_session("s1", "q")).batch_id
+        assert collecting is not None
         with pytest.raises(Conflict):
             store.top_searches(batch_id=collecting)
         with pytest.raises(Conflict):
@@ -334,7 +335,7 @@ class TestErasure:
             store.erase_user("u1")  # between the snapshot and the keep-write
             return real_keep(*args)
 
-        store._keep_analytics = erase_then_keep  # type: ignore[method-assign]
+        store._keep_analytics = erase_then_keep  # type: ignore[method-assign,assignment]
         assert store.compute_batch_analytics(batch_id).kept is False
         del store._keep_analytics
         assert self._kept(store) == 0

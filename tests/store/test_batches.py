@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from itertools import pairwise
+from typing import cast
 
 import pytest
 
@@ -39,6 +40,7 @@ class TestGetBatchSessions:
                 sort_by={"field": "stars", "order": "asc"},
             )
         )
+        assert registered.batch_id is not None
         store.push_events("s1", [an_event("e1", meta={"clicked_rank": 1})])
         page = store.get_batch_sessions(registered.batch_id).model_dump()
         assert page["batch_id"] == registered.batch_id
@@ -63,7 +65,7 @@ class TestGetBatchSessions:
 
     @pytest.mark.parametrize("limit", [1, 3, 7, 50])
     def test_keyset_paging_visits_every_session_once_in_increasing_order(self, store: SessionStore, limit: int) -> None:
-        numbers = [store.register_session(a_session(f"s{i}")).session_number for i in range(7)]
+        numbers = cast(list[int], [store.register_session(a_session(f"s{i}")).session_number for i in range(7)])
         batch_id = store.get_session("s0").batch_id
         pages = all_page_numbers(store, batch_id, limit)
         flat = [n for page in pages for n in page]
@@ -72,6 +74,7 @@ class TestGetBatchSessions:
 
     def test_paging_skips_other_batches_sessions(self, store: SessionStore, clock: Clock) -> None:
         first = store.register_session(a_session("a1")).batch_id
+        assert first is not None
         store.register_session(a_session("a2"))
         store.release_batch("r1")
         clock.now += 1
@@ -80,17 +83,20 @@ class TestGetBatchSessions:
 
     def test_page_after_the_last_session_is_empty_with_null_last_number(self, store: SessionStore) -> None:
         registered = store.register_session(a_session("s1"))
+        assert registered.batch_id is not None and registered.session_number is not None
         page = store.get_batch_sessions(registered.batch_id, after_number=registered.session_number)
         assert (page.sessions, page.last_number) == ([], None)
 
     def test_events_limit_keeps_the_earliest_events(self, store: SessionStore) -> None:
         batch_id = store.register_session(a_session("s1")).batch_id
+        assert batch_id is not None
         store.push_events("s1", [an_event(f"e{i}", created_at=T0 + 100 - i) for i in range(10)])
         [session] = store.get_batch_sessions(batch_id, events_limit=3).sessions
         assert [e.event_id for e in session.events] == ["e9", "e8", "e7"]
 
     def test_events_limit_zero_gives_sessions_without_events(self, store: SessionStore) -> None:
         batch_id = store.register_session(a_session("s1")).batch_id
+        assert batch_id is not None
         store.push_events("s1", [an_event("e1")])
         page = store.get_batch_sessions(batch_id, events_limit=0)
         assert [(s.session_id, s.events) for s in page.sessions] == [("s1", [])]
@@ -110,6 +116,7 @@ class TestGetBatchSessions:
         self, store: SessionStore, params: dict[str, int], field: str, bound: str
     ) -> None:
         batch_id = store.register_session(a_session("s1")).batch_id
+        assert batch_id is not None
         with pytest.raises(InvalidInput) as err:
             store.get_batch_sessions(batch_id, **params)
         assert err.value.http_status == 422
@@ -118,6 +125,7 @@ class TestGetBatchSessions:
     def test_bounds_follow_config(self, make_store: Callable[..., SessionStore]) -> None:
         store = make_store(max_page=5, max_events=2)
         batch_id = store.register_session(a_session("s1")).batch_id
+        assert batch_id is not None
         assert store.get_batch_sessions(batch_id, limit=5, events_limit=2).last_number is not None
         with pytest.raises(InvalidInput, match=r"limit: must be between 1 and 5"):
             store.get_batch_sessions(batch_id, limit=6)
@@ -134,6 +142,7 @@ class TestIterBatchPages:
 
     def test_every_session_comes_once_with_all_its_events(self, store: SessionStore) -> None:
         batch_id = store.register_session(a_session("big")).batch_id
+        assert batch_id is not None
         store.push_events("big", [an_event(f"e{j:04d}", created_at=T0 + j) for j in range(1500)])
         for i in range(6):
             store.register_session(a_session(f"s{i}"))
@@ -148,8 +157,9 @@ class TestIterBatchPages:
         batch_id = self._seed(store)
         info = store.get_batch(batch_id)
         numbers = [s.session_number for s in store.get_batch_sessions(batch_id, limit=100).sessions]
+        assert info.max_number is not None
         cuts = [0, numbers[2], numbers[5], info.max_number]
-        seen = []
+        seen: list[int] = []
         for after, until in pairwise(cuts):
             shard = [
                 s
@@ -171,6 +181,7 @@ class TestIterBatchPages:
 class TestReleaseBatch:
     def test_release_answers_release_id_batch_and_time(self, store: SessionStore, clock: Clock) -> None:
         batch_id = store.register_session(a_session("s1")).batch_id
+        assert batch_id is not None
         clock.now += 5
         result = store.release_batch("release-v1")
         assert result.model_dump() == {"release_id": "release-v1", "batch_id": batch_id, "released_at": T0 + 5}
@@ -184,6 +195,7 @@ class TestReleaseBatch:
         first = store.release_batch("r1")
         clock.now += 10
         new_batch = store.register_session(a_session("s2")).batch_id
+        assert new_batch is not None
         assert new_batch != first.batch_id
         assert store.release_batch("r1") == first
         assert store.get_batch(new_batch).status == "collecting"
@@ -208,6 +220,7 @@ class TestReleaseBatch:
 
     def test_registrations_after_release_go_to_a_new_batch(self, store: SessionStore, clock: Clock) -> None:
         old = store.register_session(a_session("s1")).batch_id
+        assert old is not None
         store.release_batch("r1")
         clock.now += 1
         new = store.register_session(a_session("s2"))
@@ -246,9 +259,9 @@ class TestBatches:
             store.list_batches(limit=limit)
 
     def test_batch_ids_sort_by_creation_even_within_one_millisecond(self, store: SessionStore) -> None:
-        created = []
+        created: list[str] = []
         for i in range(6):  # the clock never moves
-            created.append(store.register_session(a_session(f"s{i}")).batch_id)
+            created.append(cast(str, store.register_session(a_session(f"s{i}")).batch_id))
             store.release_batch(f"r{i}")
         assert sorted(created) == created
         assert [b.batch_id for b in store.list_batches()] == created[::-1]
@@ -258,7 +271,7 @@ class TestBatches:
             store.list_batches(status="open")
 
     def test_get_batch_reports_status_and_number_range(self, store: SessionStore) -> None:
-        numbers = [store.register_session(a_session(f"s{i}")).session_number for i in range(3)]
+        numbers = cast(list[int], [store.register_session(a_session(f"s{i}")).session_number for i in range(3)])
         info = store.get_batch(store.get_session("s0").batch_id)
         assert (info.status, info.sessions, info.min_number, info.max_number) == (
             "collecting",
@@ -288,6 +301,7 @@ class TestRecordDataset(RealClock):
 
     def test_unknown_collecting_and_empty_are_refused(self, store: SessionStore) -> None:
         collecting = store.register_session(live_session("s1")).batch_id
+        assert collecting is not None
         with pytest.raises(NotFound, match="'nope'"):
             store.record_dataset("nope", "/x/_manifest.json")
         with pytest.raises(Conflict, match="collecting"):

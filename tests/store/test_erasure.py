@@ -22,6 +22,7 @@ class TestEraseUser:
         store.release_batch("r1")
         clock.now += 1
         second = store.register_session(a_session("u1-b", user_id="u1")).batch_id
+        assert first is not None and second is not None
         store.push_events("u1-b", [an_event("e1")])
         store.register_session(a_session("anon"))
 

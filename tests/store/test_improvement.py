@@ -77,6 +77,7 @@ class TestUseForImprovement:
 class TestMarkBatchForImprovement:
     def test_counts_each_outcome_and_marks_only_eligible_sessions(self, store: SessionStore) -> None:
         batch_id = store.register_session(a_session("clicked")).batch_id
+        assert batch_id is not None
         store.push_events("clicked", [an_event("e1", "b")])
         store.register_session(a_session("irrelevant"))
         store.mark_irrelevant("irrelevant")
@@ -106,6 +107,7 @@ class TestMarkBatchForImprovement:
 
     def test_only_the_given_batch_is_marked(self, store: SessionStore, clock: Clock) -> None:
         first = store.register_session(a_session("old")).batch_id
+        assert first is not None
         store.push_events("old", [an_event("e1")])
         store.release_batch("r1")
         clock.now += 1
@@ -226,6 +228,7 @@ class TestImprovementQueue:
         assert store.claim_improvement_marks() == []
         mark = store.get_improvement_mark("s1")
         assert (mark.status, mark.attempts) == ("failed", 3)
+        assert mark.last_error is not None
         assert "abandoned" in mark.last_error
 
     @pytest.mark.parametrize("limit", [0, 1001])

@@ -70,6 +70,7 @@ class TestBatchMetrics:
 
     def test_a_batch_emptied_by_erasure_has_no_rates(self, store: SessionStore) -> None:
         batch_id = store.register_session(a_session("s1", user_id="u1")).batch_id
+        assert batch_id is not None
         store.erase_user("u1")
         metrics = store.batch_metrics(batch_id)
         assert (metrics.sessions, metrics.events, metrics.click_through_rate, metrics.mean_reciprocal_rank) == (
@@ -105,6 +106,7 @@ class TestKeptMetrics(RealClock):
 
     def test_batch_metrics_keeps_nothing_for_a_collecting_batch(self, store: SessionStore) -> None:
         batch_id = store.register_session(live_session("s1")).batch_id
+        assert batch_id is not None
         assert store.batch_metrics(batch_id).sessions == 1
         assert kept_metrics_rows(store, batch_id) == 0
         assert store.get_batch_summary(batch_id).metrics is None
@@ -294,6 +296,7 @@ class TestBatchPositions(RealClock):
 
     def test_every_position_up_to_the_default_20_is_listed(self, store: SessionStore) -> None:
         batch_id = store.register_session(live_session("s1")).batch_id  # a collecting batch has a curve too
+        assert batch_id is not None
         positions = store.batch_positions(batch_id).positions
         assert [p.position for p in positions] == list(range(1, 21))
         assert [p.shown for p in positions[:4]] == [1, 1, 1, 0]

@@ -51,6 +51,7 @@ class TestRetention:
 
     def test_the_collecting_batch_is_never_purged(self, store: SessionStore, clock: Clock) -> None:
         collecting = store.register_session(a_session("live")).batch_id
+        assert collecting is not None
         assert store.list_purgeable_batches(released_before=clock.now + 10 * HOUR) == []
         with pytest.raises(Conflict, match="collecting"):
             store.purge_batch(collecting)

@@ -13,6 +13,7 @@ class TestFromUrl:
             assert store.migrate() == [1, 2, 3, 4]
             now = now_ms()
             registered = store.register_session(a_session("s1", created_at=now))
+            assert registered.batch_id is not None
             assert abs(store.get_batch(registered.batch_id).created_at - now) < 60_000
         finally:
             store.dispose()

@@ -4,7 +4,7 @@ session, ingest in bulk, and the time of receipt when ``created_at`` is omitted.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -25,7 +25,7 @@ class TestRegisterSession:
     def test_sessions_join_the_collecting_batch_with_increasing_unique_numbers(self, store: SessionStore) -> None:
         results = [store.register_session(a_session(f"s{i}")) for i in range(5)]
         assert {r.batch_id for r in results} == {results[0].batch_id}
-        numbers = [r.session_number for r in results]
+        numbers = cast(list[int], [r.session_number for r in results])
         assert numbers == sorted(set(numbers))
         assert len(store.list_batches()) == 1
 
@@ -47,11 +47,13 @@ class TestRegisterSession:
         ]
         assert got.search_meta == {"latency_ms": 210}
         assert got.payload_filter == {"task": ["a", {"b": 1}]}
+        assert got.sort_by is not None
         assert got.sort_by.model_dump() == {"field": "stars", "order": "desc"}
         assert (got.user_id, got.created_at, got.is_irrelevant, got.is_payload_search) == ("u1", T0, False, False)
 
     def test_reregistering_the_same_content_is_a_noop_with_the_same_number(self, store: SessionStore) -> None:
         first = store.register_session(a_session("s1", user_id="u1"))
+        assert first.batch_id is not None
         store.register_session(a_session("s2"))
         again = store.register_session(dict(reversed(list(a_session("s1", user_id="u1").items()))))  # key order
         assert again.status == "already_registered"
@@ -217,6 +219,7 @@ class TestPushEvents:
         with pytest.raises(NotFound):
             store.get_session("s1")
         registered = store.register_session(a_session("s1"))
+        assert registered.batch_id is not None
         assert registered.events_attached == 2
         assert [e.event_id for e in store.get_session("s1").events] == ["e1", "e2"]
         page = store.get_batch_sessions(registered.batch_id)

@@ -54,7 +54,8 @@ def _run_together(n: int, work: Callable[[int], Any]) -> list[Any]:
 
 def _batch_listing(store: SessionStore, batch_id: str) -> list[str]:
     """Session ids of a batch by keyset paging (small pages, so paging itself is exercised)."""
-    ids, after = [], 0
+    ids: list[str] = []
+    after = 0
     while True:
         page = store.get_batch_sessions(batch_id, after_number=after, limit=7, events_limit=0)
         if not page.sessions:
@@ -62,6 +63,7 @@ def _batch_listing(store: SessionStore, batch_id: str) -> list[str]:
         numbers = [s.session_number for s in page.sessions]
         assert numbers == sorted(numbers) and numbers[0] > after
         ids.extend(s.session_id for s in page.sessions)
+        assert page.last_number is not None
         after = page.last_number
 
 
@@ -161,7 +163,11 @@ class TestConcurrentRetriesOfOneRelease:
     def test_retries_release_exactly_one_batch_and_answer_the_same(self, store: SessionStore) -> None:
         for round_ in range(self.ROUNDS):  # the race is short: several rounds make a lost answer show up
             store.register_session(_session(f"s{round_}"))
-            results = _run_together(16, lambda _i, round_=round_: store.release_batch(f"release-{round_}"))
+
+            def _release(_i: int, round_: int = round_) -> ReleaseResult:
+                return store.release_batch(f"release-{round_}")
+
+            results = _run_together(16, _release)
             assert all(r == results[0] for r in results)
             assert results[0].release_id == f"release-{round_}"
             released = store.list_batches(status="released")
@@ -193,7 +199,7 @@ class TestConcurrentClaims:
         assert store.mark_batch_for_improvement(store.get_session("s000").batch_id).marked == total
 
         def _worker(_i: int) -> list[str]:
-            mine = []
+            mine: list[str] = []
             while batch := store.claim_improvement_marks(limit=3):
                 mine.extend(m.session_id for m in batch)
             return mine
@@ -236,7 +242,7 @@ class TestErasureRacingWrites:
         # lands before the erasure (and is erased with it) or is refused after it (tombstone): none remains.
         store.register_session({**_session("victim"), "user_id": "u1"})
         stop = threading.Event()
-        refused = Counter()
+        refused: Counter[int] = Counter()
 
         def push(writer: int) -> None:
             n = 0

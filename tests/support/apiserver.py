@@ -35,6 +35,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import httpx
 import pytest
@@ -118,7 +119,7 @@ class ApiServer:
         """Whether the server process is alive."""
         return self.process is not None and self.process.poll() is None
 
-    def start(self) -> ApiServer:
+    def start(self) -> Self:
         """Start the server and wait until it answers (``pytest.fail`` with the log's tail if it does not)."""
         if self.running:
             raise RuntimeError(f"api-server already running (pid {self.process.pid})")  # type: ignore[union-attr]
@@ -186,7 +187,7 @@ class ApiServer:
         self.stop()
         return self.start()
 
-    def __enter__(self) -> ApiServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(

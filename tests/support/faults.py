@@ -408,7 +408,7 @@ class StoreSnapshot:
 
         store = SessionStore.from_url(url)
         try:
-            batches = {b.batch_id: b.status for b in store.list_batches(limit=10_000)}
+            batches: dict[str, str] = {b.batch_id: b.status for b in store.list_batches(limit=10_000)}
             sessions: dict[str, dict[str, Any]] = {}
             duplicates: list[str] = []
             for batch_id in batches:

@@ -142,7 +142,7 @@ def create_database(admin_url: str, name: str, *, template: str = "template0") -
     _check_ident(template)
     with _admin_connect(admin_url) as conn:
         strategy = " STRATEGY FILE_COPY" if conn.info.server_version >= 150000 else ""
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"{strategy}')  # type: ignore[arg-type]
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"{strategy}')
     return _with_database(admin_url, name)
 
 
@@ -152,13 +152,13 @@ def drop_database(admin_url: str, name: str, *, missing_ok: bool = True) -> None
     with _admin_connect(admin_url) as conn:
         if_exists = " IF EXISTS" if missing_ok else ""
         if conn.info.server_version >= 130000:
-            conn.execute(f'DROP DATABASE{if_exists} "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+            conn.execute(f'DROP DATABASE{if_exists} "{name}" WITH (FORCE)')
         else:
             conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
                 (name,),
             )
-            conn.execute(f'DROP DATABASE{if_exists} "{name}"')  # type: ignore[arg-type]
+            conn.execute(f'DROP DATABASE{if_exists} "{name}"')
 
 
 # --------------------------------------------------------------------------------------------- servers

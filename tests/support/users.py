@@ -22,6 +22,7 @@ def register_with_events(store: SessionStore, sid: str, user: str | None) -> str
         check_window=False,
     )
     store.use_for_improvement(sid)
+    assert batch_id is not None
     return batch_id
 
 

@@ -54,7 +54,7 @@ class TestLinePlot:
         markers = _markers(root)
         assert [m.get("data-batch-id") for m in markers] == ["b0", "b1", "b2"]
         assert [float(m.get("data-value", "")) for m in markers] == [0.2, 0.5, 0.9]
-        assert [m.find(f"{SVG}title").text for m in markers][0] == "batch 0\nCTR: 0.2"
+        assert [m.findtext(f"{SVG}title", "") for m in markers][0] == "batch 0\nCTR: 0.2"
 
     def test_a_higher_value_is_drawn_higher_and_the_axis_starts_at_zero(self) -> None:
         root = _plot([0.2, 0.5, 0.9], y_max=1.0)
@@ -67,7 +67,7 @@ class TestLinePlot:
         markers = _markers(_plot([0.5, None, 0.7]))
         assert [m.get("data-batch-id") for m in markers] == ["b0", "b1", "b2"]
         assert "missing" in markers[1].get("class", "") and markers[1].get("data-value") == ""
-        assert "no value" in markers[1].find(f"{SVG}title").text
+        assert "no value" in markers[1].findtext(f"{SVG}title", "")
 
     def test_no_data_says_so_and_draws_no_marker(self) -> None:
         root = _plot([], empty_message="no released batch yet")
