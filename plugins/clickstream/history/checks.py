@@ -33,7 +33,6 @@ from clickstream import models
 from clickstream.history.fast import FastEvent, FastSession, convert_row, decode_line
 from clickstream.history.readers import FiniteRow, ParquetLine, parse_line
 from clickstream.store.checks import Checks, utf8_len, validate
-from clickstream.store.db import dumps
 from clickstream.store.errors import InvalidInput
 from clickstream.store.rows import event_row, session_row
 
@@ -125,6 +124,12 @@ def _within(limits: Checks | None, row: FastSession | FastEvent) -> FastSession 
     return Refused(reason, session_row=isinstance(row, FastSession))
 
 
+def _dumps(value: Any) -> str | None:
+    """JSON text as the store writes it (``clickstream.store.db.dumps``: compact, UTF-8 kept), which the
+    live limits measure; None stays None. (The history import does not import the database layer.)"""
+    return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
 #: The shortest JSON text of a search result (``{"object_id":"x"}``): a ``search_results`` text shorter than
 #: this many bytes times ``max_results`` cannot hold too many results, and is not decoded to count them.
 MIN_RESULT_TEXT = 17
@@ -156,7 +161,7 @@ def limit_refusal(checks: Checks, row: FastSession | FastEvent) -> str | None:
         _json_size(checks, "payload_filter", columns[4])
         if utf8_len(results, cfg.max_json_bytes) > cfg.max_json_bytes // 2:  # only then can a result's meta be big
             for i, result in enumerate(json.loads(results)):
-                _json_size(checks, f"search_results.{i}.meta", dumps(result.get("meta")))
+                _json_size(checks, f"search_results.{i}.meta", _dumps(result.get("meta")))
         if row.events > cfg.max_events_per_session:
             raise InvalidInput.field(
                 "events",
@@ -166,7 +171,7 @@ def limit_refusal(checks: Checks, row: FastSession | FastEvent) -> str | None:
         embedded = columns[-1]
         if embedded is not None and utf8_len(embedded, cfg.max_json_bytes) > cfg.max_json_bytes // 2:
             for i, event in enumerate(json.loads(embedded)):
-                _json_size(checks, f"events.{i}.meta", dumps(event.get("meta")))
+                _json_size(checks, f"events.{i}.meta", _dumps(event.get("meta")))
         for i, event_columns in enumerate(row.event_columns):
             _json_size(checks, f"events.{i}.meta", event_columns[4])
     except InvalidInput as err:
@@ -182,5 +187,5 @@ def _json_size(checks: Checks, field: str, text: str | None) -> None:
         return
     bound = checks.config.max_json_bytes
     if utf8_len(text, bound) > bound // 2:
-        text = dumps(json.loads(text))
+        text = _dumps(json.loads(text))
     checks.json_size(field, text)

@@ -195,6 +195,7 @@ def import_history(
         loaded_events=outcome.loaded_events,
         duplicate_sessions=outcome.duplicate_sessions,
         duplicate_events=outcome.duplicate_events,
+        purged=outcome.purged_events,
         duplicates=outcome.duplicate_sessions + outcome.duplicate_events,
         invalid=invalid,
         invalid_share=round(share_of(invalid), 6),
