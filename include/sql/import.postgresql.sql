@@ -66,3 +66,9 @@ COPY cs_event (session_id, event_id, object_id, event_type, created_at, meta, re
 -- of those sessions are not stored, and are counted as purged.
 SELECT p.session_id FROM cs_purged_session p
 WHERE p.session_id = ANY(:ids) AND NOT EXISTS (SELECT 1 FROM cs_session s WHERE s.session_id = p.session_id)
+
+-- name: import_hold_releases
+-- First statement of the load transaction: the lock lock_imports_for_release takes, shared (imports do not
+-- wait for each other), held until the import commits or rolls back. A release waits for the import, and an
+-- import starting while a release holds it waits for that release (a short transaction).
+SELECT pg_advisory_xact_lock_shared(4242057026)

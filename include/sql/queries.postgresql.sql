@@ -366,3 +366,12 @@ INSERT INTO cs_batch_object (batch_id, object_id, impressions, clicks, position_
 SELECT x.batch_id, x.object_id, x.impressions, x.clicks, x.position_sum
 FROM jsonb_to_recordset(CAST(:rows AS jsonb))
      AS x(batch_id text, object_id text, impressions bigint, clicks bigint, position_sum bigint)
+
+-- name: lock_imports_for_release
+-- PostgreSQL only: a release waits for history imports in progress (each holds this lock shared for its load
+-- transaction: import_hold_releases) and holds new ones until it commits. So every event is committed either
+-- before the release reads released_event_seq (its seq is at most that) or after the release commits (its
+-- seq is taken later, above it): late_events is exact for imported events, whose seqs are taken at COPY time
+-- in a transaction that commits much later. Taken before the collecting batch's row lock, so a release
+-- waiting for an import holds up no live registration.
+SELECT pg_advisory_xact_lock(4242057026)

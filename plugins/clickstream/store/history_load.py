@@ -194,12 +194,15 @@ class HistoryLoad:
         raise NotImplementedError
 
     def _begin_load(self) -> Any:
-        """Begin the load transaction (a write transaction; PostgreSQL: with the tables taken as an INSERT does)."""
+        """Begin the load transaction (a write transaction; PostgreSQL: holding off releases until it ends, and
+        with the tables taken as an INSERT does)."""
         conn = self._active()
         conn.execution_options(**{WRITE_OPTION: True})
         tx = conn.begin()
         self._loaded.now = self.store.clock()  # registered_at / received_at of every loaded row
         self._loaded.began = time.monotonic()
+        if self.db.has("import_hold_releases"):  # a release waits for this load: late_events stays exact
+            self._run("import_hold_releases")
         if self.db.has("import_lock_tables"):
             self._run("import_lock_tables")
         return tx
