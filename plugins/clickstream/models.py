@@ -233,7 +233,8 @@ class PushEventsResult(BaseModel):
     )
     erased: int = Field(0, description="events not stored: the session belongs to an erased user")
     purged: int = Field(
-        0, description="events not stored: the session was in a batch that retention purged (and is not registered again)"
+        0,
+        description="events not stored: the session was in a batch that retention purged (and is not registered again)",
     )
 
 
