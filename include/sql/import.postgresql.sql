@@ -60,3 +60,15 @@ COPY cs_session (session_id, search_query, search_results, search_meta, payload_
 -- COPY target for a chunk's new events, in file order (their arrival order: event_seq follows it), run by
 -- Database.copy_rows (not db.run). The columns: session_id, clickstream.store.rows.EVENT_COLUMNS, received_at.
 COPY cs_event (session_id, event_id, object_id, event_type, created_at, meta, received_at) FROM STDIN
+
+-- name: import_purged_sessions
+-- The ids among :ids tombstoned by a purge (cs_purged_session) and not registered (again): a chunk's events
+-- of those sessions are not stored, and are counted as purged.
+SELECT p.session_id FROM cs_purged_session p
+WHERE p.session_id = ANY(:ids) AND NOT EXISTS (SELECT 1 FROM cs_session s WHERE s.session_id = p.session_id)
+
+-- name: import_hold_releases
+-- First statement of the load transaction: the lock lock_imports_for_release takes, shared (imports do not
+-- wait for each other), held until the import commits or rolls back. A release waits for the import, and an
+-- import starting while a release holds it waits for that release (a short transaction).
+SELECT pg_advisory_xact_lock_shared(4242057026)

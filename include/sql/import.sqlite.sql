@@ -89,7 +89,8 @@ SELECT (SELECT count(*) FROM cs_stage_session WHERE NOT conflict) AS sessions,
 -- Inserts the events of the import in file order (their arrival order): staged event rows and the JSON
 -- arrays of staged session rows, except the events of a conflicting session row. Duplicates (session_id,
 -- event_id), stored or repeated in the files, are skipped, and so are the events of tombstoned (erased)
--- sessions (counted as duplicates).
+-- sessions (counted as duplicates), and those of a session of a purged batch that is not registered (counted
+-- by import_purged_events).
 INSERT INTO cs_event (session_id, event_id, object_id, event_type, created_at, meta, received_at)
 SELECT e.session_id, e.event_id, e.object_id, e.event_type, e.created_at, e.meta, :now
 FROM (SELECT seq, pos, session_id, event_id, object_id, event_type, created_at, meta
@@ -103,6 +104,8 @@ FROM (SELECT seq, pos, session_id, event_id, object_id, event_type, created_at, 
       WHERE s.events IS NOT NULL AND NOT s.conflict) e
 WHERE NOT EXISTS (SELECT 1 FROM cs_event c WHERE c.session_id = e.session_id AND c.event_id = e.event_id)
   AND NOT EXISTS (SELECT 1 FROM cs_erased_session t WHERE t.session_id = e.session_id)
+  AND NOT (EXISTS (SELECT 1 FROM cs_purged_session p WHERE p.session_id = e.session_id)
+           AND NOT EXISTS (SELECT 1 FROM cs_session c WHERE c.session_id = e.session_id))
 ORDER BY e.seq, e.pos
 ON CONFLICT (session_id, event_id) DO NOTHING
 
@@ -143,3 +146,17 @@ SELECT count(*) FROM cs_stage_session WHERE conflict
 -- name: import_conflict_rows
 -- Where the first :limit conflicting rows are (file_no, line, session_id), in file order.
 SELECT file_no, line, session_id FROM cs_stage_session WHERE conflict ORDER BY seq LIMIT :limit
+
+-- name: import_purged_events
+-- How many of the import's events (those of conflicting session rows excluded) belong to a session tombstoned
+-- by a purge (cs_purged_session) and not registered: import_insert_events skips them. Run after
+-- import_insert_sessions (a session row of the import registers its id again) and before the events' insert.
+SELECT count(*)
+FROM (SELECT session_id FROM temp.cs_stage_event
+      WHERE NOT EXISTS (SELECT 1 FROM temp.cs_stage_session s WHERE s.seq = cs_stage_event.seq AND s.conflict)
+      UNION ALL
+      SELECT s.session_id FROM temp.cs_stage_session s, json_each(s.events) j
+      WHERE s.events IS NOT NULL AND NOT s.conflict) e
+WHERE EXISTS (SELECT 1 FROM cs_purged_session p WHERE p.session_id = e.session_id)
+  AND NOT EXISTS (SELECT 1 FROM cs_session c WHERE c.session_id = e.session_id)
+  AND NOT EXISTS (SELECT 1 FROM cs_erased_session t WHERE t.session_id = e.session_id)

@@ -63,15 +63,19 @@ RETURNING session_number, batch_id,
           (SELECT count(*) FROM cs_event e WHERE e.session_id = cs_session.session_id) AS events_attached
 
 -- name: insert_events
--- Stores the new events of :events (a JSON array), capped per session; one row: stored, over_limit, erased.
+-- Stores the new events of :events (a JSON array), capped per session; one row: stored, over_limit, erased,
+-- purged.
 -- Events of one or many sessions in one statement; arrival order (event_seq) follows the array order.
 -- The caller sends each (session_id, event_id) once. Events of a tombstoned (erased) session are not stored
--- (erased). Events already stored are duplicates; of the new ones, a session takes at most :max_events in
+-- (erased), nor are those of a session of a purged batch that is not registered again (purged, migration
+-- 0006). Events already stored are duplicates; of the new ones, a session takes at most :max_events in
 -- all (its count read at the statement's start: concurrent pushes to one session may pass the cap by what
 -- they insert together, so reads apply it too).
 WITH x AS (
     SELECT x.session_id, x.event_id, x.object_id, x.event_type, x.created_at, x.meta, x.ord,
-           EXISTS (SELECT 1 FROM cs_erased_session t WHERE t.session_id = x.session_id) AS erased
+           EXISTS (SELECT 1 FROM cs_erased_session t WHERE t.session_id = x.session_id) AS erased,
+           EXISTS (SELECT 1 FROM cs_purged_session p WHERE p.session_id = x.session_id)
+           AND NOT EXISTS (SELECT 1 FROM cs_session s WHERE s.session_id = x.session_id) AS purged
     FROM ROWS FROM (jsonb_to_recordset(CAST(:events AS jsonb))
                    AS (session_id text, event_id text, object_id text, event_type text, created_at bigint,
                        meta jsonb))
@@ -82,7 +86,7 @@ fresh AS (
     -- A scalar subquery, not NOT EXISTS: the planner cannot turn it into an anti-join, so each event is one
     -- probe of the (session_id, event_id) index whatever the statistics (a generic plan chose a scan of
     -- cs_event, and push_events slowed down as the table grew).
-    WHERE NOT x.erased
+    WHERE NOT x.erased AND NOT x.purged
       AND (SELECT 1 FROM cs_event e WHERE e.session_id = x.session_id AND e.event_id = x.event_id) IS NULL),
 held AS (
     SELECT f.session_id, (SELECT count(*) FROM cs_event e WHERE e.session_id = f.session_id) AS n
@@ -99,7 +103,8 @@ ins AS (
 SELECT (SELECT count(*) FROM ins) AS stored,
        (SELECT count(*) FROM fresh f JOIN held h ON h.session_id = f.session_id
         WHERE h.n + f.k > :max_events) AS over_limit,
-       (SELECT count(*) FROM x WHERE x.erased) AS erased
+       (SELECT count(*) FROM x WHERE x.erased) AS erased,
+       (SELECT count(*) FROM x WHERE x.purged AND NOT x.erased) AS purged
 
 -- name: insert_sessions
 -- Registers many sessions (:sessions, a JSON array) into the collecting batch; returns the ids inserted.
@@ -361,3 +366,12 @@ INSERT INTO cs_batch_object (batch_id, object_id, impressions, clicks, position_
 SELECT x.batch_id, x.object_id, x.impressions, x.clicks, x.position_sum
 FROM jsonb_to_recordset(CAST(:rows AS jsonb))
      AS x(batch_id text, object_id text, impressions bigint, clicks bigint, position_sum bigint)
+
+-- name: lock_imports_for_release
+-- PostgreSQL only: a release waits for history imports in progress (each holds this lock shared for its load
+-- transaction: import_hold_releases) and holds new ones until it commits. So every event is committed either
+-- before the release reads released_event_seq (its seq is at most that) or after the release commits (its
+-- seq is taken later, above it): late_events is exact for imported events, whose seqs are taken at COPY time
+-- in a transaction that commits much later. Taken before the collecting batch's row lock, so a release
+-- waiting for an import holds up no live registration.
+SELECT pg_advisory_xact_lock(4242057026)

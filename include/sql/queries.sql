@@ -428,3 +428,13 @@ WHERE q.query_key = :query_key AND q.batch_id IN (__BATCH_IDS__)
 SELECT batch_id, object_id, impressions, clicks, position_sum
 FROM cs_batch_query_object
 WHERE query_key = :query_key AND batch_id IN (__BATCH_IDS__)
+
+-- name: purge_chunk_tombstones
+-- Retention: records a tombstone (cs_purged_session) for each session of the chunk (before it is deleted).
+INSERT INTO cs_purged_session (session_id, purged_at)
+SELECT session_id, :now FROM cs_session WHERE batch_id = :batch_id ORDER BY session_number LIMIT :limit
+ON CONFLICT (session_id) DO NOTHING
+
+-- name: prune_purged_tombstones
+-- Retention: deletes the purged-session tombstones recorded before :released_at (the purged batch's release).
+DELETE FROM cs_purged_session WHERE purged_at < :released_at

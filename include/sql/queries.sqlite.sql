@@ -25,30 +25,35 @@ RETURNING session_number, batch_id,
           (SELECT count(*) FROM cs_event e WHERE e.session_id = cs_session.session_id) AS events_attached
 
 -- name: __NEW_EVENTS__
--- Fragment (CTEs x, fresh): the events of :events not stored yet and not of a tombstoned (erased) session,
--- numbered per session (k) in array order, with the count (n) the session holds already.
+-- Fragment (CTEs x, fresh): the events of :events not stored yet and not of a tombstoned (erased) session
+-- nor of a purged one not registered again, numbered per session (k) in array order, with the count (n) the
+-- session holds already.
 x AS (
     SELECT json_extract(j.value, '$.session_id') AS session_id, json_extract(j.value, '$.event_id') AS event_id,
            json_extract(j.value, '$.object_id') AS object_id, json_extract(j.value, '$.event_type') AS event_type,
            json_extract(j.value, '$.created_at') AS created_at, json_extract(j.value, '$.meta') AS meta,
            j.key AS ord,
            EXISTS (SELECT 1 FROM cs_erased_session t
-                   WHERE t.session_id = json_extract(j.value, '$.session_id')) AS erased
+                   WHERE t.session_id = json_extract(j.value, '$.session_id')) AS erased,
+           EXISTS (SELECT 1 FROM cs_purged_session p WHERE p.session_id = json_extract(j.value, '$.session_id'))
+           AND NOT EXISTS (SELECT 1 FROM cs_session s
+                           WHERE s.session_id = json_extract(j.value, '$.session_id')) AS purged
     FROM json_each(:events) j),
 fresh AS (
     SELECT x.*, row_number() OVER (PARTITION BY x.session_id ORDER BY x.ord) AS k,
            (SELECT count(*) FROM cs_event e WHERE e.session_id = x.session_id) AS n
     FROM x
-    WHERE NOT x.erased
+    WHERE NOT x.erased AND NOT x.purged
       AND NOT EXISTS (SELECT 1 FROM cs_event e WHERE e.session_id = x.session_id AND e.event_id = x.event_id))
 
 -- name: count_refused_events
--- SQLite only: of :events, how many new ones would pass their session's cap :max_events (over_limit) and
--- how many belong to a tombstoned session (erased). Run before insert_events in the same write transaction
--- (SQLite has no INSERT inside WITH).
+-- SQLite only: of :events, how many new ones would pass their session's cap :max_events (over_limit), how
+-- many belong to a tombstoned session (erased) and how many to a purged one not registered again (purged).
+-- Run before insert_events in the same write transaction (SQLite has no INSERT inside WITH).
 WITH __NEW_EVENTS__
 SELECT (SELECT count(*) FROM fresh WHERE n + k > :max_events) AS over_limit,
-       (SELECT count(*) FROM x WHERE x.erased) AS erased
+       (SELECT count(*) FROM x WHERE x.erased) AS erased,
+       (SELECT count(*) FROM x WHERE x.purged AND NOT x.erased) AS purged
 
 -- name: insert_events
 -- Stores the new events of :events (a JSON array), capped per session; one row per event stored.

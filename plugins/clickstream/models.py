@@ -232,6 +232,10 @@ class PushEventsResult(BaseModel):
         0, description="events not stored: the session already holds [clickstream] max_events_per_session events"
     )
     erased: int = Field(0, description="events not stored: the session belongs to an erased user")
+    purged: int = Field(
+        0,
+        description="events not stored: the session was in a batch that retention purged (and is not registered again)",
+    )
 
 
 class BulkSessionCounts(BaseModel):
@@ -245,6 +249,7 @@ class BulkEventCounts(BaseModel):
     duplicates: int = Field(0, description="event_id already stored for the session, or sent twice")
     over_limit: int = Field(0, description="not stored: the session holds max_events_per_session events")
     erased: int = Field(0, description="not stored: the session belongs to an erased user")
+    purged: int = Field(0, description="not stored: the session was in a purged batch (and is not registered again)")
 
 
 class BulkRejection(BaseModel):
@@ -255,8 +260,8 @@ class BulkRejection(BaseModel):
 
 class BulkResult(BaseModel):
     """Every item of a ``POST /bulk`` is counted once: the sessions' registered + already_registered +
-    erased, the events' stored + duplicates + over_limit + erased, and len(rejected) add up to the items
-    sent."""
+    erased, the events' stored + duplicates + over_limit + erased + purged, and len(rejected) add up to the
+    items sent."""
 
     sessions: BulkSessionCounts = Field(default_factory=BulkSessionCounts)
     events: BulkEventCounts = Field(default_factory=BulkEventCounts)

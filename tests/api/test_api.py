@@ -301,7 +301,14 @@ class TestPushEvents:
             "/session/events", {"session_id": "sess-1", "events": [click("evt-1"), click("evt-2"), click("evt-2")]}
         )
         assert answer.status_code == 200
-        assert answer.json() == {"session_id": "sess-1", "stored": 1, "duplicates": 2, "over_limit": 0, "erased": 0}
+        assert answer.json() == {
+            "session_id": "sess-1",
+            "stored": 1,
+            "duplicates": 2,
+            "over_limit": 0,
+            "erased": 0,
+            "purged": 0,
+        }
         assert [e.event_id for e in api.store.get_session("sess-1").events] == ["evt-1", "evt-2"]
 
     def test_event_type_defaults_to_click(self, api: Api, seeded: dict) -> None:

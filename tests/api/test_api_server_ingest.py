@@ -117,7 +117,7 @@ class TestBulk:
         assert answer.status_code == 200, answer.text
         got = answer.json()
         assert got["sessions"] == {"registered": 2, "already_registered": 1, "erased": 0}
-        assert got["events"] == {"stored": 2, "duplicates": 1, "over_limit": 0, "erased": 0}
+        assert got["events"] == {"stored": 2, "duplicates": 1, "over_limit": 0, "erased": 0, "purged": 0}
         assert [(r["item"], r["session_id"]) for r in got["rejected"]] == [
             ("sessions[1]", known),
             ("sessions[3]", new_b),
@@ -142,7 +142,7 @@ class TestBulk:
         retry = http.post("/bulk", json=body).json()
         assert retry == {
             "sessions": {"registered": 0, "already_registered": 5, "erased": 0},
-            "events": {"stored": 0, "duplicates": 15, "over_limit": 0, "erased": 0},
+            "events": {"stored": 0, "duplicates": 15, "over_limit": 0, "erased": 0, "purged": 0},
             "rejected": [],
         }
         assert (_rows(pg_store_url, "cs_session", ids), _rows(pg_store_url, "cs_event", ids)) == (5, 15)
@@ -246,9 +246,16 @@ class TestItemLimits:
         assert http.post("/session", json=_session(sid)).status_code == 200
         events = [{"event_id": f"e{j}", "object_id": "o1"} for j in range(6)]
         answer = http.post("/session/events", json={"session_id": sid, "events": events})
-        assert answer.json() == {"session_id": sid, "stored": 4, "duplicates": 0, "over_limit": 2, "erased": 0}
+        assert answer.json() == {
+            "session_id": sid,
+            "stored": 4,
+            "duplicates": 0,
+            "over_limit": 2,
+            "erased": 0,
+            "purged": 0,
+        }
         bulk = http.post("/bulk", json={"events": [_event(sid, "e9")]}).json()
-        assert bulk["events"] == {"stored": 0, "duplicates": 0, "over_limit": 1, "erased": 0}
+        assert bulk["events"] == {"stored": 0, "duplicates": 0, "over_limit": 1, "erased": 0, "purged": 0}
         assert [e["event_id"] for e in http.get("/session", params={"session_id": sid}).json()["events"]] == [
             "e0",
             "e1",

@@ -13,10 +13,17 @@ live time window (history is old by definition). A valid row in the usual shape 
 through the models (:func:`validate_row`), which give the reason of a refusal. Either way a valid row comes
 out as the load's columns (:class:`~clickstream.history.fast.FastSession`,
 :class:`~clickstream.history.fast.FastEvent`).
+
+Then the size limits of live ingestion apply to it, on those columns, whichever path gave them
+(:func:`limit_refusal`): ``max_results``, ``max_json_bytes`` (``search_meta``, ``payload_filter``, a result's
+``meta``, an event's ``meta``), with live ingestion's reasons, and ``max_events_per_session`` to the events a
+session row carries. A row over one of them is refused, so one imported row cannot hold more than a live
+registration or push may (reads and pages are bounded by those limits).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +32,7 @@ from pydantic import Field
 from clickstream import models
 from clickstream.history.fast import FastEvent, FastSession, convert_row, decode_line
 from clickstream.history.readers import FiniteRow, ParquetLine, parse_line
-from clickstream.store.checks import validate
+from clickstream.store.checks import Checks, utf8_len, validate
 from clickstream.store.errors import InvalidInput
 from clickstream.store.rows import event_row, session_row
 
@@ -67,7 +74,9 @@ def validate_row(row: dict[str, Any]) -> _SessionRow | _EventRow:
     return validate(_EventRow, row) if "event_id" in row else validate(_SessionRow, row)
 
 
-def check_row(row: bytes | dict | str, *, embed_events: bool) -> FastSession | FastEvent | Refused:
+def check_row(
+    row: bytes | dict | str, *, embed_events: bool, limits: Checks | None = None
+) -> FastSession | FastEvent | Refused:
     """Judge one row as a reader gives it (:func:`clickstream.history.readers.read_chunks`): a JSON Lines line
     or a Parquet row as JSON text (bytes), a Parquet row as a dict, or the reason it is unreadable (str).
 
@@ -76,6 +85,8 @@ def check_row(row: bytes | dict | str, *, embed_events: bool) -> FastSession | F
 
     :param embed_events: a session row's events go in its columns as one JSON array when the fast path takes
         it (the staged load's shape); else, and always from the models, they come as event columns.
+    :param limits: the store's checks, whose size limits a valid row must keep (:func:`limit_refusal`); None
+        applies none.
     """
     if isinstance(row, bytes):
         fast = decode_line(row, embed_events=embed_events)
@@ -84,7 +95,7 @@ def check_row(row: bytes | dict | str, *, embed_events: bool) -> FastSession | F
     else:
         fast = None
     if fast is not None:  # valid: loaded as columns, no model built
-        return fast
+        return _within(limits, fast)
     parsed: dict | str
     if isinstance(row, ParquetLine):
         parsed = row.dict_row()
@@ -100,6 +111,81 @@ def check_row(row: bytes | dict | str, *, embed_events: bool) -> FastSession | F
     except InvalidInput as err:
         return Refused(err.detail, session_row=not is_event)
     if isinstance(body, _EventRow):
-        return FastEvent(body.session_id, event_row(body))
+        return _within(limits, FastEvent(body.session_id, event_row(body)))
     session = models.SessionIn.model_construct(**{name: getattr(body, name) for name in models.SessionIn.model_fields})
-    return FastSession((*session_row(session), None), len(body.events), [event_row(e) for e in body.events])
+    return _within(
+        limits, FastSession((*session_row(session), None), len(body.events), [event_row(e) for e in body.events])
+    )
+
+
+def _within(limits: Checks | None, row: FastSession | FastEvent) -> FastSession | FastEvent | Refused:
+    if limits is None or (reason := limit_refusal(limits, row)) is None:
+        return row
+    return Refused(reason, session_row=isinstance(row, FastSession))
+
+
+def _dumps(value: Any) -> str | None:
+    """JSON text as the store writes it (``clickstream.store.db.dumps``: compact, UTF-8 kept), which the
+    live limits measure; None stays None. (The history import does not import the database layer.)"""
+    return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+#: The shortest JSON text of a search result (``{"object_id":"x"}``): a ``search_results`` text shorter than
+#: this many bytes times ``max_results`` cannot hold too many results, and is not decoded to count them.
+MIN_RESULT_TEXT = 17
+
+
+def limit_refusal(checks: Checks, row: FastSession | FastEvent) -> str | None:
+    """The reason a valid row is over a size limit of the store, or None: live ingestion's limits and reasons
+    (:class:`clickstream.store.checks.Checks`), checked in the order a live registration checks them, on the
+    row's columns (the fast path's and the models' alike):
+
+    * ``search_results``: at most ``max_results``;
+    * ``search_meta``, ``payload_filter``, ``search_results.<i>.meta``: at most ``max_json_bytes`` each, as
+      the store writes them (its JSON text);
+    * ``events`` (the events of a session row): at most ``max_events_per_session``;
+    * ``events.<i>.meta`` (an event of a session row), ``meta`` (an event row): at most ``max_json_bytes``.
+    """
+    cfg = checks.config
+    try:
+        if isinstance(row, FastEvent):
+            _json_size(checks, "meta", row.columns[4])
+            return None
+        columns = row.columns
+        results = columns[2]
+        if len(results) > MIN_RESULT_TEXT * cfg.max_results and (n := len(json.loads(results))) > cfg.max_results:
+            raise InvalidInput.field(
+                "search_results", f"{n} results; at most {cfg.max_results} a session ([clickstream] max_results)"
+            )
+        _json_size(checks, "search_meta", columns[3])
+        _json_size(checks, "payload_filter", columns[4])
+        if utf8_len(results, cfg.max_json_bytes) > cfg.max_json_bytes // 2:  # only then can a result's meta be big
+            for i, result in enumerate(json.loads(results)):
+                _json_size(checks, f"search_results.{i}.meta", _dumps(result.get("meta")))
+        if row.events > cfg.max_events_per_session:
+            raise InvalidInput.field(
+                "events",
+                f"{row.events} events; at most {cfg.max_events_per_session} a session "
+                "([clickstream] max_events_per_session)",
+            )
+        embedded = columns[-1]
+        if embedded is not None and utf8_len(embedded, cfg.max_json_bytes) > cfg.max_json_bytes // 2:
+            for i, event in enumerate(json.loads(embedded)):
+                _json_size(checks, f"events.{i}.meta", _dumps(event.get("meta")))
+        for i, event_columns in enumerate(row.event_columns):
+            _json_size(checks, f"events.{i}.meta", event_columns[4])
+    except InvalidInput as err:
+        return err.detail
+    return None
+
+
+def _json_size(checks: Checks, field: str, text: str | None) -> None:
+    """:meth:`Checks.json_size` of a JSON column's text. Near the bound, the size is measured on the text the
+    store itself writes for the value (the fast path's encoder may spell a number otherwise, e.g. ``1e16``
+    for ``1e+16``), so a row at the limit is judged exactly as live ingestion judges it."""
+    if text is None:
+        return
+    bound = checks.config.max_json_bytes
+    if utf8_len(text, bound) > bound // 2:
+        text = _dumps(json.loads(text))
+    checks.json_size(field, text)

@@ -21,7 +21,9 @@ and ``event_type`` have their length bounds (in characters); timestamps are inte
 text must be storable (no NUL character, no lone surrogate: the JSON decoder refuses a lone surrogate,
 encoding refuses one in a Python string, and the text of every stored column is checked for NUL); a
 history row's ``created_at`` is required. The size limits of live ingestion (``max_results``,
-``max_json_bytes``) are not rules of the models and, as before, do not apply to the import.
+``max_json_bytes``, and ``max_events_per_session`` for a row's events) are not rules of the models: they are
+applied after this path or the models, to the columns either gives
+(:func:`clickstream.history.checks.limit_refusal`).
 """
 
 from __future__ import annotations

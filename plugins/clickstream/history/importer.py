@@ -124,7 +124,7 @@ def import_history(
                     for line, row in chunk:
                         counts["rows"] += 1
                         seq = counts["rows"]
-                        checked = check_row(row, embed_events=embed)
+                        checked = check_row(row, embed_events=embed, limits=store.checks)
                         if isinstance(checked, Refused):
                             counts["invalid"] += 1
                             counts["session_rows"] += checked.session_row  # invalid session rows count as such
@@ -195,6 +195,7 @@ def import_history(
         loaded_events=outcome.loaded_events,
         duplicate_sessions=outcome.duplicate_sessions,
         duplicate_events=outcome.duplicate_events,
+        purged=outcome.purged_events,
         duplicates=outcome.duplicate_sessions + outcome.duplicate_events,
         invalid=invalid,
         invalid_share=round(share_of(invalid), 6),

@@ -25,6 +25,9 @@ class ImportReport(BaseModel):
     duplicates: int = Field(0, description="duplicate_sessions + duplicate_events")
     duplicate_sessions: int = Field(0, description="session rows already registered with the same content")
     duplicate_events: int = Field(0, description="events whose (session_id, event_id) was already stored")
+    purged: int = Field(
+        0, description="events not stored: their session was in a batch retention purged (and is not registered)"
+    )
     invalid: int = Field(0, description="invalid rows: unreadable, failing validation, or in conflict")
     invalid_share: float = 0.0
     invalid_threshold: float

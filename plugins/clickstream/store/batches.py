@@ -187,8 +187,13 @@ class BatchOperations(StoreBase):
 
         Only after this does the release read its clock, so ``released_at`` is never earlier than a member's
         ``registered_at``. A batch that commits after this lock's snapshot is not released by this call.
+        First, on PostgreSQL, it waits for history imports in progress (``lock_imports_for_release``), whose
+        events take their ``event_seq`` long before they commit: so ``released_event_seq`` is exact for them
+        (an imported event is late exactly when the import committed after the release).
         SQLite needs nothing: the transaction already holds the database's write lock.
         """
+        if self.db.has("lock_imports_for_release"):
+            self.db.run(conn, "lock_imports_for_release")
         if not self.db.has("lock_collecting_for_release"):
             return True
         return self.db.run(conn, "lock_collecting_for_release").first() is not None

@@ -85,6 +85,8 @@ class ImportOutcome:
     duplicate_sessions: int = 0
     loaded_events: int = 0
     duplicate_events: int = 0
+    #: events not stored because their session was in a purged batch and is not registered (again)
+    purged_events: int = 0
 
 
 def open_load(store: SessionStore, *, max_conflict_rows: int = 100) -> HistoryLoad:
@@ -192,12 +194,15 @@ class HistoryLoad:
         raise NotImplementedError
 
     def _begin_load(self) -> Any:
-        """Begin the load transaction (a write transaction; PostgreSQL: with the tables taken as an INSERT does)."""
+        """Begin the load transaction (a write transaction; PostgreSQL: holding off releases until it ends, and
+        with the tables taken as an INSERT does)."""
         conn = self._active()
         conn.execution_options(**{WRITE_OPTION: True})
         tx = conn.begin()
         self._loaded.now = self.store.clock()  # registered_at / received_at of every loaded row
         self._loaded.began = time.monotonic()
+        if self.db.has("import_hold_releases"):  # a release waits for this load: late_events stays exact
+            self._run("import_hold_releases")
         if self.db.has("import_lock_tables"):
             self._run("import_lock_tables")
         return tx
@@ -242,7 +247,8 @@ class HistoryLoad:
                     loaded_sessions=loaded.sessions,
                     duplicate_sessions=loaded.valid_sessions - loaded.sessions,
                     loaded_events=loaded.events,
-                    duplicate_events=loaded.valid_events - loaded.events,
+                    duplicate_events=loaded.valid_events - loaded.events - loaded.purged,
+                    purged_events=loaded.purged,
                 )
                 log.info(
                     "import load committed: %d new sessions (batch %s), %d new events, %d duplicate "
@@ -306,7 +312,8 @@ class DirectLoad(HistoryLoad):
                 self._run("import_erased_sessions", {"ids": list({*session_ids, *event_session_ids})}).scalars()
             )
             stored_events = {(r[0], r[1]) for r in self._run("import_stored_events", {"ids": event_session_ids})}
-            plan = plan_chunk(sessions, events, stored, erased, stored_events)
+            purged = set(self._run("import_purged_sessions", {"ids": event_session_ids}).scalars())
+            plan = plan_chunk(sessions, events, stored, erased, stored_events, purged)
             if plan.sessions and loaded.batch_id is None:  # outside the savepoint: kept if it rolls back
                 loaded.batch_id = self._lock_collecting_batch()
             savepoint = self._active().begin_nested()
@@ -411,6 +418,7 @@ class StagedLoad(HistoryLoad):
             ]
         valid = self._run("import_staged_counts").mappings().one()
         loaded.valid_sessions, loaded.valid_events = valid["sessions"], valid["events"]
+        loaded.purged = self._run("import_purged_events").scalar_one()
         loaded.events = self._run("import_insert_events", {"now": loaded.now}).rowcount
 
     def _open_batch(self) -> None:
@@ -427,6 +435,7 @@ class ChunkPlan:
     :param valid_sessions: session rows that are not conflicts (stored or not).
     :param valid_events: events of those rows, and event rows (stored or not).
     :param conflict_rows: the conflicting session rows, in file order.
+    :param purged: events not stored because their session was in a purged batch and is not registered.
     """
 
     sessions: list[Sequence[Any]] = field(default_factory=list)
@@ -434,6 +443,7 @@ class ChunkPlan:
     valid_sessions: int = 0
     valid_events: int = 0
     conflict_rows: list[ConflictRow] = field(default_factory=list)
+    purged: int = 0
 
 
 def plan_chunk(
@@ -442,19 +452,22 @@ def plan_chunk(
     stored: dict[str, str],
     erased: set[str],
     stored_events: set[tuple[str, str]],
+    purged: frozenset[str] | set[str] = frozenset(),
 ) -> ChunkPlan:
     """Decide each row of a chunk, as the staged load's SQL does for the whole import.
 
     A session row whose id is erased is a duplicate; one whose id is stored (or was stored by an earlier row)
     is a duplicate if its content hash is the stored one, else a conflict, whose events are left out; any other
     is new. An event is a duplicate if its session is erased or its ``(session_id, event_id)`` is stored (or
-    was stored by an earlier event), else new.
+    was stored by an earlier event); else it is purged if its session was in a purged batch and is not
+    registered (by the store or by a row of the import); else new.
 
     :param sessions: session rows (:data:`SESSION_ROW_COLUMNS`), by ``seq``.
     :param events: event rows (:data:`EVENT_ROW_COLUMNS`), by ``(seq, pos)``.
     :param stored: ``session_id -> content_hash`` of the stored sessions among the chunk's; updated.
     :param erased: the erased session ids among the chunk's.
     :param stored_events: the stored ``(session_id, event_id)`` of the chunk's event sessions; updated.
+    :param purged: the ids among the chunk's event sessions that are tombstoned by a purge and not registered.
     """
     plan = ChunkPlan()
     conflicts: set[int] = set()  # seq of the conflicting session rows
@@ -475,9 +488,13 @@ def plan_chunk(
             continue
         plan.valid_events += 1
         key = (event[2], event[3])
-        if key[0] not in erased and key not in stored_events:
-            plan.events.append(event)
-            stored_events.add(key)
+        if key[0] in erased or key in stored_events:
+            continue
+        if key[0] in purged and key[0] not in stored:
+            plan.purged += 1
+            continue
+        plan.events.append(event)
+        stored_events.add(key)
     return plan
 
 
@@ -494,9 +511,11 @@ class _Loaded:
     valid_events: int = 0
     conflicts: int = 0
     conflict_rows: list[ConflictRow] = field(default_factory=list)
+    purged: int = 0
 
     def add(self, plan: ChunkPlan, max_conflict_rows: int) -> None:
         """Count a copied chunk."""
+        self.purged += plan.purged
         self.sessions += len(plan.sessions)
         self.events += len(plan.events)
         self.valid_sessions += plan.valid_sessions

@@ -29,8 +29,12 @@ class RetentionOperations(StoreBase):
 
         Each chunk of ``chunk_sessions`` sessions is its own short transaction, so ingestion (which writes
         to the collecting batch) is never held up for long; a purge that stops half-way leaves whole
-        sessions and is finished by running it again. Events that arrive for a purged session later are
-        stored as for any unregistered session. Datasets written from the batch are not touched.
+        sessions and is finished by running it again. Each chunk records a tombstone of each session id it
+        deletes (``cs_purged_session``): events that arrive later for a purged session (while its id is not
+        registered again) are not stored, and are counted ``purged``. Tombstones recorded before this batch was
+        released are deleted with it, so they last about one retention period and their number stays bounded
+        (by the sessions purged in that time, about 50 bytes each). Datasets written from the batch are not
+        touched.
 
         :raises NotFound: unknown ``batch_id``.
         :raises Conflict: the batch is collecting (only released batches are purged).
@@ -41,17 +45,20 @@ class RetentionOperations(StoreBase):
             raise InvalidInput.field("duty_cycle", f"must be in (0, 1], got {duty_cycle}")
         db = self.db
         with db.transaction(write=False) as conn:
-            if require_batch(db, conn, batch_id)["status"] != "released":
+            batch = require_batch(db, conn, batch_id)
+            if batch["status"] != "released":
                 raise Conflict(f"batch_id {batch_id!r} is collecting: only released batches are purged")
         sessions = events = marks = chunks = 0
         while True:
             params = {"batch_id": batch_id, "limit": chunk_sessions}
             started = time.monotonic()
             with db.transaction(write=True) as conn:
+                db.run(conn, "purge_chunk_tombstones", **params, now=self.clock())
                 chunk_events = db.run(conn, "purge_chunk_events", **params).rowcount
                 chunk_marks = db.run(conn, "purge_chunk_marks", **params).rowcount
                 chunk = db.run(conn, "purge_chunk_sessions", **params).rowcount
                 if chunk == 0:
+                    db.run(conn, "prune_purged_tombstones", released_at=batch["released_at"])
                     db.run(conn, "delete_released_batch", batch_id=batch_id)
             sessions, events, marks = sessions + chunk, events + chunk_events, marks + chunk_marks
             if chunk == 0:

@@ -65,8 +65,8 @@ class SessionOperations(StoreBase):
         self, session_id: str, events: Sequence[models.EventIn | Mapping[str, Any]], *, check_window: bool = True
     ) -> models.PushEventsResult:
         """Store events of a session (registered or not yet); duplicate ``event_id`` s are counted, not stored,
-        and so are events past ``max_events_per_session`` (``over_limit``) and events of an erased session
-        (``erased``)."""
+        and so are events past ``max_events_per_session`` (``over_limit``), events of an erased session
+        (``erased``) and events of a session of a purged batch that is not registered again (``purged``)."""
         body = validate(models.PushEventsIn, {"session_id": session_id, "events": list(events)})
         now = self.clock()
         unique: dict[str, dict[str, Any]] = {}
@@ -76,13 +76,14 @@ class SessionOperations(StoreBase):
             unique.setdefault(event.event_id, record)
         if not unique:
             return models.PushEventsResult(session_id=body.session_id, stored=0, duplicates=0)
-        stored, over_limit, erased = self._insert_events(list(unique.values()), now)
+        stored, over_limit, erased, purged = self._insert_events(list(unique.values()), now)
         return models.PushEventsResult(
             session_id=body.session_id,
             stored=stored,
             over_limit=over_limit,
             erased=erased,
-            duplicates=len(body.events) - stored - over_limit - erased,
+            purged=purged,
+            duplicates=len(body.events) - stored - over_limit - erased - purged,
         )
 
     def ingest_bulk(
@@ -95,7 +96,7 @@ class SessionOperations(StoreBase):
         """Register many sessions and store many events (of any sessions) in a few set-based statements.
 
         Every item is accounted for once in the answer: sessions ``registered``, ``already_registered`` or
-        ``erased``, events ``stored``, ``duplicates``, ``over_limit`` or ``erased``, and any item that is
+        ``erased``, events ``stored``, ``duplicates``, ``over_limit``, ``erased`` or ``purged``, and any item that is
         invalid or conflicts with what is stored is listed in ``rejected`` (its path, e.g. ``sessions[3]``,
         and the reason naming the field) without stopping the others. Sessions are written before events, so events of a
         session registered in the same call attach to it. Safe to retry: sessions are idempotent by
@@ -128,9 +129,11 @@ class SessionOperations(StoreBase):
             records.setdefault((event.session_id, event.event_id), record)
         counts = result.events
         if records:
-            counts.stored, counts.over_limit, counts.erased = self._insert_events(list(records.values()), now)
+            counts.stored, counts.over_limit, counts.erased, counts.purged = self._insert_events(
+                list(records.values()), now
+            )
         accepted = len(events) - sum(r.item.startswith("events[") for r in result.rejected)
-        counts.duplicates = accepted - counts.stored - counts.over_limit - counts.erased
+        counts.duplicates = accepted - counts.stored - counts.over_limit - counts.erased - counts.purged
         result.rejected.sort(key=lambda r: (r.item.startswith("events"), int(r.item.split("[")[1][:-1])))
         return result
 
@@ -255,19 +258,19 @@ class SessionOperations(StoreBase):
             }
         )
 
-    def _insert_events(self, records: list[dict[str, Any]], now: int) -> tuple[int, int, int]:
+    def _insert_events(self, records: list[dict[str, Any]], now: int) -> tuple[int, int, int, int]:
         """Insert ``insert_events`` records (each ``(session_id, event_id)`` once) in one statement;
-        returns ``(stored, over_limit, erased)``. PostgreSQL: one autocommit statement; SQLite: a count,
+        returns ``(stored, over_limit, erased, purged)``. PostgreSQL: one autocommit statement; SQLite: a count,
         then the insert, in one write transaction."""
         params = {"events": dumps(records), "now": now, "max_events": self.config.max_events_per_session}
         if self.db.has("count_refused_events"):
             with self.db.transaction(write=True) as conn:
                 refused = self.db.run(conn, "count_refused_events", **params).one()
                 stored = len(self.db.run(conn, "insert_events", **params).all())
-            return stored, refused.over_limit, refused.erased
+            return stored, refused.over_limit, refused.erased, refused.purged
         with self.db.transaction(write=True, single_statement=True) as conn:
             row = self.db.run(conn, "insert_events", **params).one()
-        return row.stored, row.over_limit, row.erased
+        return row.stored, row.over_limit, row.erased, row.purged
 
 
 def _rejection(item: str, body: Any, reason: str) -> models.BulkRejection:
