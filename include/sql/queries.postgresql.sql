@@ -172,19 +172,6 @@ WHERE m.session_id IN (
     FOR UPDATE SKIP LOCKED)
 RETURNING m.session_id, m.status, m.attempts, m.created_at, m.updated_at, m.last_error
 
--- name: batch_rr_sum
--- Sum over sessions of 1 / (1-based position in search_results of the first clicked object).
-SELECT coalesce(sum(1.0 / r.pos), 0) AS rr_sum
-FROM (SELECT DISTINCT ON (e.session_id) e.session_id, e.object_id
-      FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
-      WHERE s.batch_id = :batch_id AND e.event_type = 'click'
-      ORDER BY e.session_id, e.created_at, e.event_seq) fc
-JOIN cs_session s ON s.session_id = fc.session_id
-CROSS JOIN LATERAL (SELECT min(o.pos) AS pos
-                    FROM jsonb_array_elements(s.search_results) WITH ORDINALITY AS o(v, pos)
-                    WHERE o.v ->> 'object_id' = fc.object_id) r
-WHERE r.pos IS NOT NULL
-
 -- name: extract_page
 -- One page of a batch in the dataset's flat layout (clickstream.dataset: a sessions table and an events
 -- table, free-form JSON objects as JSON text), as two texts of one JSON object per line, built here so the
@@ -241,26 +228,6 @@ SELECT jsonb_array_length(search_results) AS n, count(*) AS sessions
 FROM cs_session WHERE batch_id = :batch_id
 GROUP BY 1
 
--- name: batch_position_clicks
--- Position curve: for each result position up to :max_position, the sessions of batch :batch_id with a click
--- on the result there. A result shown twice counts at its first position (as batch_rr_sum does). Starts from
--- the batch's clicked (session, object) pairs, so only clicked sessions' results are expanded.
-SELECT r.pos AS position, count(*) AS clicks
-FROM (SELECT c.session_id,
-             (SELECT min(o.pos) FROM jsonb_array_elements(s.search_results) WITH ORDINALITY AS o(v, pos)
-              WHERE o.v ->> 'object_id' = c.object_id) AS pos
-      FROM (SELECT DISTINCT e.session_id, e.object_id
-            FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
-            WHERE s.batch_id = :batch_id AND e.event_type = 'click') c
-      JOIN cs_session s ON s.session_id = c.session_id) r
-WHERE r.pos <= :max_position
-GROUP BY r.pos
-
--- ------------------------------------------------------------------------------------------------------
--- Search analytics and the training-signal labels: one aggregation pass (clickstream.store.aggregation).
--- A keyword session is one that is not a payload search and has a query. Rows are grouped by the RAW
--- query text here; Python merges them under the normalized key (normalize_query).
-
 -- name: __BATCH_IDS__
 -- Fragment: the batch ids of :batch_ids (a JSON array of texts), as a one-column subquery.
 SELECT jsonb_array_elements_text(CAST(:batch_ids AS jsonb))
@@ -277,17 +244,20 @@ WHERE s.batch_id = :batch_id AND NOT s.is_payload_search AND s.search_query IS N
 GROUP BY s.search_query
 
 -- name: analytics_query_first_clicks
--- Aggregation pass: per raw query of batch :batch_id's keyword sessions: sessions with a click (any 'click'
--- event, as batch_event_counts) and the reciprocal-rank sum of their first click (as batch_rr_sum).
-SELECT f.search_query AS query, count(*) AS sessions_with_click,
-       coalesce(sum(1.0 / (SELECT min(o.pos) FROM jsonb_array_elements(f.search_results) WITH ORDINALITY AS o(v, pos)
-                           WHERE o.v ->> 'object_id' = f.object_id)), 0) AS rr_sum
-FROM (SELECT DISTINCT ON (e.session_id) e.session_id, e.object_id, s.search_query, s.search_results
-      FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
-      WHERE s.batch_id = :batch_id AND e.event_type = 'click'
-        AND NOT s.is_payload_search AND s.search_query IS NOT NULL
-      ORDER BY e.session_id, e.created_at, e.event_seq) f
-GROUP BY f.search_query
+-- Aggregation pass: per raw query of batch :batch_id's keyword sessions (NULL: every other session, or every
+-- session when :detail is false) and per position of the session's first click (by created_at, then arrival;
+-- the object's first position in its results, NULL when not shown): the sessions. Their sum is the sessions
+-- with a click (any 'click' event); the reciprocal-rank sum is computed from these counts.
+SELECT f.query, f.position, count(*) AS sessions
+FROM (SELECT CASE WHEN CAST(:detail AS boolean) AND NOT s.is_payload_search THEN s.search_query END AS query,
+             (SELECT min(o.pos) FROM jsonb_array_elements(s.search_results) WITH ORDINALITY AS o(v, pos)
+              WHERE o.v ->> 'object_id' = fc.object_id) AS position
+      FROM (SELECT DISTINCT ON (e.session_id) e.session_id, e.object_id
+            FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
+            WHERE s.batch_id = :batch_id AND e.event_type = 'click'
+            ORDER BY e.session_id, e.created_at, e.event_seq) fc
+      JOIN cs_session s ON s.session_id = fc.session_id) f
+GROUP BY f.query, f.position
 
 -- name: analytics_impressions
 -- Aggregation pass: per (raw query, object, 1-based position, irrelevant flag) of batch :batch_id's keyword
@@ -308,29 +278,30 @@ CROSS JOIN LATERAL (SELECT x.v #>> '{}' AS object_id, min(x.pos) AS position
 GROUP BY g.search_query, o.object_id, o.position, g.is_irrelevant
 
 -- name: analytics_impression_clicks
--- Aggregation pass: per (raw query, object, position, irrelevant flag) of batch :batch_id's keyword
--- sessions, those with a 'click' on the object shown there (clicks) and those with an event of
--- :label_event_types (a JSON array of texts) on it (label_clicks): once a session, at the object's first
--- position; events on objects not shown are left out. Starts from the events, so only sessions with such
--- an event have their results expanded.
+-- Aggregation pass: per (raw query, object, position, irrelevant flag) of batch :batch_id's sessions, those
+-- with a 'click' on the object shown there (clicks) and those with an event of :label_event_types (a JSON
+-- array of texts) on it (label_clicks): once a session, at the object's first position; events on objects
+-- not shown are left out. The query is NULL for a session that is not a keyword session; query and object
+-- are NULL for every row when :detail is false (the batch metrics' position curve only). Starts from the
+-- events, so only sessions with such an event have their results expanded.
 WITH t AS (SELECT jsonb_array_elements_text(CAST(:label_event_types AS jsonb)) AS event_type),
 c AS (
     SELECT e.session_id, e.object_id,
            max(CASE WHEN e.event_type = 'click' THEN 1 ELSE 0 END) AS clicked,
            max(CASE WHEN e.event_type IN (SELECT event_type FROM t) THEN 1 ELSE 0 END) AS labelled
     FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
-    WHERE s.batch_id = :batch_id AND NOT s.is_payload_search AND s.search_query IS NOT NULL
-      AND (e.event_type = 'click' OR e.event_type IN (SELECT event_type FROM t))
+    WHERE s.batch_id = :batch_id AND (e.event_type = 'click' OR e.event_type IN (SELECT event_type FROM t))
     GROUP BY e.session_id, e.object_id)
-SELECT s.search_query AS query, c.object_id, p.position, s.is_irrelevant AS irrelevant,
-       sum(c.clicked) AS clicks, sum(c.labelled) AS label_clicks
+SELECT CASE WHEN CAST(:detail AS boolean) AND NOT s.is_payload_search THEN s.search_query END AS query,
+       CASE WHEN CAST(:detail AS boolean) THEN c.object_id END AS object_id, p.position,
+       s.is_irrelevant AS irrelevant, sum(c.clicked) AS clicks, sum(c.labelled) AS label_clicks
 FROM c
 JOIN cs_session s ON s.session_id = c.session_id
 CROSS JOIN LATERAL (SELECT min(o.pos) AS position
                     FROM jsonb_array_elements(s.search_results) WITH ORDINALITY AS o(v, pos)
                     WHERE o.v ->> 'object_id' = c.object_id) p
 WHERE p.position IS NOT NULL
-GROUP BY s.search_query, c.object_id, p.position, s.is_irrelevant
+GROUP BY 1, 2, 3, 4
 
 -- name: insert_batch_queries
 -- Keeps the per-query analytics rows of :rows (a JSON array of objects) for their batch.

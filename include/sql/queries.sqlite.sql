@@ -116,20 +116,6 @@ WHERE session_id IN (
     LIMIT :limit)
 RETURNING session_id, status, attempts, created_at, updated_at, last_error
 
--- name: batch_rr_sum
--- Sum over sessions of 1 / (1-based position in search_results of the first clicked object).
-SELECT coalesce(sum(1.0 / r.pos), 0) AS rr_sum
-FROM (SELECT fc.session_id,
-             (SELECT min(CAST(j.key AS INTEGER)) + 1 FROM json_each(s.search_results) j
-              WHERE json_extract(j.value, '$.object_id') = fc.object_id) AS pos
-      FROM (SELECT e.session_id, e.object_id,
-                   row_number() OVER (PARTITION BY e.session_id ORDER BY e.created_at, e.event_seq) AS rn
-            FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
-            WHERE s.batch_id = :batch_id AND e.event_type = 'click') fc
-      JOIN cs_session s ON s.session_id = fc.session_id
-      WHERE fc.rn = 1) r
-WHERE r.pos IS NOT NULL
-
 -- name: extract_page
 -- One page of a batch in the dataset's flat layout (clickstream.dataset), as two texts of one JSON object
 -- per line, like PostgreSQL's extract_page: free-form JSON objects as JSON text, at most :max_events events
@@ -188,26 +174,6 @@ SELECT json_array_length(search_results) AS n, count(*) AS sessions
 FROM cs_session WHERE batch_id = :batch_id
 GROUP BY 1
 
--- name: batch_position_clicks
--- Position curve: for each result position up to :max_position, the sessions of batch :batch_id with a click
--- on the result there. A result shown twice counts at its first position (as batch_rr_sum does). Starts from
--- the batch's clicked (session, object) pairs, so only clicked sessions' results are expanded.
-SELECT r.pos AS position, count(*) AS clicks
-FROM (SELECT c.session_id,
-             (SELECT min(CAST(j.key AS INTEGER)) + 1 FROM json_each(s.search_results) j
-              WHERE json_extract(j.value, '$.object_id') = c.object_id) AS pos
-      FROM (SELECT DISTINCT e.session_id, e.object_id
-            FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
-            WHERE s.batch_id = :batch_id AND e.event_type = 'click') c
-      JOIN cs_session s ON s.session_id = c.session_id) r
-WHERE r.pos <= :max_position
-GROUP BY r.pos
-
--- ------------------------------------------------------------------------------------------------------
--- Search analytics and the training-signal labels: one aggregation pass (clickstream.store.aggregation).
--- A keyword session is one that is not a payload search and has a query. Rows are grouped by the RAW
--- query text here; Python merges them under the normalized key (normalize_query).
-
 -- name: __BATCH_IDS__
 -- Fragment: the batch ids of :batch_ids (a JSON array of texts), as a one-column subquery.
 SELECT value FROM json_each(:batch_ids)
@@ -224,18 +190,21 @@ WHERE s.batch_id = :batch_id AND NOT s.is_payload_search AND s.search_query IS N
 GROUP BY s.search_query
 
 -- name: analytics_query_first_clicks
--- Aggregation pass: per raw query of batch :batch_id's keyword sessions: sessions with a click (any 'click'
--- event, as batch_event_counts) and the reciprocal-rank sum of their first click (as batch_rr_sum).
-SELECT f.search_query AS query, count(*) AS sessions_with_click,
-       coalesce(sum(1.0 / (SELECT min(CAST(j.key AS INTEGER)) + 1 FROM json_each(f.search_results) j
-                           WHERE json_extract(j.value, '$.object_id') = f.object_id)), 0) AS rr_sum
-FROM (SELECT e.session_id, e.object_id, s.search_query, s.search_results,
-             row_number() OVER (PARTITION BY e.session_id ORDER BY e.created_at, e.event_seq) AS rn
-      FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
-      WHERE s.batch_id = :batch_id AND e.event_type = 'click'
-        AND NOT s.is_payload_search AND s.search_query IS NOT NULL) f
-WHERE f.rn = 1
-GROUP BY f.search_query
+-- Aggregation pass: per raw query of batch :batch_id's keyword sessions (NULL: every other session, or every
+-- session when :detail is false) and per position of the session's first click (by created_at, then arrival;
+-- the object's first position in its results, NULL when not shown): the sessions. Their sum is the sessions
+-- with a click (any 'click' event); the reciprocal-rank sum is computed from these counts.
+SELECT f.query, f.position, count(*) AS sessions
+FROM (SELECT CASE WHEN :detail AND NOT s.is_payload_search THEN s.search_query END AS query,
+             (SELECT min(CAST(j.key AS INTEGER)) + 1 FROM json_each(s.search_results) j
+              WHERE json_extract(j.value, '$.object_id') = fc.object_id) AS position
+      FROM (SELECT e.session_id, e.object_id,
+                   row_number() OVER (PARTITION BY e.session_id ORDER BY e.created_at, e.event_seq) AS rn
+            FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
+            WHERE s.batch_id = :batch_id AND e.event_type = 'click') fc
+      JOIN cs_session s ON s.session_id = fc.session_id
+      WHERE fc.rn = 1) f
+GROUP BY f.query, f.position
 
 -- name: analytics_impressions
 -- Aggregation pass: per (raw query, object, 1-based position, irrelevant flag) of batch :batch_id's keyword
@@ -251,29 +220,30 @@ FROM r
 GROUP BY r.search_query, r.object_id, r.position, r.is_irrelevant
 
 -- name: analytics_impression_clicks
--- Aggregation pass: per (raw query, object, position, irrelevant flag) of batch :batch_id's keyword
--- sessions, those with a 'click' on the object shown there (clicks) and those with an event of
--- :label_event_types (a JSON array of texts) on it (label_clicks): once a session, at the object's first
--- position; events on objects not shown are left out.
+-- Aggregation pass: per (raw query, object, position, irrelevant flag) of batch :batch_id's sessions, those
+-- with a 'click' on the object shown there (clicks) and those with an event of :label_event_types (a JSON
+-- array of texts) on it (label_clicks): once a session, at the object's first position; events on objects
+-- not shown are left out. The query is NULL for a session that is not a keyword session; query and object
+-- are NULL for every row when :detail is false (the batch metrics' position curve only).
 WITH t AS (SELECT value AS event_type FROM json_each(:label_event_types)),
 c AS (
-    SELECT e.session_id, e.object_id, s.search_query, s.is_irrelevant, s.search_results,
+    SELECT e.session_id, e.object_id, s.search_query, s.is_payload_search, s.is_irrelevant, s.search_results,
            max(CASE WHEN e.event_type = 'click' THEN 1 ELSE 0 END) AS clicked,
            max(CASE WHEN e.event_type IN (SELECT event_type FROM t) THEN 1 ELSE 0 END) AS labelled
     FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
-    WHERE s.batch_id = :batch_id AND NOT s.is_payload_search AND s.search_query IS NOT NULL
-      AND (e.event_type = 'click' OR e.event_type IN (SELECT event_type FROM t))
+    WHERE s.batch_id = :batch_id AND (e.event_type = 'click' OR e.event_type IN (SELECT event_type FROM t))
     GROUP BY e.session_id, e.object_id),
 p AS (
-    SELECT c.search_query, c.object_id, c.is_irrelevant, c.clicked, c.labelled,
+    SELECT CASE WHEN :detail AND NOT c.is_payload_search THEN c.search_query END AS query,
+           CASE WHEN :detail THEN c.object_id END AS object_id, c.is_irrelevant, c.clicked, c.labelled,
            (SELECT min(CAST(j.key AS INTEGER)) + 1 FROM json_each(c.search_results) j
             WHERE json_extract(j.value, '$.object_id') = c.object_id) AS position
     FROM c)
-SELECT p.search_query AS query, p.object_id, p.position, p.is_irrelevant AS irrelevant,
+SELECT p.query, p.object_id, p.position, p.is_irrelevant AS irrelevant,
        sum(p.clicked) AS clicks, sum(p.labelled) AS label_clicks
 FROM p
 WHERE p.position IS NOT NULL
-GROUP BY p.search_query, p.object_id, p.position, p.is_irrelevant
+GROUP BY p.query, p.object_id, p.position, p.is_irrelevant
 
 -- name: insert_batch_queries
 -- Keeps the per-query analytics rows of :rows (a JSON array of objects) for their batch.
