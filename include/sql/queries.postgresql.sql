@@ -27,6 +27,11 @@ LOCK TABLE cs_session, cs_event IN SHARE ROW EXCLUSIVE MODE
 -- count (store_batch_metrics) is that of every erasure that may have deleted the kept row.
 LOCK TABLE cs_erased_session IN SHARE MODE
 
+-- name: aggregation_settings
+-- PostgreSQL only, run by the aggregation pass in its transaction: no JIT compilation for its few large
+-- statements (compiling them costs about as much as running them: 0.3 to 0.4 s each on 200,000 sessions).
+SET LOCAL jit = off
+
 -- name: snapshot_read
 -- PostgreSQL only, first statement of a metrics computation: every query of the transaction reads one
 -- snapshot (REPEATABLE READ), the tombstone count (erasure_generation) included.
@@ -232,75 +237,66 @@ GROUP BY 1
 -- Fragment: the batch ids of :batch_ids (a JSON array of texts), as a one-column subquery.
 SELECT jsonb_array_elements_text(CAST(:batch_ids AS jsonb))
 
--- name: analytics_query_sessions
--- Aggregation pass: per raw query of batch :batch_id's keyword sessions: sessions, results shown (array
--- lengths), sessions without results, sessions flagged irrelevant.
-SELECT s.search_query AS query, count(*) AS sessions,
-       coalesce(sum(jsonb_array_length(s.search_results)), 0) AS results_shown_sum,
-       count(*) FILTER (WHERE jsonb_array_length(s.search_results) = 0) AS no_result_sessions,
-       count(*) FILTER (WHERE s.is_irrelevant) AS irrelevant_sessions
-FROM cs_session s
-WHERE s.batch_id = :batch_id AND NOT s.is_payload_search AND s.search_query IS NOT NULL
-GROUP BY s.search_query
-
--- name: analytics_query_first_clicks
--- Aggregation pass: per raw query of batch :batch_id's keyword sessions (NULL: every other session, or every
--- session when :detail is false) and per position of the session's first click (by created_at, then arrival;
--- the object's first position in its results, NULL when not shown): the sessions. Their sum is the sessions
--- with a click (any 'click' event); the reciprocal-rank sum is computed from these counts.
-SELECT f.query, f.position, count(*) AS sessions
-FROM (SELECT CASE WHEN CAST(:detail AS boolean) AND NOT s.is_payload_search THEN s.search_query END AS query,
-             (SELECT min(o.pos) FROM jsonb_array_elements(s.search_results) WITH ORDINALITY AS o(v, pos)
-              WHERE o.v ->> 'object_id' = fc.object_id) AS position
-      FROM (SELECT DISTINCT ON (e.session_id) e.session_id, e.object_id
-            FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
-            WHERE s.batch_id = :batch_id AND e.event_type = 'click'
-            ORDER BY e.session_id, e.created_at, e.event_seq) fc
-      JOIN cs_session s ON s.session_id = fc.session_id) f
-GROUP BY f.query, f.position
-
--- name: analytics_impressions
--- Aggregation pass: per (raw query, object, 1-based position, irrelevant flag) of batch :batch_id's keyword
--- sessions, the sessions showing the object there (a result listed twice counts at its first position
--- only). Sessions are first grouped by (query, flag, list of object ids): sessions of a query that show the
--- same results are expanded once, not once each.
-WITH g AS (
-    SELECT s.search_query, s.is_irrelevant, jsonb_path_query_array(s.search_results, '$[*].object_id') AS ids,
-           count(*) AS n
+-- name: analytics_sessions
+-- Aggregation pass, one scan of batch :batch_id's sessions, grouped first by (query, irrelevant flag, list of
+-- object ids): sessions of a query that show the same results are expanded once, not once each. The query is
+-- NULL for a session that is not a keyword session. Two kinds of rows:
+-- * 'query': per (raw query or NULL, length of the results, irrelevant flag), the sessions;
+-- * 'shown': per (raw query, object, 1-based position, irrelevant flag) of the keyword sessions, the sessions
+--   showing the object there (a result listed twice counts at its first position only).
+WITH g AS MATERIALIZED (
+    SELECT CASE WHEN NOT s.is_payload_search THEN s.search_query END AS query, s.is_irrelevant,
+           jsonb_path_query_array(s.search_results, '$[*].object_id') AS ids, count(*) AS n
     FROM cs_session s
-    WHERE s.batch_id = :batch_id AND NOT s.is_payload_search AND s.search_query IS NOT NULL
-    GROUP BY s.search_query, s.is_irrelevant, 3)
-SELECT g.search_query AS query, o.object_id, o.position, g.is_irrelevant AS irrelevant, sum(g.n) AS shown
+    WHERE s.batch_id = :batch_id
+    GROUP BY 1, 2, 3)
+SELECT 'query' AS kind, g.query, NULL AS object_id, jsonb_array_length(g.ids) AS position,
+       g.is_irrelevant AS irrelevant, sum(g.n) AS sessions
+FROM g
+GROUP BY g.query, 4, g.is_irrelevant
+UNION ALL
+SELECT 'shown', g.query, o.object_id, o.position, g.is_irrelevant, sum(g.n)
 FROM g
 CROSS JOIN LATERAL (SELECT x.v #>> '{}' AS object_id, min(x.pos) AS position
                     FROM jsonb_array_elements(g.ids) WITH ORDINALITY AS x(v, pos)
                     GROUP BY 1) o
-GROUP BY g.search_query, o.object_id, o.position, g.is_irrelevant
+WHERE g.query IS NOT NULL
+GROUP BY g.query, o.object_id, o.position, g.is_irrelevant
 
 -- name: analytics_impression_clicks
 -- Aggregation pass: per (raw query, object, position, irrelevant flag) of batch :batch_id's sessions, those
--- with a 'click' on the object shown there (clicks) and those with an event of :label_event_types (a JSON
--- array of texts) on it (label_clicks): once a session, at the object's first position; events on objects
--- not shown are left out. The query is NULL for a session that is not a keyword session; query and object
--- are NULL for every row when :detail is false (the batch metrics' position curve only). Starts from the
--- events, so only sessions with such an event have their results expanded.
+-- with a 'click' on the object shown there (clicks), those with an event of :label_event_types (a JSON array
+-- of texts) on it (label_clicks), and those whose FIRST click (by created_at, then arrival) was on it
+-- (first_clicks): once a session, at the object's first position. Rows with a NULL position (and object)
+-- count only the first clicks on an object not shown; other events on objects not shown are left out. The
+-- query is NULL for a session that is not a keyword session; query and object are NULL for every row when
+-- :detail is false (the batch metrics only). Starts from the events, so only sessions with such an event
+-- have their results expanded, once per (session, object).
 WITH t AS (SELECT jsonb_array_elements_text(CAST(:label_event_types AS jsonb)) AS event_type),
-c AS (
-    SELECT e.session_id, e.object_id,
-           max(CASE WHEN e.event_type = 'click' THEN 1 ELSE 0 END) AS clicked,
-           max(CASE WHEN e.event_type IN (SELECT event_type FROM t) THEN 1 ELSE 0 END) AS labelled
+ev AS (
+    SELECT e.session_id, e.object_id, e.event_type,
+           CASE WHEN e.event_type = 'click'
+                THEN row_number() OVER (PARTITION BY e.session_id, e.event_type = 'click'
+                                        ORDER BY e.created_at, e.event_seq) END AS click_rank
     FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
-    WHERE s.batch_id = :batch_id AND (e.event_type = 'click' OR e.event_type IN (SELECT event_type FROM t))
-    GROUP BY e.session_id, e.object_id)
+    WHERE s.batch_id = :batch_id AND (e.event_type = 'click' OR e.event_type IN (SELECT event_type FROM t))),
+c AS (
+    SELECT ev.session_id, ev.object_id,
+           max(CASE WHEN ev.event_type = 'click' THEN 1 ELSE 0 END) AS clicked,
+           max(CASE WHEN ev.event_type IN (SELECT event_type FROM t) THEN 1 ELSE 0 END) AS labelled,
+           max(CASE WHEN ev.click_rank = 1 THEN 1 ELSE 0 END) AS first_click
+    FROM ev
+    GROUP BY ev.session_id, ev.object_id)
 SELECT CASE WHEN CAST(:detail AS boolean) AND NOT s.is_payload_search THEN s.search_query END AS query,
-       CASE WHEN CAST(:detail AS boolean) THEN c.object_id END AS object_id, p.position,
-       s.is_irrelevant AS irrelevant, sum(c.clicked) AS clicks, sum(c.labelled) AS label_clicks
+       CASE WHEN CAST(:detail AS boolean) AND p.position IS NOT NULL THEN c.object_id END AS object_id,
+       p.position, s.is_irrelevant AS irrelevant, sum(c.clicked) AS clicks, sum(c.labelled) AS label_clicks,
+       sum(c.first_click) AS first_clicks
 FROM c
 JOIN cs_session s ON s.session_id = c.session_id
 CROSS JOIN LATERAL (SELECT min(o.pos) AS position
                     FROM jsonb_array_elements(s.search_results) WITH ORDINALITY AS o(v, pos)
                     WHERE o.v ->> 'object_id' = c.object_id) p
-WHERE p.position IS NOT NULL
+WHERE p.position IS NOT NULL OR c.first_click = 1
 GROUP BY 1, 2, 3, 4
 
 -- name: insert_batch_queries

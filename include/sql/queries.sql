@@ -322,9 +322,10 @@ FROM (SELECT count(*) AS sessions,
       FROM cs_session WHERE batch_id = :batch_id) s
 CROSS JOIN (SELECT count(e.event_seq) AS events,
                    count(e.event_seq) FILTER (WHERE e.event_type = 'click') AS clicks,
-                   count(e.event_seq) FILTER (WHERE e.event_seq > b.released_event_seq) AS late_events
+                   count(e.event_seq) FILTER (
+                       WHERE e.event_seq > (SELECT released_event_seq FROM cs_batch WHERE batch_id = :batch_id)
+                   ) AS late_events
             FROM cs_session s
-            JOIN cs_batch b ON b.batch_id = s.batch_id
             JOIN cs_event e ON e.session_id = s.session_id
             WHERE s.batch_id = :batch_id) e
 

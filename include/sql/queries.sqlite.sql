@@ -178,72 +178,64 @@ GROUP BY 1
 -- Fragment: the batch ids of :batch_ids (a JSON array of texts), as a one-column subquery.
 SELECT value FROM json_each(:batch_ids)
 
--- name: analytics_query_sessions
--- Aggregation pass: per raw query of batch :batch_id's keyword sessions: sessions, results shown (array
--- lengths), sessions without results, sessions flagged irrelevant.
-SELECT s.search_query AS query, count(*) AS sessions,
-       coalesce(sum(json_array_length(s.search_results)), 0) AS results_shown_sum,
-       count(*) FILTER (WHERE json_array_length(s.search_results) = 0) AS no_result_sessions,
-       count(*) FILTER (WHERE s.is_irrelevant) AS irrelevant_sessions
-FROM cs_session s
-WHERE s.batch_id = :batch_id AND NOT s.is_payload_search AND s.search_query IS NOT NULL
-GROUP BY s.search_query
-
--- name: analytics_query_first_clicks
--- Aggregation pass: per raw query of batch :batch_id's keyword sessions (NULL: every other session, or every
--- session when :detail is false) and per position of the session's first click (by created_at, then arrival;
--- the object's first position in its results, NULL when not shown): the sessions. Their sum is the sessions
--- with a click (any 'click' event); the reciprocal-rank sum is computed from these counts.
-SELECT f.query, f.position, count(*) AS sessions
-FROM (SELECT CASE WHEN :detail AND NOT s.is_payload_search THEN s.search_query END AS query,
-             (SELECT min(CAST(j.key AS INTEGER)) + 1 FROM json_each(s.search_results) j
-              WHERE json_extract(j.value, '$.object_id') = fc.object_id) AS position
-      FROM (SELECT e.session_id, e.object_id,
-                   row_number() OVER (PARTITION BY e.session_id ORDER BY e.created_at, e.event_seq) AS rn
-            FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
-            WHERE s.batch_id = :batch_id AND e.event_type = 'click') fc
-      JOIN cs_session s ON s.session_id = fc.session_id
-      WHERE fc.rn = 1) f
-GROUP BY f.query, f.position
-
--- name: analytics_impressions
--- Aggregation pass: per (raw query, object, 1-based position, irrelevant flag) of batch :batch_id's keyword
--- sessions, the sessions showing the object there (a result listed twice counts at its first position only).
+-- name: analytics_sessions
+-- Aggregation pass over batch :batch_id's sessions (as PostgreSQL's). The query is NULL for a session that
+-- is not a keyword session. Two kinds of rows:
+-- * 'query': per (raw query or NULL, length of the results, irrelevant flag), the sessions;
+-- * 'shown': per (raw query, object, 1-based position, irrelevant flag) of the keyword sessions, the sessions
+--   showing the object there (a result listed twice counts at its first position only).
 WITH r AS (
     SELECT s.search_query, s.is_irrelevant, json_extract(j.value, '$.object_id') AS object_id,
            min(CAST(j.key AS INTEGER)) + 1 AS position
     FROM cs_session s, json_each(s.search_results) j
     WHERE s.batch_id = :batch_id AND NOT s.is_payload_search AND s.search_query IS NOT NULL
     GROUP BY s.session_number, json_extract(j.value, '$.object_id'))
-SELECT r.search_query AS query, r.object_id, r.position, r.is_irrelevant AS irrelevant, count(*) AS shown
+SELECT 'query' AS kind, CASE WHEN NOT s.is_payload_search THEN s.search_query END AS query, NULL AS object_id,
+       json_array_length(s.search_results) AS position, s.is_irrelevant AS irrelevant, count(*) AS sessions
+FROM cs_session s
+WHERE s.batch_id = :batch_id
+GROUP BY 2, 4, 5
+UNION ALL
+SELECT 'shown', r.search_query, r.object_id, r.position, r.is_irrelevant, count(*)
 FROM r
 GROUP BY r.search_query, r.object_id, r.position, r.is_irrelevant
 
 -- name: analytics_impression_clicks
 -- Aggregation pass: per (raw query, object, position, irrelevant flag) of batch :batch_id's sessions, those
--- with a 'click' on the object shown there (clicks) and those with an event of :label_event_types (a JSON
--- array of texts) on it (label_clicks): once a session, at the object's first position; events on objects
--- not shown are left out. The query is NULL for a session that is not a keyword session; query and object
--- are NULL for every row when :detail is false (the batch metrics' position curve only).
+-- with a 'click' on the object shown there (clicks), those with an event of :label_event_types (a JSON array
+-- of texts) on it (label_clicks), and those whose FIRST click (by created_at, then arrival) was on it
+-- (first_clicks): once a session, at the object's first position. Rows with a NULL position (and object)
+-- count only the first clicks on an object not shown; other events on objects not shown are left out. The
+-- query is NULL for a session that is not a keyword session; query and object are NULL for every row when
+-- :detail is false (the batch metrics only).
 WITH t AS (SELECT value AS event_type FROM json_each(:label_event_types)),
-c AS (
-    SELECT e.session_id, e.object_id, s.search_query, s.is_payload_search, s.is_irrelevant, s.search_results,
-           max(CASE WHEN e.event_type = 'click' THEN 1 ELSE 0 END) AS clicked,
-           max(CASE WHEN e.event_type IN (SELECT event_type FROM t) THEN 1 ELSE 0 END) AS labelled
+ev AS (
+    SELECT e.session_id, e.object_id, e.event_type,
+           CASE WHEN e.event_type = 'click'
+                THEN row_number() OVER (PARTITION BY e.session_id, e.event_type = 'click'
+                                        ORDER BY e.created_at, e.event_seq) END AS click_rank
     FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
-    WHERE s.batch_id = :batch_id AND (e.event_type = 'click' OR e.event_type IN (SELECT event_type FROM t))
-    GROUP BY e.session_id, e.object_id),
+    WHERE s.batch_id = :batch_id AND (e.event_type = 'click' OR e.event_type IN (SELECT event_type FROM t))),
+c AS (
+    SELECT ev.session_id, ev.object_id,
+           max(CASE WHEN ev.event_type = 'click' THEN 1 ELSE 0 END) AS clicked,
+           max(CASE WHEN ev.event_type IN (SELECT event_type FROM t) THEN 1 ELSE 0 END) AS labelled,
+           max(CASE WHEN ev.click_rank = 1 THEN 1 ELSE 0 END) AS first_click
+    FROM ev
+    GROUP BY ev.session_id, ev.object_id),
 p AS (
-    SELECT CASE WHEN :detail AND NOT c.is_payload_search THEN c.search_query END AS query,
-           CASE WHEN :detail THEN c.object_id END AS object_id, c.is_irrelevant, c.clicked, c.labelled,
-           (SELECT min(CAST(j.key AS INTEGER)) + 1 FROM json_each(c.search_results) j
+    SELECT s.search_query, s.is_payload_search, s.is_irrelevant, c.object_id, c.clicked, c.labelled,
+           c.first_click,
+           (SELECT min(CAST(j.key AS INTEGER)) + 1 FROM json_each(s.search_results) j
             WHERE json_extract(j.value, '$.object_id') = c.object_id) AS position
-    FROM c)
-SELECT p.query, p.object_id, p.position, p.is_irrelevant AS irrelevant,
-       sum(p.clicked) AS clicks, sum(p.labelled) AS label_clicks
+    FROM c JOIN cs_session s ON s.session_id = c.session_id)
+SELECT CASE WHEN :detail AND NOT p.is_payload_search THEN p.search_query END AS query,
+       CASE WHEN :detail AND p.position IS NOT NULL THEN p.object_id END AS object_id,
+       p.position, p.is_irrelevant AS irrelevant, sum(p.clicked) AS clicks, sum(p.labelled) AS label_clicks,
+       sum(p.first_click) AS first_clicks
 FROM p
-WHERE p.position IS NOT NULL
-GROUP BY p.query, p.object_id, p.position, p.is_irrelevant
+WHERE p.position IS NOT NULL OR p.first_click = 1
+GROUP BY 1, 2, 3, 4
 
 -- name: insert_batch_queries
 -- Keeps the per-query analytics rows of :rows (a JSON array of objects) for their batch.

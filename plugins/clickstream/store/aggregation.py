@@ -1,22 +1,29 @@
 """The one aggregation pass over a batch that the search analytics and the training-signal labels share.
 
-:func:`aggregate_batch` runs five named queries on a connection (the caller's snapshot):
+:func:`aggregate_batch` runs three named queries on a connection (the caller's snapshot; PostgreSQL first
+turns JIT compilation off for it, ``aggregation_settings``):
 
-* ``analytics_batch_totals``: the batch's sessions, payload-search sessions, irrelevant flags and events;
-* ``analytics_query_sessions``: per RAW query text of the keyword sessions (not a payload search, with a
-  query): sessions, results shown, sessions without results, sessions flagged irrelevant;
-* ``analytics_query_first_clicks``: per raw query: sessions with a click, the first click's reciprocal-rank
-  sum;
-* ``analytics_impressions``: per (raw query, object, position, irrelevant flag): sessions showing the
-  object there (PostgreSQL expands each distinct result list of a query once, not each session's);
-* ``analytics_impression_clicks``: the same rows, for the sessions with a ``click`` on the object shown
-  there and those with an event of ``label_event_types`` on it (from the events: only those sessions'
-  results are expanded).
+* ``analytics_batch_totals``: the batch's sessions, payload-search sessions, irrelevant flags, events, clicks
+  and late events;
+* ``analytics_sessions``: one scan of the sessions: per RAW query text of the keyword sessions (not a payload
+  search, with a query; NULL for the others) and length of the results, the sessions (sessions, results
+  shown, sessions without results, irrelevant flags, and the batch's result lengths follow); and per (raw
+  query, object, position, irrelevant flag), the sessions showing the object there (PostgreSQL expands each
+  distinct result list of a query once, not each session's);
+* ``analytics_impression_clicks``: the same (query, object, position, flag) rows over every session, for the
+  sessions with a ``click`` on the object shown there, those with an event of ``label_event_types`` on it,
+  and those whose first click was on it (from the events: only those sessions' results are expanded, once
+  per clicked object). The first clicks give the sessions with a click and the reciprocal ranks.
+
+The batch metrics (:mod:`clickstream.store.metrics`) are derived from the same pass (:class:`BatchSums`, over
+every session); ``detail=False`` runs only what they need (``batch_result_lengths`` instead of
+``analytics_sessions``, and the clicks grouped by position only), so the metrics step that keeps both makes
+one pass, not two.
 
 The database groups by the raw text; Python then merges the rows under :func:`normalize_query` of the
 text, so memory is bounded by the distinct keys (queries, objects, positions), never by the sessions.
 
-Definitions (kept consistent with the batch metrics, :mod:`clickstream.store.batches`):
+Definitions (the batch metrics' own, :mod:`clickstream.store.metrics`):
 
 * a *click* is an event of type ``click`` (as the batch metrics' CTR and MRR); a session *with a click* has
   one on anything, shown or not; the reciprocal rank is that of the session's first click (by
@@ -201,14 +208,13 @@ def aggregate_batch(
     columns: sessions, events, irrelevant flags, payload searches): the batch metrics alone, without the
     per-query and per-object rows (no impressions are expanded)."""
     totals, batch = BatchTotals(), BatchSums()
+    if db.has("aggregation_settings"):  # PostgreSQL: no JIT compilation for the pass's statements
+        db.run(conn, "aggregation_settings")
     t = db.run(conn, "analytics_batch_totals", batch_id=batch_id).mappings().one()
     totals.sessions, totals.events = int(t["sessions"]), int(t["events"])
     totals.irrelevant_all, totals.payload_search_sessions = int(t["irrelevant_all"]), int(t["payload_search_sessions"])
     batch.sessions, batch.irrelevant, batch.events = totals.sessions, totals.irrelevant_all, totals.events
     batch.clicks, batch.late_events = int(t["clicks"] or 0), int(t["late_events"] or 0)
-    for r in db.run(conn, "batch_result_lengths", batch_id=batch_id):
-        batch.result_lengths[int(r.n or 0)] = batch.result_lengths.get(int(r.n or 0), 0) + int(r.sessions)
-
     keys: dict[str, str] = {}  # raw text -> normalized key (raw texts repeat across the queries)
 
     def key_of(raw: str) -> str:
@@ -217,50 +223,63 @@ def aggregate_batch(
             key = keys[raw] = normalize_query(raw)
         return key
 
+    lengths = batch.result_lengths
     queries: dict[str, QueryStats] = {}
-    if detail:
-        for r in db.run(conn, "analytics_query_sessions", batch_id=batch_id):
+    merged: dict[tuple[str, str, int, bool], list[int]] = {}  # (key, object, position, irrelevant) -> counts
+    if not detail:
+        for r in db.run(conn, "batch_result_lengths", batch_id=batch_id):
+            lengths[int(r.n or 0)] = lengths.get(int(r.n or 0), 0) + int(r.sessions)
+    else:
+        for r in db.run(conn, "analytics_sessions", batch_id=batch_id):
+            n = int(r.sessions)
+            if r.kind == "shown":
+                slot = (key_of(r.query), r.object_id, int(r.position), bool(r.irrelevant))
+                counts = merged.get(slot)
+                if counts is None:
+                    merged[slot] = [n, 0, 0]
+                else:
+                    counts[0] += n
+                continue
+            length = int(r.position or 0)  # a 'query' row: the length of the results
+            lengths[length] = lengths.get(length, 0) + n
+            if r.query is None:
+                continue
             key = key_of(r.query)
             q = queries.get(key)
             if q is None:
                 q = queries[key] = QueryStats(key)
-            q.sessions += int(r.sessions)
-            q.results_shown_sum += int(r.results_shown_sum)
-            q.no_result_sessions += int(r.no_result_sessions)
-            q.irrelevant_sessions += int(r.irrelevant_sessions)
+            q.sessions += n
+            q.results_shown_sum += length * n
+            if not length:
+                q.no_result_sessions += n
+            if r.irrelevant:
+                q.irrelevant_sessions += n
+
+    types = dumps(list(label_event_types))
+    clicked_positions, first_clicks = batch.clicked_positions, batch.first_clicks
     keyword_first: dict[int | None, int] = {}  # the keyword sessions' first clicks, by position
     query_first: dict[str, dict[int | None, int]] = {}
-    for r in db.run(conn, "analytics_query_first_clicks", batch_id=batch_id, detail=detail):
-        position, n = (None if r.position is None else int(r.position)), int(r.sessions)
-        batch.first_clicks[position] = batch.first_clicks.get(position, 0) + n
-        if r.query is not None:
-            keyword_first[position] = keyword_first.get(position, 0) + n
-            per = query_first.setdefault(key_of(r.query), {})
-            per[position] = per.get(position, 0) + n
+    for r in db.run(conn, "analytics_impression_clicks", batch_id=batch_id, label_event_types=types, detail=detail):
+        position, clicks, first = (None if r.position is None else int(r.position)), int(r.clicks), int(r.first_clicks)
+        if first:
+            first_clicks[position] = first_clicks.get(position, 0) + first
+        if position is not None and clicks:
+            clicked_positions[position] = clicked_positions.get(position, 0) + clicks
+        if r.query is None:
+            continue
+        key = key_of(r.query)
+        if first:
+            keyword_first[position] = keyword_first.get(position, 0) + first
+            per = query_first.setdefault(key, {})
+            per[position] = per.get(position, 0) + first
+        if position is not None:
+            counts = merged[(key, r.object_id, position, bool(r.irrelevant))]  # shown there
+            counts[1] += clicks
+            counts[2] += int(r.label_clicks)
     for key, per in query_first.items():
         q = queries[key]
         q.sessions_with_click = sum(per.values())
         q.rr_sum = reciprocal_rank_sum(per)
-
-    merged: dict[tuple[str, str, int, bool], list[int]] = {}  # (key, object, position, irrelevant) -> counts
-    if detail:
-        for r in db.run(conn, "analytics_impressions", batch_id=batch_id):
-            slot = (key_of(r.query), r.object_id, int(r.position), bool(r.irrelevant))
-            counts = merged.get(slot)
-            if counts is None:
-                merged[slot] = [int(r.shown), 0, 0]
-            else:
-                counts[0] += int(r.shown)
-    types = dumps(list(label_event_types))
-    clicked_positions = batch.clicked_positions
-    for r in db.run(conn, "analytics_impression_clicks", batch_id=batch_id, label_event_types=types, detail=detail):
-        position, clicks = int(r.position), int(r.clicks)
-        if clicks:
-            clicked_positions[position] = clicked_positions.get(position, 0) + clicks
-        if r.query is not None:
-            counts = merged[(key_of(r.query), r.object_id, position, bool(r.irrelevant))]  # shown there
-            counts[1] += clicks
-            counts[2] += int(r.label_clicks)
 
     objects: dict[str, ObjectStats] = {}
     for (key, object_id, position, _), (shown, clicks, _) in merged.items():
