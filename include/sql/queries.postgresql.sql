@@ -27,6 +27,11 @@ LOCK TABLE cs_session, cs_event IN SHARE ROW EXCLUSIVE MODE
 -- count (store_batch_metrics) is that of every erasure that may have deleted the kept row.
 LOCK TABLE cs_erased_session IN SHARE MODE
 
+-- name: aggregation_settings
+-- PostgreSQL only, run by the aggregation pass in its transaction: no JIT compilation for its few large
+-- statements (compiling them costs about as much as running them: 0.3 to 0.4 s each on 200,000 sessions).
+SET LOCAL jit = off
+
 -- name: snapshot_read
 -- PostgreSQL only, first statement of a metrics computation: every query of the transaction reads one
 -- snapshot (REPEATABLE READ), the tombstone count (erasure_generation) included.
@@ -177,19 +182,6 @@ WHERE m.session_id IN (
     FOR UPDATE SKIP LOCKED)
 RETURNING m.session_id, m.status, m.attempts, m.created_at, m.updated_at, m.last_error
 
--- name: batch_rr_sum
--- Sum over sessions of 1 / (1-based position in search_results of the first clicked object).
-SELECT coalesce(sum(1.0 / r.pos), 0) AS rr_sum
-FROM (SELECT DISTINCT ON (e.session_id) e.session_id, e.object_id
-      FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
-      WHERE s.batch_id = :batch_id AND e.event_type = 'click'
-      ORDER BY e.session_id, e.created_at, e.event_seq) fc
-JOIN cs_session s ON s.session_id = fc.session_id
-CROSS JOIN LATERAL (SELECT min(o.pos) AS pos
-                    FROM jsonb_array_elements(s.search_results) WITH ORDINALITY AS o(v, pos)
-                    WHERE o.v ->> 'object_id' = fc.object_id) r
-WHERE r.pos IS NOT NULL
-
 -- name: extract_page
 -- One page of a batch in the dataset's flat layout (clickstream.dataset: a sessions table and an events
 -- table, free-form JSON objects as JSON text), as two texts of one JSON object per line, built here so the
@@ -246,96 +238,71 @@ SELECT jsonb_array_length(search_results) AS n, count(*) AS sessions
 FROM cs_session WHERE batch_id = :batch_id
 GROUP BY 1
 
--- name: batch_position_clicks
--- Position curve: for each result position up to :max_position, the sessions of batch :batch_id with a click
--- on the result there. A result shown twice counts at its first position (as batch_rr_sum does). Starts from
--- the batch's clicked (session, object) pairs, so only clicked sessions' results are expanded.
-SELECT r.pos AS position, count(*) AS clicks
-FROM (SELECT c.session_id,
-             (SELECT min(o.pos) FROM jsonb_array_elements(s.search_results) WITH ORDINALITY AS o(v, pos)
-              WHERE o.v ->> 'object_id' = c.object_id) AS pos
-      FROM (SELECT DISTINCT e.session_id, e.object_id
-            FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
-            WHERE s.batch_id = :batch_id AND e.event_type = 'click') c
-      JOIN cs_session s ON s.session_id = c.session_id) r
-WHERE r.pos <= :max_position
-GROUP BY r.pos
-
--- ------------------------------------------------------------------------------------------------------
--- Search analytics and the training-signal labels: one aggregation pass (clickstream.store.aggregation).
--- A keyword session is one that is not a payload search and has a query. Rows are grouped by the RAW
--- query text here; Python merges them under the normalized key (normalize_query).
-
 -- name: __BATCH_IDS__
 -- Fragment: the batch ids of :batch_ids (a JSON array of texts), as a one-column subquery.
 SELECT jsonb_array_elements_text(CAST(:batch_ids AS jsonb))
 
--- name: analytics_query_sessions
--- Aggregation pass: per raw query of batch :batch_id's keyword sessions: sessions, results shown (array
--- lengths), sessions without results, sessions flagged irrelevant.
-SELECT s.search_query AS query, count(*) AS sessions,
-       coalesce(sum(jsonb_array_length(s.search_results)), 0) AS results_shown_sum,
-       count(*) FILTER (WHERE jsonb_array_length(s.search_results) = 0) AS no_result_sessions,
-       count(*) FILTER (WHERE s.is_irrelevant) AS irrelevant_sessions
-FROM cs_session s
-WHERE s.batch_id = :batch_id AND NOT s.is_payload_search AND s.search_query IS NOT NULL
-GROUP BY s.search_query
-
--- name: analytics_query_first_clicks
--- Aggregation pass: per raw query of batch :batch_id's keyword sessions: sessions with a click (any 'click'
--- event, as batch_event_counts) and the reciprocal-rank sum of their first click (as batch_rr_sum).
-SELECT f.search_query AS query, count(*) AS sessions_with_click,
-       coalesce(sum(1.0 / (SELECT min(o.pos) FROM jsonb_array_elements(f.search_results) WITH ORDINALITY AS o(v, pos)
-                           WHERE o.v ->> 'object_id' = f.object_id)), 0) AS rr_sum
-FROM (SELECT DISTINCT ON (e.session_id) e.session_id, e.object_id, s.search_query, s.search_results
-      FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
-      WHERE s.batch_id = :batch_id AND e.event_type = 'click'
-        AND NOT s.is_payload_search AND s.search_query IS NOT NULL
-      ORDER BY e.session_id, e.created_at, e.event_seq) f
-GROUP BY f.search_query
-
--- name: analytics_impressions
--- Aggregation pass: per (raw query, object, 1-based position, irrelevant flag) of batch :batch_id's keyword
--- sessions, the sessions showing the object there (a result listed twice counts at its first position
--- only). Sessions are first grouped by (query, flag, list of object ids): sessions of a query that show the
--- same results are expanded once, not once each.
-WITH g AS (
-    SELECT s.search_query, s.is_irrelevant, jsonb_path_query_array(s.search_results, '$[*].object_id') AS ids,
-           count(*) AS n
+-- name: analytics_sessions
+-- Aggregation pass, one scan of batch :batch_id's sessions, grouped first by (query, irrelevant flag, list of
+-- object ids): sessions of a query that show the same results are expanded once, not once each. The query is
+-- NULL for a session that is not a keyword session. Two kinds of rows:
+-- * 'query': per (raw query or NULL, length of the results, irrelevant flag), the sessions;
+-- * 'shown': per (raw query, object, 1-based position, irrelevant flag) of the keyword sessions, the sessions
+--   showing the object there (a result listed twice counts at its first position only).
+WITH g AS MATERIALIZED (
+    SELECT CASE WHEN NOT s.is_payload_search THEN s.search_query END AS query, s.is_irrelevant,
+           jsonb_path_query_array(s.search_results, '$[*].object_id') AS ids, count(*) AS n
     FROM cs_session s
-    WHERE s.batch_id = :batch_id AND NOT s.is_payload_search AND s.search_query IS NOT NULL
-    GROUP BY s.search_query, s.is_irrelevant, 3)
-SELECT g.search_query AS query, o.object_id, o.position, g.is_irrelevant AS irrelevant, sum(g.n) AS shown
+    WHERE s.batch_id = :batch_id
+    GROUP BY 1, 2, 3)
+SELECT 'query' AS kind, g.query, NULL AS object_id, jsonb_array_length(g.ids) AS position,
+       g.is_irrelevant AS irrelevant, sum(g.n) AS sessions
+FROM g
+GROUP BY g.query, 4, g.is_irrelevant
+UNION ALL
+SELECT 'shown', g.query, o.object_id, o.position, g.is_irrelevant, sum(g.n)
 FROM g
 CROSS JOIN LATERAL (SELECT x.v #>> '{}' AS object_id, min(x.pos) AS position
                     FROM jsonb_array_elements(g.ids) WITH ORDINALITY AS x(v, pos)
                     GROUP BY 1) o
-GROUP BY g.search_query, o.object_id, o.position, g.is_irrelevant
+WHERE g.query IS NOT NULL
+GROUP BY g.query, o.object_id, o.position, g.is_irrelevant
 
 -- name: analytics_impression_clicks
--- Aggregation pass: per (raw query, object, position, irrelevant flag) of batch :batch_id's keyword
--- sessions, those with a 'click' on the object shown there (clicks) and those with an event of
--- :label_event_types (a JSON array of texts) on it (label_clicks): once a session, at the object's first
--- position; events on objects not shown are left out. Starts from the events, so only sessions with such
--- an event have their results expanded.
+-- Aggregation pass: per (raw query, object, position, irrelevant flag) of batch :batch_id's sessions, those
+-- with a 'click' on the object shown there (clicks), those with an event of :label_event_types (a JSON array
+-- of texts) on it (label_clicks), and those whose FIRST click (by created_at, then arrival) was on it
+-- (first_clicks): once a session, at the object's first position. Rows with a NULL position (and object)
+-- count only the first clicks on an object not shown; other events on objects not shown are left out. The
+-- query is NULL for a session that is not a keyword session; query and object are NULL for every row when
+-- :detail is false (the batch metrics only). Starts from the events, so only sessions with such an event
+-- have their results expanded, once per (session, object).
 WITH t AS (SELECT jsonb_array_elements_text(CAST(:label_event_types AS jsonb)) AS event_type),
-c AS (
-    SELECT e.session_id, e.object_id,
-           max(CASE WHEN e.event_type = 'click' THEN 1 ELSE 0 END) AS clicked,
-           max(CASE WHEN e.event_type IN (SELECT event_type FROM t) THEN 1 ELSE 0 END) AS labelled
+ev AS (
+    SELECT e.session_id, e.object_id, e.event_type,
+           CASE WHEN e.event_type = 'click'
+                THEN row_number() OVER (PARTITION BY e.session_id, e.event_type = 'click'
+                                        ORDER BY e.created_at, e.event_seq) END AS click_rank
     FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
-    WHERE s.batch_id = :batch_id AND NOT s.is_payload_search AND s.search_query IS NOT NULL
-      AND (e.event_type = 'click' OR e.event_type IN (SELECT event_type FROM t))
-    GROUP BY e.session_id, e.object_id)
-SELECT s.search_query AS query, c.object_id, p.position, s.is_irrelevant AS irrelevant,
-       sum(c.clicked) AS clicks, sum(c.labelled) AS label_clicks
+    WHERE s.batch_id = :batch_id AND (e.event_type = 'click' OR e.event_type IN (SELECT event_type FROM t))),
+c AS (
+    SELECT ev.session_id, ev.object_id,
+           max(CASE WHEN ev.event_type = 'click' THEN 1 ELSE 0 END) AS clicked,
+           max(CASE WHEN ev.event_type IN (SELECT event_type FROM t) THEN 1 ELSE 0 END) AS labelled,
+           max(CASE WHEN ev.click_rank = 1 THEN 1 ELSE 0 END) AS first_click
+    FROM ev
+    GROUP BY ev.session_id, ev.object_id)
+SELECT CASE WHEN CAST(:detail AS boolean) AND NOT s.is_payload_search THEN s.search_query END AS query,
+       CASE WHEN CAST(:detail AS boolean) AND p.position IS NOT NULL THEN c.object_id END AS object_id,
+       p.position, s.is_irrelevant AS irrelevant, sum(c.clicked) AS clicks, sum(c.labelled) AS label_clicks,
+       sum(c.first_click) AS first_clicks
 FROM c
 JOIN cs_session s ON s.session_id = c.session_id
 CROSS JOIN LATERAL (SELECT min(o.pos) AS position
                     FROM jsonb_array_elements(s.search_results) WITH ORDINALITY AS o(v, pos)
                     WHERE o.v ->> 'object_id' = c.object_id) p
-WHERE p.position IS NOT NULL
-GROUP BY s.search_query, c.object_id, p.position, s.is_irrelevant
+WHERE p.position IS NOT NULL OR c.first_click = 1
+GROUP BY 1, 2, 3, 4
 
 -- name: insert_batch_queries
 -- Keeps the per-query analytics rows of :rows (a JSON array of objects) for their batch.

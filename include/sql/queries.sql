@@ -142,23 +142,6 @@ WHERE (CAST(:status AS TEXT) IS NULL OR status = :status)
 ORDER BY created_at DESC, batch_id DESC
 LIMIT :limit
 
--- name: batch_session_counts
--- Batch metrics: a batch's sessions and how many of them are flagged irrelevant.
-SELECT count(*) AS sessions,
-       coalesce(sum(CASE WHEN is_irrelevant THEN 1 ELSE 0 END), 0) AS irrelevant
-FROM cs_session WHERE batch_id = :batch_id
-
--- name: batch_event_counts
--- Batch metrics: events of a batch's sessions, clicks, sessions with a click, late events (after release).
-SELECT count(e.event_seq) AS events,
-       count(e.event_seq) FILTER (WHERE e.event_type = 'click') AS clicks,
-       count(DISTINCT e.session_id) FILTER (WHERE e.event_type = 'click') AS sessions_with_click,
-       count(e.event_seq) FILTER (WHERE e.event_seq > b.released_event_seq) AS late_events
-FROM cs_session s
-JOIN cs_batch b ON b.batch_id = s.batch_id
-JOIN cs_event e ON e.session_id = s.session_id
-WHERE s.batch_id = :batch_id
-
 -- name: batch_mark_classes
 -- How each session of a batch stands for improvement; feeds the counts of mark_batch_eligible.
 SELECT count(*) FILTER (WHERE m.session_id IS NOT NULL) AS already_marked,
@@ -329,14 +312,22 @@ LIMIT :limit
 -- with the discipline of the kept metrics (see store_batch_metrics and migration 0004).
 
 -- name: analytics_batch_totals
--- Aggregation pass: batch :batch_id's sessions, payload-search sessions, sessions flagged irrelevant and
--- events (the last two only grow in a released batch: the keep-write compares them).
-SELECT count(*) AS sessions,
-       count(*) FILTER (WHERE s.is_payload_search) AS payload_search_sessions,
-       count(*) FILTER (WHERE s.is_irrelevant) AS irrelevant_all,
-       (SELECT count(*) FROM cs_session s2 JOIN cs_event e ON e.session_id = s2.session_id
-        WHERE s2.batch_id = :batch_id) AS events
-FROM cs_session s WHERE s.batch_id = :batch_id
+-- Aggregation pass: batch :batch_id's sessions, payload-search sessions, sessions flagged irrelevant, events,
+-- 'click' events and late events (arrived after the release). Events and irrelevant flags only grow in a
+-- released batch: the keep-writes compare them.
+SELECT s.sessions, s.payload_search_sessions, s.irrelevant_all, e.events, e.clicks, e.late_events
+FROM (SELECT count(*) AS sessions,
+             count(*) FILTER (WHERE is_payload_search) AS payload_search_sessions,
+             count(*) FILTER (WHERE is_irrelevant) AS irrelevant_all
+      FROM cs_session WHERE batch_id = :batch_id) s
+CROSS JOIN (SELECT count(e.event_seq) AS events,
+                   count(e.event_seq) FILTER (WHERE e.event_type = 'click') AS clicks,
+                   count(e.event_seq) FILTER (
+                       WHERE e.event_seq > (SELECT released_event_seq FROM cs_batch WHERE batch_id = :batch_id)
+                   ) AS late_events
+            FROM cs_session s
+            JOIN cs_event e ON e.session_id = s.session_id
+            WHERE s.batch_id = :batch_id) e
 
 -- name: analytics_keep_allowed
 -- One row when the analytics computed for batch :batch_id may be kept: the batch is released, no user was

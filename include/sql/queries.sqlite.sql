@@ -121,20 +121,6 @@ WHERE session_id IN (
     LIMIT :limit)
 RETURNING session_id, status, attempts, created_at, updated_at, last_error
 
--- name: batch_rr_sum
--- Sum over sessions of 1 / (1-based position in search_results of the first clicked object).
-SELECT coalesce(sum(1.0 / r.pos), 0) AS rr_sum
-FROM (SELECT fc.session_id,
-             (SELECT min(CAST(j.key AS INTEGER)) + 1 FROM json_each(s.search_results) j
-              WHERE json_extract(j.value, '$.object_id') = fc.object_id) AS pos
-      FROM (SELECT e.session_id, e.object_id,
-                   row_number() OVER (PARTITION BY e.session_id ORDER BY e.created_at, e.event_seq) AS rn
-            FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
-            WHERE s.batch_id = :batch_id AND e.event_type = 'click') fc
-      JOIN cs_session s ON s.session_id = fc.session_id
-      WHERE fc.rn = 1) r
-WHERE r.pos IS NOT NULL
-
 -- name: extract_page
 -- One page of a batch in the dataset's flat layout (clickstream.dataset), as two texts of one JSON object
 -- per line, like PostgreSQL's extract_page: free-form JSON objects as JSON text, at most :max_events events
@@ -193,92 +179,68 @@ SELECT json_array_length(search_results) AS n, count(*) AS sessions
 FROM cs_session WHERE batch_id = :batch_id
 GROUP BY 1
 
--- name: batch_position_clicks
--- Position curve: for each result position up to :max_position, the sessions of batch :batch_id with a click
--- on the result there. A result shown twice counts at its first position (as batch_rr_sum does). Starts from
--- the batch's clicked (session, object) pairs, so only clicked sessions' results are expanded.
-SELECT r.pos AS position, count(*) AS clicks
-FROM (SELECT c.session_id,
-             (SELECT min(CAST(j.key AS INTEGER)) + 1 FROM json_each(s.search_results) j
-              WHERE json_extract(j.value, '$.object_id') = c.object_id) AS pos
-      FROM (SELECT DISTINCT e.session_id, e.object_id
-            FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
-            WHERE s.batch_id = :batch_id AND e.event_type = 'click') c
-      JOIN cs_session s ON s.session_id = c.session_id) r
-WHERE r.pos <= :max_position
-GROUP BY r.pos
-
--- ------------------------------------------------------------------------------------------------------
--- Search analytics and the training-signal labels: one aggregation pass (clickstream.store.aggregation).
--- A keyword session is one that is not a payload search and has a query. Rows are grouped by the RAW
--- query text here; Python merges them under the normalized key (normalize_query).
-
 -- name: __BATCH_IDS__
 -- Fragment: the batch ids of :batch_ids (a JSON array of texts), as a one-column subquery.
 SELECT value FROM json_each(:batch_ids)
 
--- name: analytics_query_sessions
--- Aggregation pass: per raw query of batch :batch_id's keyword sessions: sessions, results shown (array
--- lengths), sessions without results, sessions flagged irrelevant.
-SELECT s.search_query AS query, count(*) AS sessions,
-       coalesce(sum(json_array_length(s.search_results)), 0) AS results_shown_sum,
-       count(*) FILTER (WHERE json_array_length(s.search_results) = 0) AS no_result_sessions,
-       count(*) FILTER (WHERE s.is_irrelevant) AS irrelevant_sessions
-FROM cs_session s
-WHERE s.batch_id = :batch_id AND NOT s.is_payload_search AND s.search_query IS NOT NULL
-GROUP BY s.search_query
-
--- name: analytics_query_first_clicks
--- Aggregation pass: per raw query of batch :batch_id's keyword sessions: sessions with a click (any 'click'
--- event, as batch_event_counts) and the reciprocal-rank sum of their first click (as batch_rr_sum).
-SELECT f.search_query AS query, count(*) AS sessions_with_click,
-       coalesce(sum(1.0 / (SELECT min(CAST(j.key AS INTEGER)) + 1 FROM json_each(f.search_results) j
-                           WHERE json_extract(j.value, '$.object_id') = f.object_id)), 0) AS rr_sum
-FROM (SELECT e.session_id, e.object_id, s.search_query, s.search_results,
-             row_number() OVER (PARTITION BY e.session_id ORDER BY e.created_at, e.event_seq) AS rn
-      FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
-      WHERE s.batch_id = :batch_id AND e.event_type = 'click'
-        AND NOT s.is_payload_search AND s.search_query IS NOT NULL) f
-WHERE f.rn = 1
-GROUP BY f.search_query
-
--- name: analytics_impressions
--- Aggregation pass: per (raw query, object, 1-based position, irrelevant flag) of batch :batch_id's keyword
--- sessions, the sessions showing the object there (a result listed twice counts at its first position only).
+-- name: analytics_sessions
+-- Aggregation pass over batch :batch_id's sessions (as PostgreSQL's). The query is NULL for a session that
+-- is not a keyword session. Two kinds of rows:
+-- * 'query': per (raw query or NULL, length of the results, irrelevant flag), the sessions;
+-- * 'shown': per (raw query, object, 1-based position, irrelevant flag) of the keyword sessions, the sessions
+--   showing the object there (a result listed twice counts at its first position only).
 WITH r AS (
     SELECT s.search_query, s.is_irrelevant, json_extract(j.value, '$.object_id') AS object_id,
            min(CAST(j.key AS INTEGER)) + 1 AS position
     FROM cs_session s, json_each(s.search_results) j
     WHERE s.batch_id = :batch_id AND NOT s.is_payload_search AND s.search_query IS NOT NULL
     GROUP BY s.session_number, json_extract(j.value, '$.object_id'))
-SELECT r.search_query AS query, r.object_id, r.position, r.is_irrelevant AS irrelevant, count(*) AS shown
+SELECT 'query' AS kind, CASE WHEN NOT s.is_payload_search THEN s.search_query END AS query, NULL AS object_id,
+       json_array_length(s.search_results) AS position, s.is_irrelevant AS irrelevant, count(*) AS sessions
+FROM cs_session s
+WHERE s.batch_id = :batch_id
+GROUP BY 2, 4, 5
+UNION ALL
+SELECT 'shown', r.search_query, r.object_id, r.position, r.is_irrelevant, count(*)
 FROM r
 GROUP BY r.search_query, r.object_id, r.position, r.is_irrelevant
 
 -- name: analytics_impression_clicks
--- Aggregation pass: per (raw query, object, position, irrelevant flag) of batch :batch_id's keyword
--- sessions, those with a 'click' on the object shown there (clicks) and those with an event of
--- :label_event_types (a JSON array of texts) on it (label_clicks): once a session, at the object's first
--- position; events on objects not shown are left out.
+-- Aggregation pass: per (raw query, object, position, irrelevant flag) of batch :batch_id's sessions, those
+-- with a 'click' on the object shown there (clicks), those with an event of :label_event_types (a JSON array
+-- of texts) on it (label_clicks), and those whose FIRST click (by created_at, then arrival) was on it
+-- (first_clicks): once a session, at the object's first position. Rows with a NULL position (and object)
+-- count only the first clicks on an object not shown; other events on objects not shown are left out. The
+-- query is NULL for a session that is not a keyword session; query and object are NULL for every row when
+-- :detail is false (the batch metrics only).
 WITH t AS (SELECT value AS event_type FROM json_each(:label_event_types)),
-c AS (
-    SELECT e.session_id, e.object_id, s.search_query, s.is_irrelevant, s.search_results,
-           max(CASE WHEN e.event_type = 'click' THEN 1 ELSE 0 END) AS clicked,
-           max(CASE WHEN e.event_type IN (SELECT event_type FROM t) THEN 1 ELSE 0 END) AS labelled
+ev AS (
+    SELECT e.session_id, e.object_id, e.event_type,
+           CASE WHEN e.event_type = 'click'
+                THEN row_number() OVER (PARTITION BY e.session_id, e.event_type = 'click'
+                                        ORDER BY e.created_at, e.event_seq) END AS click_rank
     FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
-    WHERE s.batch_id = :batch_id AND NOT s.is_payload_search AND s.search_query IS NOT NULL
-      AND (e.event_type = 'click' OR e.event_type IN (SELECT event_type FROM t))
-    GROUP BY e.session_id, e.object_id),
+    WHERE s.batch_id = :batch_id AND (e.event_type = 'click' OR e.event_type IN (SELECT event_type FROM t))),
+c AS (
+    SELECT ev.session_id, ev.object_id,
+           max(CASE WHEN ev.event_type = 'click' THEN 1 ELSE 0 END) AS clicked,
+           max(CASE WHEN ev.event_type IN (SELECT event_type FROM t) THEN 1 ELSE 0 END) AS labelled,
+           max(CASE WHEN ev.click_rank = 1 THEN 1 ELSE 0 END) AS first_click
+    FROM ev
+    GROUP BY ev.session_id, ev.object_id),
 p AS (
-    SELECT c.search_query, c.object_id, c.is_irrelevant, c.clicked, c.labelled,
-           (SELECT min(CAST(j.key AS INTEGER)) + 1 FROM json_each(c.search_results) j
+    SELECT s.search_query, s.is_payload_search, s.is_irrelevant, c.object_id, c.clicked, c.labelled,
+           c.first_click,
+           (SELECT min(CAST(j.key AS INTEGER)) + 1 FROM json_each(s.search_results) j
             WHERE json_extract(j.value, '$.object_id') = c.object_id) AS position
-    FROM c)
-SELECT p.search_query AS query, p.object_id, p.position, p.is_irrelevant AS irrelevant,
-       sum(p.clicked) AS clicks, sum(p.labelled) AS label_clicks
+    FROM c JOIN cs_session s ON s.session_id = c.session_id)
+SELECT CASE WHEN :detail AND NOT p.is_payload_search THEN p.search_query END AS query,
+       CASE WHEN :detail AND p.position IS NOT NULL THEN p.object_id END AS object_id,
+       p.position, p.is_irrelevant AS irrelevant, sum(p.clicked) AS clicks, sum(p.labelled) AS label_clicks,
+       sum(p.first_click) AS first_clicks
 FROM p
-WHERE p.position IS NOT NULL
-GROUP BY p.search_query, p.object_id, p.position, p.is_irrelevant
+WHERE p.position IS NOT NULL OR p.first_click = 1
+GROUP BY 1, 2, 3, 4
 
 -- name: insert_batch_queries
 -- Keeps the per-query analytics rows of :rows (a JSON array of objects) for their batch.

@@ -544,6 +544,13 @@ class ClickstreamHook(BaseHook):
         """
         return self.get_conn().compute_batch_analytics(batch_id)
 
+    def metrics_step(self, batch_id: str) -> models.MetricsStep:
+        """The metrics step: a batch's metrics and, for a released batch, its search analytics, from one pass.
+
+        Delegates to :meth:`clickstream.store.SessionStore.metrics_step`.
+        """
+        return self.get_conn().metrics_step(batch_id)
+
     def compute_missing_analytics(self, limit: int = 10) -> models.AnalyticsBackfill:
         """Compute and keep the analytics of released batches that have none kept, newest first.
 
@@ -580,13 +587,22 @@ class ClickstreamHook(BaseHook):
         from_ms: int | None = None,
         to_ms: int | None = None,
         last: int | None = None,
+        order_by: str = "no_result_sessions",
+        direction: str = "desc",
     ) -> models.SearchesPage:
         """The queries with sessions without results, most such sessions first.
 
         Delegates to :meth:`clickstream.store.SessionStore.searches_without_results`.
         """
         return self.get_conn().searches_without_results(
-            limit, after, batch_id=batch_id, from_ms=from_ms, to_ms=to_ms, last=last
+            limit,
+            after,
+            batch_id=batch_id,
+            from_ms=from_ms,
+            to_ms=to_ms,
+            last=last,
+            order_by=order_by,
+            direction=direction,
         )
 
     def searches_without_clicks(
@@ -598,13 +614,22 @@ class ClickstreamHook(BaseHook):
         from_ms: int | None = None,
         to_ms: int | None = None,
         last: int | None = None,
+        order_by: str = "no_click_sessions",
+        direction: str = "desc",
     ) -> models.SearchesPage:
         """The queries with sessions without a click, most such sessions first.
 
         Delegates to :meth:`clickstream.store.SessionStore.searches_without_clicks`.
         """
         return self.get_conn().searches_without_clicks(
-            limit, after, batch_id=batch_id, from_ms=from_ms, to_ms=to_ms, last=last
+            limit,
+            after,
+            batch_id=batch_id,
+            from_ms=from_ms,
+            to_ms=to_ms,
+            last=last,
+            order_by=order_by,
+            direction=direction,
         )
 
     def top_hits(

@@ -464,6 +464,14 @@ class AnalyticsComputed(BaseModel):
     top_n: int = Field(description="[clickstream] analytics_top_n when it was computed")
 
 
+class MetricsStep(BaseModel):
+    """What :meth:`metrics_step` computed: the batch metrics and, for a released batch, its search analytics
+    (one aggregation pass)."""
+
+    metrics: BatchMetrics
+    analytics: AnalyticsComputed | None = Field(description="None for a collecting batch (nothing kept)")
+
+
 class AnalyticsBackfill(BaseModel):
     """What :meth:`compute_missing_analytics` computed."""
 

@@ -5,7 +5,8 @@ A user logs in through the Airflow UI's login form, opens "Clickstream" from the
 the page (the UI's iframe), the ids of the released batches and plots with one point per released batch;
 opens a batch and sees its first session. A viewer sees the page too. Screenshots go to the test's
 ``tmp_path`` (listed in the output); with ``CLICKSTREAM_UI_SCREENSHOTS=<dir>`` they are also saved there as
-``clickstream-page.png`` and ``clickstream-batch.png`` (that is how the README's images in docs/img are made:
+``clickstream-page.png``, ``clickstream-batch.png``, ``clickstream-searches.png`` and ``clickstream-query.png``
+(that is how the README's images in docs/img are made:
 ``CLICKSTREAM_UI_SCREENSHOTS=docs/img ./dev test tests/ui/test_page_browser.py``).
 """
 
@@ -174,3 +175,56 @@ class TestTheClickstreamPageInChromium:
                 page.screenshot(path=str(tmp_path / "viewer.png"))
             finally:
                 browser.close()
+
+
+class TestTheSearchesViewInChromium:
+    def test_open_searches_from_the_page_then_a_query(
+        self, chromium: Path, server: ApiServer, seeded: dict[str, Any], tmp_path: Path
+    ) -> None:
+        """The search analytics of the released batches (computed here as the release DAG's metrics task
+        does), the Searches view opened from the page's header, then a query's page."""
+        from playwright.sync_api import expect, sync_playwright
+
+        from clickstream.store import SessionStore
+
+        store = SessionStore.from_url(server.store_url)
+        try:
+            while store.compute_missing_analytics(10).more:
+                pass
+        finally:
+            store.dispose()
+        released: list[str] = seeded["released"]
+        shots = tmp_path / "screenshots"
+        shots.mkdir()
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(chromium), args=["--no-sandbox"])
+            try:
+                page = browser.new_page(viewport={"width": 1440, "height": 1100})
+                page.set_default_timeout(TIMEOUT_MS)
+                _log_in(page, server.base_url, "viewer")
+                page.get_by_role("link", name="Clickstream", exact=True).click()
+                page.wait_for_url("**/plugin/clickstream**")
+                frame = page.frame_locator("iframe[title=Clickstream]")
+                frame.locator("a.nav-searches").click()
+                frame.locator("input[name=last]").fill(str(len(released)))
+                frame.locator("form.selection button").click()
+                rows = frame.locator("table.searches tbody tr")
+                expect(rows.first).to_be_visible()
+                expect(frame.locator(".range")).to_contain_text(f"{len(released)} released batches")
+                top = frame.locator("td.query a").first.get_attribute("data-query")
+                # sort by CTR, then back: the heading is a link
+                frame.locator("a.sort[data-order=ctr]").click()
+                expect(frame.locator("th.sorted a.sort[data-order=ctr]")).to_be_visible()
+                frame.locator("a.sort[data-order=count]").click()
+                expect(frame.locator("td.query a").first).to_have_attribute("data-query", top or "")
+                _screenshot(page, shots, "clickstream-searches.png")
+
+                frame.locator("td.query a").first.click()
+                expect(frame.locator("svg[data-plot=query-sessions] circle.point")).to_have_count(len(released))
+                expect(frame.locator("svg[data-plot=query-positions] .point")).to_have_count(20)
+                expect(frame.locator("table.objects tbody tr").first).to_be_visible()
+                expect(frame.locator("h1 q.query")).to_have_text(top or "")
+                _screenshot(page, shots, "clickstream-query.png")
+            finally:
+                browser.close()
+        print(f"screenshots: {shots}")

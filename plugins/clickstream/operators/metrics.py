@@ -13,6 +13,7 @@ from clickstream.operators.links import BatchLink, DatasetLink
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from clickstream.models import AnalyticsComputed
     from clickstream.operators.lineage import Lineage
 
 
@@ -24,7 +25,7 @@ class BatchMetricsOperator(ClickstreamBaseOperator):
     (arrived after the release). Rates are ``null`` for an empty batch. Returns the metrics plus
     ``path`` (where they were written, or null with ``write_file=False``). Re-running overwrites the file.
     The store keeps the metrics of a released batch (the batch list and the Clickstream page show them),
-    and the task then computes and keeps its search analytics by query (``compute_batch_analytics``).
+    with its search analytics by query, both from one aggregation pass (``metrics_step``).
     Then the task computes the missing kept metrics of up to ``backfill`` older released batches (after an
     upgrade, an erasure, or releases made outside the DAG), newest first, and logs how many; an outage
     during that backfill is logged, not failed (the batch's own metrics are done). An unknown batch fails
@@ -65,7 +66,8 @@ class BatchMetricsOperator(ClickstreamBaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         with self.store() as hook:
-            metrics = hook.batch_metrics(self.batch_id).model_dump()
+            step = hook.metrics_step(self.batch_id)  # metrics and analytics: one aggregation pass
+        metrics = step.metrics.model_dump()
         self.metrics = metrics
         path = None
         if self.write_file:
@@ -82,21 +84,16 @@ class BatchMetricsOperator(ClickstreamBaseOperator):
         )
         if path:
             self.log.info("Written to %s", path)
-        self._analytics()
+        self._analytics(step.analytics)
         if self.backfill:
             self._backfill()
         return {**metrics, "path": path}
 
-    def _analytics(self) -> None:
-        """Compute and keep the batch's search analytics (one aggregation pass, shared with the labels); log
-        what was kept. A collecting batch has none (logged, not failed)."""
-        from clickstream.store import Conflict
-
-        try:
-            with self.store() as hook:
-                done = hook.compute_batch_analytics(self.batch_id)
-        except Conflict as err:
-            self.log.info("Search analytics not computed: %s", err.detail)
+    def _analytics(self, done: AnalyticsComputed | None) -> None:
+        """Log the batch's search analytics computed and kept with its metrics (one aggregation pass, shared
+        with the labels). A collecting batch has none (logged, not failed)."""
+        if done is None:
+            self.log.info("Search analytics not computed: batch %s is collecting", self.batch_id)
             return
         self.log.info(
             "Search analytics of batch %s %s: %d keyword sessions, %d/%d queries and %d/%d objects kept (top %d)",

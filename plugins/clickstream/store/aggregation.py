@@ -1,22 +1,29 @@
 """The one aggregation pass over a batch that the search analytics and the training-signal labels share.
 
-:func:`aggregate_batch` runs five named queries on a connection (the caller's snapshot):
+:func:`aggregate_batch` runs three named queries on a connection (the caller's snapshot; PostgreSQL first
+turns JIT compilation off for it, ``aggregation_settings``):
 
-* ``analytics_batch_totals``: the batch's sessions, payload-search sessions, irrelevant flags and events;
-* ``analytics_query_sessions``: per RAW query text of the keyword sessions (not a payload search, with a
-  query): sessions, results shown, sessions without results, sessions flagged irrelevant;
-* ``analytics_query_first_clicks``: per raw query: sessions with a click, the first click's reciprocal-rank
-  sum;
-* ``analytics_impressions``: per (raw query, object, position, irrelevant flag): sessions showing the
-  object there (PostgreSQL expands each distinct result list of a query once, not each session's);
-* ``analytics_impression_clicks``: the same rows, for the sessions with a ``click`` on the object shown
-  there and those with an event of ``label_event_types`` on it (from the events: only those sessions'
-  results are expanded).
+* ``analytics_batch_totals``: the batch's sessions, payload-search sessions, irrelevant flags, events, clicks
+  and late events;
+* ``analytics_sessions``: one scan of the sessions: per RAW query text of the keyword sessions (not a payload
+  search, with a query; NULL for the others) and length of the results, the sessions (sessions, results
+  shown, sessions without results, irrelevant flags, and the batch's result lengths follow); and per (raw
+  query, object, position, irrelevant flag), the sessions showing the object there (PostgreSQL expands each
+  distinct result list of a query once, not each session's);
+* ``analytics_impression_clicks``: the same (query, object, position, flag) rows over every session, for the
+  sessions with a ``click`` on the object shown there, those with an event of ``label_event_types`` on it,
+  and those whose first click was on it (from the events: only those sessions' results are expanded, once
+  per clicked object). The first clicks give the sessions with a click and the reciprocal ranks.
+
+The batch metrics (:mod:`clickstream.store.metrics`) are derived from the same pass (:class:`BatchSums`, over
+every session); ``detail=False`` runs only what they need (``batch_result_lengths`` instead of
+``analytics_sessions``, and the clicks grouped by position only), so the metrics step that keeps both makes
+one pass, not two.
 
 The database groups by the raw text; Python then merges the rows under :func:`normalize_query` of the
 text, so memory is bounded by the distinct keys (queries, objects, positions), never by the sessions.
 
-Definitions (kept consistent with the batch metrics, :mod:`clickstream.store.batches`):
+Definitions (the batch metrics' own, :mod:`clickstream.store.metrics`):
 
 * a *click* is an event of type ``click`` (as the batch metrics' CTR and MRR); a session *with a click* has
   one on anything, shown or not; the reciprocal rank is that of the session's first click (by
@@ -35,6 +42,7 @@ Definitions (kept consistent with the batch metrics, :mod:`clickstream.store.bat
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import NamedTuple
 
 from sqlalchemy import Connection
@@ -118,6 +126,54 @@ class BatchTotals:
     impressions: int = 0
 
 
+@dataclass
+class BatchSums:
+    """Sums over EVERY session of the batch (keyword sessions or not): what the batch metrics
+    (:func:`clickstream.store.metrics.metrics_of`) and their position curve are derived from.
+
+    :ivar first_clicks: per position of a session's first click (its object's first position in the
+        session's results; None: not shown), the sessions; their sum is the sessions with a click.
+    :ivar clicked_positions: per position, the clicked results there (a (session, object) pair with a
+        ``click``, at the object's first position).
+    :ivar result_lengths: per length of the results list, the sessions.
+    """
+
+    sessions: int = 0
+    irrelevant: int = 0
+    events: int = 0
+    clicks: int = 0
+    late_events: int = 0
+    first_clicks: dict[int | None, int] = field(default_factory=dict)
+    clicked_positions: dict[int, int] = field(default_factory=dict)
+    result_lengths: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def sessions_with_click(self) -> int:
+        return sum(self.first_clicks.values())
+
+    @property
+    def rr_sum(self) -> float:
+        """The sum of the first clicks' reciprocal ranks (0 for an object not shown), exact then rounded once:
+        the same whatever the grouping."""
+        return reciprocal_rank_sum(self.first_clicks)
+
+    def curve(self, max_position: int) -> list[tuple[int, int]]:
+        """``(shown, clicks)`` for positions 1..``max_position``: the sessions with a result there, and the
+        clicked results there."""
+        return [
+            (
+                sum(n for length, n in self.result_lengths.items() if length >= position),
+                self.clicked_positions.get(position, 0),
+            )
+            for position in range(1, max_position + 1)
+        ]
+
+
+def reciprocal_rank_sum(first_clicks: dict[int | None, int]) -> float:
+    """``sum(sessions / position)`` over ``{position: sessions}`` (None positions add 0), computed exactly."""
+    return float(sum((Fraction(n, p) for p, n in first_clicks.items() if p), Fraction(0)))
+
+
 @dataclass(frozen=True)
 class BatchAggregate:
     """The aggregation pass over one batch.
@@ -126,6 +182,7 @@ class BatchAggregate:
     :ivar queries: per normalized query (:class:`QueryStats`).
     :ivar objects: per object, over every keyword session (:class:`ObjectStats`).
     :ivar totals: :class:`BatchTotals`.
+    :ivar batch: :class:`BatchSums`, over every session (the batch metrics).
     """
 
     batch_id: str
@@ -133,19 +190,32 @@ class BatchAggregate:
     queries: dict[str, QueryStats]
     objects: dict[str, ObjectStats]
     totals: BatchTotals
+    batch: BatchSums = field(default_factory=BatchSums)
 
 
 def aggregate_batch(
-    db: Database, conn: Connection, batch_id: str, *, label_event_types: tuple[str, ...] | list[str] = ("click",)
+    db: Database,
+    conn: Connection,
+    batch_id: str,
+    *,
+    label_event_types: tuple[str, ...] | list[str] = ("click",),
+    detail: bool = True,
 ) -> BatchAggregate:
     """The aggregation pass over batch ``batch_id`` on ``conn`` (run it in one snapshot: the caller's
-    transaction, after ``snapshot_read`` on PostgreSQL). See the module docstring for the definitions."""
-    totals = BatchTotals()
+    transaction, after ``snapshot_read`` on PostgreSQL). See the module docstring for the definitions.
+
+    ``detail=False`` computes only :attr:`BatchAggregate.batch` (and the batch-wide :class:`BatchTotals`
+    columns: sessions, events, irrelevant flags, payload searches): the batch metrics alone, without the
+    per-query and per-object rows (no impressions are expanded)."""
+    totals, batch = BatchTotals(), BatchSums()
+    if db.has("aggregation_settings"):  # PostgreSQL: no JIT compilation for the pass's statements
+        db.run(conn, "aggregation_settings")
     t = db.run(conn, "analytics_batch_totals", batch_id=batch_id).mappings().one()
     totals.sessions, totals.events = int(t["sessions"]), int(t["events"])
     totals.irrelevant_all, totals.payload_search_sessions = int(t["irrelevant_all"]), int(t["payload_search_sessions"])
-
-    keys: dict[str, str] = {}  # raw text -> normalized key (raw texts repeat across both queries)
+    batch.sessions, batch.irrelevant, batch.events = totals.sessions, totals.irrelevant_all, totals.events
+    batch.clicks, batch.late_events = int(t["clicks"] or 0), int(t["late_events"] or 0)
+    keys: dict[str, str] = {}  # raw text -> normalized key (raw texts repeat across the queries)
 
     def key_of(raw: str) -> str:
         key = keys.get(raw)
@@ -153,34 +223,63 @@ def aggregate_batch(
             key = keys[raw] = normalize_query(raw)
         return key
 
+    lengths = batch.result_lengths
     queries: dict[str, QueryStats] = {}
-    for r in db.run(conn, "analytics_query_sessions", batch_id=batch_id):
-        key = key_of(r.query)
-        q = queries.get(key)
-        if q is None:
-            q = queries[key] = QueryStats(key)
-        q.sessions += int(r.sessions)
-        q.results_shown_sum += int(r.results_shown_sum)
-        q.no_result_sessions += int(r.no_result_sessions)
-        q.irrelevant_sessions += int(r.irrelevant_sessions)
-    for r in db.run(conn, "analytics_query_first_clicks", batch_id=batch_id):
-        q = queries[key_of(r.query)]
-        q.sessions_with_click += int(r.sessions_with_click)
-        q.rr_sum += float(r.rr_sum)
-
     merged: dict[tuple[str, str, int, bool], list[int]] = {}  # (key, object, position, irrelevant) -> counts
-    for r in db.run(conn, "analytics_impressions", batch_id=batch_id):
-        slot = (key_of(r.query), r.object_id, int(r.position), bool(r.irrelevant))
-        counts = merged.get(slot)
-        if counts is None:
-            merged[slot] = [int(r.shown), 0, 0]
-        else:
-            counts[0] += int(r.shown)
+    if not detail:
+        for r in db.run(conn, "batch_result_lengths", batch_id=batch_id):
+            lengths[int(r.n or 0)] = lengths.get(int(r.n or 0), 0) + int(r.sessions)
+    else:
+        for r in db.run(conn, "analytics_sessions", batch_id=batch_id):
+            n = int(r.sessions)
+            if r.kind == "shown":
+                slot = (key_of(r.query), r.object_id, int(r.position), bool(r.irrelevant))
+                counts = merged.get(slot)
+                if counts is None:
+                    merged[slot] = [n, 0, 0]
+                else:
+                    counts[0] += n
+                continue
+            length = int(r.position or 0)  # a 'query' row: the length of the results
+            lengths[length] = lengths.get(length, 0) + n
+            if r.query is None:
+                continue
+            key = key_of(r.query)
+            q = queries.get(key)
+            if q is None:
+                q = queries[key] = QueryStats(key)
+            q.sessions += n
+            q.results_shown_sum += length * n
+            if not length:
+                q.no_result_sessions += n
+            if r.irrelevant:
+                q.irrelevant_sessions += n
+
     types = dumps(list(label_event_types))
-    for r in db.run(conn, "analytics_impression_clicks", batch_id=batch_id, label_event_types=types):
-        counts = merged[(key_of(r.query), r.object_id, int(r.position), bool(r.irrelevant))]  # shown there
-        counts[1] += int(r.clicks)
-        counts[2] += int(r.label_clicks)
+    clicked_positions, first_clicks = batch.clicked_positions, batch.first_clicks
+    keyword_first: dict[int | None, int] = {}  # the keyword sessions' first clicks, by position
+    query_first: dict[str, dict[int | None, int]] = {}
+    for r in db.run(conn, "analytics_impression_clicks", batch_id=batch_id, label_event_types=types, detail=detail):
+        position, clicks, first = (None if r.position is None else int(r.position)), int(r.clicks), int(r.first_clicks)
+        if first:
+            first_clicks[position] = first_clicks.get(position, 0) + first
+        if position is not None and clicks:
+            clicked_positions[position] = clicked_positions.get(position, 0) + clicks
+        if r.query is None:
+            continue
+        key = key_of(r.query)
+        if first:
+            keyword_first[position] = keyword_first.get(position, 0) + first
+            per = query_first.setdefault(key, {})
+            per[position] = per.get(position, 0) + first
+        if position is not None:
+            counts = merged[(key, r.object_id, position, bool(r.irrelevant))]  # shown there
+            counts[1] += clicks
+            counts[2] += int(r.label_clicks)
+    for key, per in query_first.items():
+        q = queries[key]
+        q.sessions_with_click = sum(per.values())
+        q.rr_sum = reciprocal_rank_sum(per)
 
     objects: dict[str, ObjectStats] = {}
     for (key, object_id, position, _), (shown, clicks, _) in merged.items():
@@ -203,14 +302,14 @@ def aggregate_batch(
     for q in queries.values():
         totals.keyword_sessions += q.sessions
         totals.sessions_with_click += q.sessions_with_click
-        totals.rr_sum += q.rr_sum
         totals.click_position_sum += q.click_position_sum
         totals.clicks_on_results += q.clicks_on_results
         totals.results_shown_sum += q.results_shown_sum
         totals.no_result_sessions += q.no_result_sessions
         totals.irrelevant_sessions += q.irrelevant_sessions
+    totals.rr_sum = reciprocal_rank_sum(keyword_first)
     impressions = [Impression(k, o, p, irr, *counts) for (k, o, p, irr), counts in merged.items()]
-    return BatchAggregate(batch_id, impressions, queries, objects, totals)
+    return BatchAggregate(batch_id, impressions, queries, objects, totals, batch)
 
 
 def label_event_types(config_value: str) -> tuple[str, ...]:

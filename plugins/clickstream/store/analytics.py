@@ -42,6 +42,7 @@ from clickstream.signal.normalize import normalize_query
 from clickstream.store.aggregation import (
     QUERY_POSITIONS,
     BatchAggregate,
+    BatchTotals,
     ObjectStats,
     QueryStats,
     aggregate_batch,
@@ -52,6 +53,7 @@ from clickstream.store.batches import require_batch
 from clickstream.store.checks import int_between, optional_text
 from clickstream.store.db import dumps, loads
 from clickstream.store.errors import Conflict, InvalidInput, NotFound
+from clickstream.store.metrics import ComputedMetrics, metrics_of, store_metrics
 
 log = logging.getLogger(__name__)
 
@@ -204,21 +206,60 @@ class AnalyticsOperations(StoreBase):
         """Compute the search analytics of released batch ``batch_id`` and keep them (see the module
         docstring): one aggregation pass in one read snapshot, kept in a short write of its own when safe
         (``kept`` false otherwise: a user erased since the snapshot, the batch purged, a newer computation
-        kept). Running it again replaces what is kept.
+        kept). Running it again replaces what is kept. :meth:`metrics_step` does this and the batch metrics
+        from the same pass.
 
         :raises NotFound: unknown ``batch_id``.
         :raises Conflict: the batch is still collecting.
         """
+        aggregate, generation, released = self._aggregate(batch_id, detail=True)
+        if not released:
+            raise Conflict(f"batch_id {batch_id!r} is collecting: analytics are kept for released batches")
+        return self._keep_computed(aggregate, generation, None)
+
+    def metrics_step(self, batch_id: str) -> models.MetricsStep:
+        """The metrics step of the release DAG: the batch's metrics (:meth:`batch_metrics`) and, for a released
+        batch, its search analytics (:meth:`compute_batch_analytics`), from ONE aggregation pass in one read
+        snapshot (the metrics are derived from the pass's batch-wide sums), then kept in one short write, each
+        under its own check (the erasure generation of the snapshot; no newer computation kept). A collecting
+        batch gets its metrics only (``analytics`` None), nothing kept, as :meth:`batch_metrics`.
+
+        :raises NotFound: unknown ``batch_id``.
+        """
+        aggregate, generation, released = self._aggregate(batch_id, detail=None)
+        computed = metrics_of(aggregate, generation, released)
+        if not released:
+            return models.MetricsStep(metrics=computed.metrics, analytics=None)
+        analytics = self._keep_computed(aggregate, generation, computed)
+        return models.MetricsStep(metrics=computed.metrics, analytics=analytics)
+
+    def _aggregate(self, batch_id: str, *, detail: bool | None) -> tuple[BatchAggregate, int, bool]:
+        """The aggregation pass over ``batch_id`` in one snapshot whose first read is the erasure generation:
+        the pass, the generation, whether the batch is released. ``detail`` None: the per-query detail only
+        for a released batch; False for a collecting one (or with ``detail`` True) the pass is skipped."""
         db = self.db
         with db.transaction(write=False) as conn:
             if db.has("snapshot_read"):  # PostgreSQL: one snapshot for every query below (SQLite has one)
                 db.run(conn, "snapshot_read")
             generation = int(db.run(conn, "erasure_generation").scalar_one())
-            if require_batch(db, conn, batch_id)["status"] != "released":
-                raise Conflict(f"batch_id {batch_id!r} is collecting: analytics are kept for released batches")
+            released = require_batch(db, conn, batch_id)["status"] == "released"
+            if detail and not released:
+                return BatchAggregate(batch_id, [], {}, {}, BatchTotals()), generation, released
             aggregate = aggregate_batch(
-                db, conn, batch_id, label_event_types=label_event_types(self.config.label_event_types)
+                db,
+                conn,
+                batch_id,
+                label_event_types=label_event_types(self.config.label_event_types),
+                detail=released if detail is None else detail,
             )
+        return aggregate, generation, released
+
+    def _keep_computed(
+        self, aggregate: BatchAggregate, generation: int, metrics: ComputedMetrics | None
+    ) -> models.AnalyticsComputed:
+        """Choose what a released batch keeps of its pass (the top lists), keep it (with ``metrics`` when
+        given, in the same write), and say what was computed and kept."""
+        batch_id = aggregate.batch_id
         top_n = self.config.analytics_top_n
         queries = kept_queries(aggregate, top_n)
         objects = sorted(aggregate.objects.values(), key=lambda o: (-o.impressions, o.object_id))[:top_n]
@@ -234,7 +275,7 @@ class AnalyticsOperations(StoreBase):
             kept_objects=len(objects),
             top_n=top_n,
         )
-        kept = self._keep_analytics(aggregate, queries, objects, summary, generation)
+        kept = self._keep_analytics(aggregate, queries, objects, summary, generation, metrics)
         return summary.model_copy(update={"kept": kept})
 
     def _keep_analytics(
@@ -244,9 +285,11 @@ class AnalyticsOperations(StoreBase):
         objects: list[ObjectStats],
         summary: models.AnalyticsComputed,
         generation: int,
+        metrics: ComputedMetrics | None = None,
     ) -> bool:
         """The keep-write: waits for erasures in flight (PostgreSQL: ``lock_erasures``; SQLite's write lock
-        serialises it already), checks ``analytics_keep_allowed``, then replaces the batch's kept rows."""
+        serialises it already), keeps ``metrics`` when given (``store_batch_metrics`` decides), checks
+        ``analytics_keep_allowed``, then replaces the batch's kept rows; whether the analytics were kept."""
         db, batch_id, totals = self.db, aggregate.batch_id, aggregate.totals
         query_rows, query_objects = [], []
         for q, (by_sessions, by_no_results, by_no_clicks) in queries:
@@ -296,6 +339,9 @@ class AnalyticsOperations(StoreBase):
             with db.transaction(write=True) as conn:
                 if db.has("lock_erasures"):
                     db.run(conn, "lock_erasures")
+                now = self.clock()
+                if metrics is not None and not store_metrics(db, conn, metrics, now):
+                    log.info("batch %s: computed metrics not kept (erasure, purge or a newer computation)", batch_id)
                 allowed = db.run(
                     conn,
                     "analytics_keep_allowed",
@@ -331,7 +377,7 @@ class AnalyticsOperations(StoreBase):
                     kept_objects=summary.kept_objects,
                     top_n=summary.top_n,
                     generation=generation,
-                    computed_at=self.clock(),
+                    computed_at=now,
                 )
                 for name, rows in (
                     ("insert_batch_queries", query_rows),
@@ -395,13 +441,23 @@ class AnalyticsOperations(StoreBase):
         from_ms: int | None = None,
         to_ms: int | None = None,
         last: int | None = None,
+        order_by: str = "no_result_sessions",
+        direction: str = "desc",
     ) -> models.SearchesPage:
         """The queries with sessions without results (empty ``search_results``), most such sessions first
-        (``order_by`` ``no_result_sessions``); the selection as :meth:`top_searches`."""
+        (``order_by`` ``no_result_sessions``); the selection as :meth:`top_searches`. ``order_by``
+        ``no_result_sessions`` (default) or one of :data:`SEARCH_ORDERS`, ``direction`` as :meth:`top_searches`."""
+        value = (
+            _SEARCH_VALUES.get(order_by) if order_by != "no_result_sessions" else (lambda r: r["no_result_sessions"])
+        )
+        if value is None:
+            raise InvalidInput.field(
+                "order_by", f"must be no_result_sessions or one of {', '.join(SEARCH_ORDERS)}, got {order_by!r}"
+            )
         return self._searches(
-            "no_result_sessions",
-            lambda r: r["no_result_sessions"],
-            "desc",
+            order_by,
+            value,
+            direction,
             limit,
             after,
             lambda r: r["no_result_sessions"] > 0,
@@ -420,13 +476,21 @@ class AnalyticsOperations(StoreBase):
         from_ms: int | None = None,
         to_ms: int | None = None,
         last: int | None = None,
+        order_by: str = "no_click_sessions",
+        direction: str = "desc",
     ) -> models.SearchesPage:
         """The queries with sessions without a click, most such sessions first (``order_by``
-        ``no_click_sessions``); the selection as :meth:`top_searches`."""
+        ``no_click_sessions``); the selection as :meth:`top_searches`. ``order_by``
+        ``no_click_sessions`` (default) or one of :data:`SEARCH_ORDERS`, ``direction`` as :meth:`top_searches`."""
+        value = _SEARCH_VALUES.get(order_by) if order_by != "no_click_sessions" else (lambda r: r["no_click_sessions"])
+        if value is None:
+            raise InvalidInput.field(
+                "order_by", f"must be no_click_sessions or one of {', '.join(SEARCH_ORDERS)}, got {order_by!r}"
+            )
         return self._searches(
-            "no_click_sessions",
-            lambda r: r["no_click_sessions"],
-            "desc",
+            order_by,
+            value,
+            direction,
             limit,
             after,
             lambda r: r["no_click_sessions"] > 0,

@@ -18,11 +18,12 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping, exc
 
 from clickstream import models
+from clickstream.store.aggregation import BatchAggregate, aggregate_batch
 from clickstream.store.base import StoreBase
 from clickstream.store.batches import require_batch
 from clickstream.store.checks import int_between
 from clickstream.store.config import KEPT_POSITIONS, MAX_METRICS_SERIES, MAX_POSITION
-from clickstream.store.db import dumps, loads
+from clickstream.store.db import Database, dumps, loads
 from clickstream.store.errors import NotFound
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,66 @@ def batch_quality(row: Mapping[str, Any] | RowMapping) -> models.BatchQuality:
     )
 
 
+def metrics_of(aggregate: BatchAggregate, generation: int, released: bool) -> ComputedMetrics:
+    """The batch metrics and the kept position curve, derived from an aggregation pass (its
+    :attr:`~clickstream.store.aggregation.BatchAggregate.batch` sums, over every session of the batch)."""
+    b = aggregate.batch
+    n, with_click = b.sessions, b.sessions_with_click
+
+    def ratio(x: float) -> float | None:
+        return round(x / n, 6) if n else None
+
+    metrics = models.BatchMetrics(
+        batch_id=aggregate.batch_id,
+        sessions=n,
+        events=b.events,
+        clicks=b.clicks,
+        sessions_with_click=with_click,
+        click_through_rate=ratio(with_click),
+        mean_reciprocal_rank=ratio(b.rr_sum),
+        no_click_rate=ratio(n - with_click),
+        irrelevant_rate=ratio(b.irrelevant),
+        late_events=b.late_events,
+    )
+    return ComputedMetrics(metrics, b.curve(KEPT_POSITIONS), generation, released)
+
+
+def keep_metrics(db: Database, computed: ComputedMetrics, computed_at: int) -> bool:
+    """Keep a released batch's computed metrics; whether they were kept.
+
+    The write first waits for erasures in flight (PostgreSQL: ``lock_erasures``; SQLite's write lock
+    serialises it already), then ``store_batch_metrics`` keeps only if the tombstone count is still the one of
+    the computation's snapshot (an erasure since may have deleted the kept row, and the snapshot holds the
+    erased sessions) and the computation saw at least as many events and irrelevant flags as the kept one
+    (they only grow in a released batch, so fewer means an older snapshot). The database decides; no clock
+    does. A batch deleted since (retention: the foreign key) is not kept either.
+    """
+    try:
+        with db.transaction(write=True) as conn:
+            if db.has("lock_erasures"):
+                db.run(conn, "lock_erasures")
+            kept = store_metrics(db, conn, computed, computed_at)
+    except exc.IntegrityError:  # the batch row was deleted after the EXISTS check (a concurrent purge)
+        kept = False
+    if not kept:
+        log.info("batch %s: computed metrics not kept (erasure, purge or a newer computation)", computed.batch_id)
+    return kept
+
+
+def store_metrics(db: Database, conn: Connection, computed: ComputedMetrics, computed_at: int) -> bool:
+    """``store_batch_metrics`` on ``conn`` (a write transaction that holds the erasure lock): whether kept."""
+    return bool(
+        db.run(
+            conn,
+            "store_batch_metrics",
+            **computed.metrics.model_dump(),
+            positions=dumps(computed.curve),
+            generation=computed.generation,
+            computed_at=computed_at,
+        ).rowcount
+    )
+
+
 class MetricsOperations(StoreBase):
     def batch_metrics(self, batch_id: str) -> models.BatchMetrics:
         """Search-quality metrics of a batch (see :class:`clickstream.models.BatchMetrics`), computed now.
@@ -73,74 +134,24 @@ class MetricsOperations(StoreBase):
 
     def _compute_metrics(self, batch_id: str) -> ComputedMetrics:
         """The metrics and the kept position curve of a batch, read in one snapshot whose first read is the
-        erasure generation (the tombstone count) that :meth:`_keep_metrics` compares."""
+        erasure generation (the tombstone count) that :meth:`_keep_metrics` compares: the aggregation pass
+        without its per-query detail (:func:`~clickstream.store.aggregation.aggregate_batch`)."""
         db = self.db
         with db.transaction(write=False) as conn:
             if db.has("snapshot_read"):  # PostgreSQL: one snapshot for every query below (SQLite has one)
                 db.run(conn, "snapshot_read")
             generation = int(db.run(conn, "erasure_generation").scalar_one())
             batch = require_batch(db, conn, batch_id)
-            s = db.run(conn, "batch_session_counts", batch_id=batch_id).mappings().one()
-            e = db.run(conn, "batch_event_counts", batch_id=batch_id).mappings().one()
-            rr_sum = float(db.run(conn, "batch_rr_sum", batch_id=batch_id).scalar() or 0)
-            curve = self._position_curve(conn, batch_id, KEPT_POSITIONS)
-        n = s["sessions"]
-
-        def ratio(x: float) -> float | None:
-            return round(x / n, 6) if n else None
-
-        metrics = models.BatchMetrics(
-            batch_id=batch_id,
-            sessions=n,
-            events=e["events"],
-            clicks=e["clicks"],
-            sessions_with_click=e["sessions_with_click"],
-            click_through_rate=ratio(e["sessions_with_click"]),
-            mean_reciprocal_rank=ratio(rr_sum),
-            no_click_rate=ratio(n - e["sessions_with_click"]),
-            irrelevant_rate=ratio(s["irrelevant"]),
-            late_events=e["late_events"],
-        )
-        return ComputedMetrics(metrics, curve, generation, batch["status"] == "released")
+            aggregate = aggregate_batch(db, conn, batch_id, detail=False)
+        return metrics_of(aggregate, generation, batch["status"] == "released")
 
     def _keep_metrics(self, computed: ComputedMetrics) -> bool:
-        """Keep a released batch's computed metrics; whether they were kept.
-
-        The write first waits for erasures in flight (PostgreSQL: ``lock_erasures``; SQLite's write lock
-        serialises it already), then ``store_batch_metrics`` keeps only if the tombstone count is still the one
-        of the computation's snapshot (an erasure since may have deleted the kept row, and the snapshot holds
-        the erased sessions) and the computation saw at least as many events and irrelevant flags as the kept
-        one (they only grow in a released batch, so fewer means an older snapshot). The database decides; no
-        clock does. A batch deleted since (retention: the foreign key) is not kept either.
-        """
-        db = self.db
-        try:
-            with db.transaction(write=True) as conn:
-                if db.has("lock_erasures"):
-                    db.run(conn, "lock_erasures")
-                kept = db.run(
-                    conn,
-                    "store_batch_metrics",
-                    **computed.metrics.model_dump(),
-                    positions=dumps(computed.curve),
-                    generation=computed.generation,
-                    computed_at=self.clock(),
-                ).rowcount
-        except exc.IntegrityError:  # the batch row was deleted after the EXISTS check (a concurrent purge)
-            kept = 0
-        if not kept:
-            log.info("batch %s: computed metrics not kept (erasure, purge or a newer computation)", computed.batch_id)
-        return bool(kept)
+        """Keep a released batch's computed metrics (:func:`keep_metrics`); whether they were kept."""
+        return keep_metrics(self.db, computed, self.clock())
 
     def _position_curve(self, conn: Connection, batch_id: str, max_position: int) -> list[tuple[int, int]]:
         """``(shown, clicks)`` for positions 1..``max_position`` of a batch (see :meth:`batch_positions`)."""
-        lengths = [(r.n, r.sessions) for r in self.db.run(conn, "batch_result_lengths", batch_id=batch_id)]
-        rows = self.db.run(conn, "batch_position_clicks", batch_id=batch_id, max_position=max_position)
-        clicks: dict[int, int] = {r.position: r.clicks for r in rows}
-        return [
-            (sum(sessions for n, sessions in lengths if n >= position), clicks.get(position, 0))
-            for position in range(1, max_position + 1)
-        ]
+        return aggregate_batch(self.db, conn, batch_id, detail=False).batch.curve(max_position)
 
     def batch_positions(self, batch_id: str, max_position: int = 20) -> models.BatchPositions:
         """Click-through rate by result position (1..``max_position``, at most :data:`MAX_POSITION`): for each

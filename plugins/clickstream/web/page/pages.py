@@ -8,7 +8,8 @@ knowing its own address. Nothing here reads the store or the request.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -301,4 +302,253 @@ def error_page(*, ui: str, status: int, title: str, detail: str, hints: Sequence
         detail=detail,
         hints=list(hints),
         airflow=f"{ui}../../",
+    )
+
+
+# ---------------------------------------------------------------------------------------------- searches
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of a Searches table: its heading, the row field it shows, how (``kind``), and the store's
+    ``order_by`` that sorts by it (None: not sortable)."""
+
+    label: str
+    field: str
+    kind: str = "count"  # count (a lower bound when the row says so), rate, position, query, object
+    order: str | None = None
+
+
+@dataclass(frozen=True)
+class SearchTab:
+    """A tab of the Searches view: its title, its default order, its columns."""
+
+    title: str
+    default_order: str
+    columns: tuple[Column, ...]
+    empty: str
+
+
+_SEARCH_COLUMNS = (
+    Column("query", "query", "query"),
+    Column("sessions", "sessions", order="count"),
+    Column("CTR", "click_through_rate", "rate", order="ctr"),
+    Column("no-click", "no_click_sessions"),
+    Column("no-click rate", "no_click_rate", "rate", order="no_click_rate"),
+    Column("clicks", "clicks"),
+    Column("avg click position", "avg_click_position", "position", order="avg_click_position"),
+    Column("MRR", "mean_reciprocal_rank", "rate"),
+    Column("no results", "no_result_sessions"),
+)
+
+
+def _with_order(columns: tuple[Column, ...], field: str, order: str) -> tuple[Column, ...]:
+    return tuple(Column(c.label, c.field, c.kind, order) if c.field == field else c for c in columns)
+
+
+#: The tabs of the Searches view (the ``tab`` query parameter).
+SEARCH_TABS = {
+    "top": SearchTab("Top searches", "count", _SEARCH_COLUMNS, "No search in the selected batches."),
+    "no-clicks": SearchTab(
+        "Searches without clicks",
+        "no_click_sessions",
+        _with_order(_SEARCH_COLUMNS, "no_click_sessions", "no_click_sessions"),
+        "Every search of the selected batches got a click.",
+    ),
+    "no-results": SearchTab(
+        "Searches without results",
+        "no_result_sessions",
+        _with_order(_SEARCH_COLUMNS, "no_result_sessions", "no_result_sessions"),
+        "Every search of the selected batches had results.",
+    ),
+    "hits": SearchTab(
+        "Top hits",
+        "impressions",
+        (
+            Column("object", "object_id", "object"),
+            Column("impressions", "impressions", order="impressions"),
+            Column("clicks", "clicks", order="clicks"),
+            Column("CTR", "click_through_rate", "rate", order="ctr"),
+            Column("mean position", "mean_position", "position", order="mean_position"),
+        ),
+        "No result was shown in the selected batches.",
+    ),
+}
+
+
+def bound(value: int | None, lower_bound: bool) -> str:
+    """A count, as ``≥ 1,234`` when it is a lower bound (the key fell outside a batch's kept top N)."""
+    return f"≥ {count(value)}" if lower_bound and value is not None else count(value)
+
+
+def position(value: float | None) -> str:
+    """A mean position with two decimals ("–" for None)."""
+    return "–" if value is None else f"{value:.2f}"
+
+
+_env.filters.update(bound=bound, position=position)
+
+
+def selection_query(*, last: int | None, batch_id: str | None, **more: Any) -> str:
+    """The query string of a Searches link: the batch selection and ``more`` (None values left out)."""
+    params = {"batch_id": batch_id, "last": None if batch_id is not None else last, **more}
+    return "&".join(f"{k}={quote_segment(v)}" for k, v in params.items() if v is not None)
+
+
+def searches_page(
+    *,
+    ui: str,
+    tab: str,
+    answer: models.SearchesPage | models.HitsPage,
+    last: int | None,
+    batch_id: str | None,
+    after: str | None,
+    limit: int,
+) -> str:
+    """The Searches view: the selection (last N released batches or one), the tabs, one page of the tab's
+    rows with sortable headings (a heading sorts by it; again: the other direction), the totals."""
+    spec = SEARCH_TABS[tab]
+
+    def link(**more: Any) -> str:
+        return f"{ui}searches?{selection_query(last=last, batch_id=batch_id, **more)}"
+
+    headings = []
+    for c in spec.columns:
+        active = c.order is not None and c.order == answer.order_by
+        flip = "asc" if active and answer.direction == "desc" else "desc"
+        headings.append(
+            {
+                "column": c,
+                "active": active,
+                "arrow": ("▼" if answer.direction == "desc" else "▲") if active else "",
+                "href": link(tab=tab, order_by=c.order, direction=flip, limit=limit) if c.order else None,
+            }
+        )
+    rows = answer.hits if isinstance(answer, models.HitsPage) else answer.searches
+    return _render(
+        "searches.html",
+        ui=ui,
+        title=spec.title,
+        tab=tab,
+        tabs=[(key, t.title, link(tab=key, limit=limit)) for key, t in SEARCH_TABS.items()],
+        spec=spec,
+        headings=headings,
+        rows=[r.model_dump() for r in rows],
+        range=answer.range,
+        total=answer.total,
+        last=last,
+        batch_id=batch_id,
+        limit=limit,
+        after=after,
+        lower_bounds=any(r.lower_bound for r in rows),
+        first_href=link(tab=tab, order_by=answer.order_by, direction=answer.direction, limit=limit),
+        next_href=(
+            link(tab=tab, order_by=answer.order_by, direction=answer.direction, limit=limit, after=answer.next_after)
+            if answer.next_after
+            else None
+        ),
+        query_link=lambda query: f"{ui}searches/query?{selection_query(last=last, batch_id=batch_id, q=query)}",
+    )
+
+
+def query_plots(analytics: models.QueryAnalytics) -> list[Markup]:
+    """A query's plots: its sessions and its click-through rate per batch (oldest first; a lower bound
+    says so in the tooltip), and its click-through rate by result position."""
+    points = analytics.batches
+    fmt = tick_format(points[0].released_at, points[-1].released_at) if points else "%H:%M:%S"
+    categories = [
+        Category(
+            label=utc(p.released_at, fmt),
+            title=f"{p.batch_id}\nreleased {millis(p.released_at)}\n"
+            + (f"{bound(p.sessions, p.lower_bound)} sessions" if p.kept or p.lower_bound else "not searched"),
+            attrs={"data-batch-id": p.batch_id},
+        )
+        for p in points
+    ]
+    x_title = "released batches, oldest to newest (release time, UTC)"
+    empty = "no released batch with search analytics"
+    ctr = [p.click_through_rate for p in points]
+    entries = analytics.positions
+    pos_values = [p.ctr for p in entries]
+    return [
+        line_plot(
+            plot_id="query-sessions",
+            title="Sessions per batch",
+            categories=categories,
+            series=[Series("sessions", "sessions", [float(p.sessions) for p in points])],
+            x_title=x_title,
+            y_title="sessions",
+            y_format=_integer,
+            empty_message=empty,
+        ),
+        line_plot(
+            plot_id="query-ctr",
+            title="Click-through rate per batch",
+            categories=categories,
+            series=[Series("CTR", "ctr", ctr)],
+            x_title=x_title,
+            y_title="sessions with a click",
+            y_max=min(1.0, nice_ceiling(max((v for v in ctr if v is not None), default=0.0))),
+            y_format=_two_decimals,
+            empty_message=empty,
+        ),
+        line_plot(
+            plot_id="query-positions",
+            title="Click-through rate by result position",
+            categories=[
+                Category(
+                    label=str(p.position),
+                    title=f"position {p.position}\n{p.clicks:,} of {p.shown:,} impressions clicked",
+                    attrs={"data-position": str(p.position)},
+                )
+                for p in entries
+            ],
+            series=[Series("CTR", "ctr", pos_values)],
+            x_title="position of the result",
+            y_title="clicked / shown there",
+            y_max=min(1.0, nice_ceiling(max((v for v in pos_values if v is not None), default=0.0))),
+            y_format=_two_decimals,
+            empty_message="no position",
+            max_x_labels=len(entries),
+        ),
+    ]
+
+
+def label_columns(labels: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The columns of the labels table: every key of the labels, ``object_id`` first, in first-seen order."""
+    keys: dict[str, None] = {"object_id": None} if any("object_id" in r for r in labels) else {}
+    for r in labels:
+        keys.update(dict.fromkeys(r))
+    return list(keys)
+
+
+def label_cell(value: Any) -> str:
+    """A label value: a float with four decimals, a count with separators, anything else as text."""
+    if isinstance(value, bool) or value is None:
+        return "–" if value is None else str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def query_page(*, ui: str, text: str, analytics: models.QueryAnalytics, last: int | None, batch_id: str | None) -> str:
+    """One query over the selection: its summary, trend and position plots, top objects, debiased labels."""
+    labels = analytics.labels
+    return _render(
+        "query.html",
+        ui=ui,
+        title=f"Search {analytics.query}",
+        text=text,
+        a=analytics,
+        s=analytics.summary,
+        plots=query_plots(analytics),
+        range=analytics.range,
+        last=last,
+        batch_id=batch_id,
+        back=f"{ui}searches?{selection_query(last=last, batch_id=batch_id)}",
+        labels=labels,
+        label_columns=label_columns(labels) if labels else [],
+        label_cell=label_cell,
     )

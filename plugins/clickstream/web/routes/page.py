@@ -5,6 +5,11 @@ document).
 * ``/ui/batches/{batch_id}``: a batch, its position-bias curve, its sessions (``after_number``, ``limit``);
 * ``/ui/sessions?session_id=``: one session with its results and events;
 * ``/ui/dag_run?dag_id=&run_id=``: the tab of a DAG run: the batch released under ``<dag_id>/<run_id>``;
+* ``/ui/searches``: the search analytics of the ``last`` N released batches or one (``batch_id``): top searches,
+  searches without clicks, without results, top hits (``tab``), each sortable (``order_by``, ``direction``)
+  and paged (``after``, ``limit``);
+* ``/ui/searches/query?q=``: one query over the same selection: its trend, its position curve, its objects
+  and its debiased labels (once the labels step keeps them);
 * ``/ui/static/clickstream.css``: the stylesheet.
 
 They read through the same store dependency and store methods as the JSON routes, need the same
@@ -17,15 +22,17 @@ answer (:func:`clickstream.web.errors.error_answer`): 401 without a login (with 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
+from clickstream import models
 from clickstream.models import MAX_BIGINT, BatchSummary
-from clickstream.store import NotFound, StoreConfig
+from clickstream.store import InvalidInput, NotFound, StoreConfig
+from clickstream.store.analytics import MAX_ANALYTICS_BATCHES
 from clickstream.store.config import KEPT_POSITIONS
 from clickstream.web.errors import error_answer
 from clickstream.web.holder import StoreDep
@@ -79,6 +86,7 @@ _TITLES = {
     401: "Log in to see the clickstream",
     403: "Not allowed",
     404: "Not found",
+    409: "Not available",
     422: "Invalid request",
     503: "Session store unavailable",
 }
@@ -100,6 +108,23 @@ def _error_page(ui: str, err: Exception) -> HTMLResponse:
     return response
 
 
+def analytics_selection(last: str | None, batch_id: str | None, *, default: int) -> tuple[str | None, int | None]:
+    """The batch selection of a Searches page from its form's fields (blank fields are absent): one batch
+    (``batch_id``, which wins over ``last``), else the ``last`` N released batches (``default`` when blank).
+
+    :raises InvalidInput: ``last`` is not a number from 1 to :data:`MAX_ANALYTICS_BATCHES` (named).
+    """
+    batch_id = (batch_id or "").strip() or None
+    if batch_id is not None:
+        return batch_id, None
+    text = (last or "").strip()
+    if not text:
+        return None, default
+    if not text.isdigit() or not 1 <= int(text) <= MAX_ANALYTICS_BATCHES:
+        raise InvalidInput.field("last", f"must be a number from 1 to {MAX_ANALYTICS_BATCHES}, got {text!r}")
+    return None, int(text)
+
+
 def page_router(config: StoreConfig) -> APIRouter:
     """The page's routes; ``config`` bounds the sessions and events asked for (``max_page``, ``max_events``).
     Handlers call the store holder's ``get()`` once the request is valid, so bad input answers 422 even
@@ -109,6 +134,7 @@ def page_router(config: StoreConfig) -> APIRouter:
     page_default = min(20, page_max)
     batch_events = min(50, config.max_events)
     session_events = min(500, config.max_events)
+    page_analytics = 50
 
     def _batch_page(
         s: SessionStore, summary: BatchSummary, after_number: int, limit: int, *, ui: str, **shown: str
@@ -196,6 +222,48 @@ def page_router(config: StoreConfig) -> APIRouter:
         base = f"./dag_run?dag_id={pages.quote_segment(dag_id)}&run_id={pages.quote_segment(run_id)}"
         heading = f"Run {run_id} of {dag_id} released this batch (release id {release_id})."
         return _batch_page(s, found[0], after_number, limit, ui="./", heading=heading, base=base)
+
+    @router.get("/searches", response_class=HTMLResponse)
+    def searches(
+        store: StoreDep,
+        tab: Literal["top", "no-clicks", "no-results", "hits"] = Query("top", description="the list shown"),
+        last: str | None = Query(None, max_length=20, description="the last N released batches (blank: 1)"),
+        batch_id: str | None = Query(None, max_length=128, description="one released batch (wins over last)"),
+        order_by: str | None = Query(None, min_length=1, max_length=40, description="the sort column"),
+        direction: Literal["asc", "desc"] = Query("desc", description="asc or desc"),
+        after: str | None = Query(None, min_length=1, max_length=1024, description="the previous page's cursor"),
+        limit: int = Query(page_analytics, ge=1, le=200, description="rows per page"),
+    ) -> HTMLResponse:
+        batch_id, n = analytics_selection(last, batch_id, default=1)
+        order = order_by or pages.SEARCH_TABS[tab].default_order
+        s = store.get()
+        answer: models.SearchesPage | models.HitsPage
+        if tab == "top":
+            answer = s.top_searches(order, direction, limit, after, batch_id=batch_id, last=n)
+        elif tab == "no-clicks":
+            answer = s.searches_without_clicks(
+                limit, after, batch_id=batch_id, last=n, order_by=order, direction=direction
+            )
+        elif tab == "no-results":
+            answer = s.searches_without_results(
+                limit, after, batch_id=batch_id, last=n, order_by=order, direction=direction
+            )
+        else:
+            answer = s.top_hits(order, direction, limit, after, batch_id=batch_id, last=n)
+        return html(
+            pages.searches_page(ui="./", tab=tab, answer=answer, last=n, batch_id=batch_id, after=after, limit=limit)
+        )
+
+    @router.get("/searches/query", response_class=HTMLResponse)
+    def search_query(
+        store: StoreDep,
+        q: str = Query(min_length=1, max_length=1024, description="the query (normalized before the look-up)"),
+        last: str | None = Query(None, max_length=20, description="the last N released batches (blank: 1)"),
+        batch_id: str | None = Query(None, max_length=128, description="one released batch (wins over last)"),
+    ) -> HTMLResponse:
+        batch_id, n = analytics_selection(last, batch_id, default=10)
+        found = store.get().query_analytics(q, batch_id=batch_id, last=n)
+        return html(pages.query_page(ui="../", text=q, analytics=found, last=n, batch_id=batch_id))
 
     @router.get("/static/clickstream.css")
     async def stylesheet() -> Response:
