@@ -21,7 +21,12 @@ BIG = {"k": "x" * 120}  # a JSON object over 100 bytes
 
 @pytest.fixture
 def limited(store_url: str) -> Iterator[SessionStore]:
-    store = SessionStore(create_store_engine(store_url), StoreConfig(**LIMITS))
+    config = StoreConfig(
+        max_results=LIMITS["max_results"],
+        max_json_bytes=LIMITS["max_json_bytes"],
+        max_events_per_session=LIMITS["max_events_per_session"],
+    )
+    store = SessionStore(create_store_engine(store_url), config)
     store.migrate()
     yield store
     store.dispose()

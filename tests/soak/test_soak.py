@@ -21,6 +21,7 @@ At the end it checks, and prints as a table (the terminal summary's ``soak`` sec
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -328,7 +329,7 @@ def test_soak_everything_at_once(
             elif now >= next_erase:
                 users = writers.users()
                 user = random.choice([u for u in users if u not in erased_users] or users)
-                result = _retrying(lambda u=user: control.erase_user(u), what="erasure")
+                result = _retrying(functools.partial(control.erase_user, user), what="erasure")
                 erased_users.append(user)
                 events_log.append(f"erasure of {user} at {now - started:.0f} s: {result.sessions} sessions")
                 next_erase = time.monotonic() + ERASE_EVERY_S
@@ -337,7 +338,7 @@ def test_soak_everything_at_once(
                 root = datasets / oldest
                 assert (root / "_manifest.json").is_file(), "retention purges only extracted batches"
                 purged[oldest] = set(read_table(root, "sessions")["session_id"])
-                result = _retrying(lambda b=oldest: store.purge_batch(b, chunk_sessions=200), what="purge")
+                result = _retrying(functools.partial(store.purge_batch, oldest, chunk_sessions=200), what="purge")
                 readers.batches.remove(oldest)
                 events_log.append(f"purge of {oldest} at {now - started:.0f} s: {result.sessions} sessions")
                 purge_done = True
