@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from clickstream import models
 from clickstream_client import (
     RETRY_STATUSES,
     AsyncBulkWriter,
@@ -47,8 +48,6 @@ from clickstream_client import (
 )
 from clickstream_client import AsyncClickstreamClient as _LightAsyncClient
 from clickstream_client import ClickstreamClient as _LightClient
-
-from clickstream import models
 
 __all__ = [
     "RETRY_STATUSES",

@@ -21,6 +21,8 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+
+from clickstream.store import SessionStore
 from clickstream_client import (
     AsyncBulkWriter,
     AsyncClickstreamClient,
@@ -32,8 +34,6 @@ from clickstream_client import (
     NotFoundError,
     TooLargeError,
 )
-
-from clickstream.store import SessionStore
 from tests.client.conftest import MAX_BULK_ITEMS, MAX_REQUEST_BYTES
 from tests.support.apiserver import JWT_SECRET, PASSWORDS, ApiServer
 

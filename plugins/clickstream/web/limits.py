@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import HTTPException
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: Default of ``[clickstream] max_request_bytes``: 8 MiB.
@@ -174,6 +175,31 @@ class GzipReceive:
         self._done = True
         if not self._decompressor.eof:
             raise BadEncoding("body: the gzip stream is truncated (Content-Encoding: gzip)")
+
+
+def document_encodings(app: FastAPI) -> None:
+    """Declare in ``app``'s OpenAPI document what this middleware answers on every route with a request body:
+    415 for an unsupported ``Content-Encoding`` (gzip is accepted), next to the routes' own 413."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            answer = {
+                "description": (
+                    "The body's `Content-Encoding` is neither `gzip` nor `identity`; nothing was read or stored. "
+                    "(A gzip body is decompressed as it arrives; `[clickstream] max_request_bytes` bounds it "
+                    "decompressed too.)"
+                ),
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorDetail"}}},
+            }
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    if isinstance(operation, dict) and "requestBody" in operation:
+                        operation.setdefault("responses", {}).setdefault("415", answer)
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _header(scope: Scope, wanted: bytes) -> bytes | None:

@@ -23,7 +23,8 @@ Usage::
 
 from __future__ import annotations
 
-from clickstream_client.aio import AsyncClickstreamClient
+from typing import TYPE_CHECKING, Any
+
 from clickstream_client.client import ClickstreamClient
 from clickstream_client.errors import (
     AuthError,
@@ -36,7 +37,20 @@ from clickstream_client.errors import (
     UnavailableError,
     UnsupportedEncodingError,
 )
-from clickstream_client.writers import RETRY_STATUSES, AsyncBulkWriter, BulkWriter
+from clickstream_client.writers import RETRY_STATUSES, BulkWriter
+
+if TYPE_CHECKING:
+    from clickstream_client.aio import AsyncBulkWriter, AsyncClickstreamClient
+
+
+def __getattr__(name: str) -> Any:
+    """The asyncio names, imported on first use (so a sync service does not pay for importing asyncio)."""
+    if name in ("AsyncClickstreamClient", "AsyncBulkWriter"):
+        from clickstream_client import aio
+
+        return getattr(aio, name)
+    raise AttributeError(f"module 'clickstream_client' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 

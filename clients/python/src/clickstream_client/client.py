@@ -158,26 +158,26 @@ class ClickstreamClient(ClientBase):
         :raises ConflictError: the ``session_id`` is registered with other content.
         :raises InvalidInputError: a field is invalid (``detail`` names it).
         """
-        return self.call(routes.register_session(session))  # type: ignore[no-any-return]
+        return self.call(routes.register_session(session))
 
     def get_session(self, session_id: str, events_limit: int | None = None) -> SessionOut:
         """A session with its events, earliest first (``GET /clickstream/session``).
 
         :raises NotFoundError: unknown session.
         """
-        return self.call(routes.get_session(session_id, events_limit))  # type: ignore[no-any-return]
+        return self.call(routes.get_session(session_id, events_limit))
 
     def push_events(self, session_id: str, events: Iterable[Item]) -> PushEventsResult:
         """Store events of a session, registered or not yet (``POST /clickstream/session/events``); an
         ``event_id`` already stored counts in ``duplicates``."""
-        return self.call(routes.push_events(session_id, events))  # type: ignore[no-any-return]
+        return self.call(routes.push_events(session_id, events))
 
     def mark_irrelevant(self, session_id: str) -> IrrelevantResult:
         """Mark a session irrelevant (``POST /clickstream/session/irrelevant``); idempotent.
 
         :raises NotFoundError: unknown session.
         """
-        return self.call(routes.mark_irrelevant(session_id))  # type: ignore[no-any-return]
+        return self.call(routes.mark_irrelevant(session_id))
 
     def use_for_improvement(self, session_id: str) -> UseForImprovementResult:
         """Queue a session for model improvement (``POST /clickstream/session/use-for-improvement``):
@@ -185,7 +185,7 @@ class ClickstreamClient(ClientBase):
 
         :raises NotFoundError: unknown session.
         """
-        return self.call(routes.use_for_improvement(session_id))  # type: ignore[no-any-return]
+        return self.call(routes.use_for_improvement(session_id))
 
     # ------------------------------------------------------------------------------------ batches
 
@@ -197,9 +197,7 @@ class ClickstreamClient(ClientBase):
 
         :raises NotFoundError: unknown batch.
         """
-        return self.call(  # type: ignore[no-any-return]
-            routes.get_batch_sessions(batch_id, after_number, limit, events_limit)
-        )
+        return self.call(routes.get_batch_sessions(batch_id, after_number, limit, events_limit))
 
     def iter_batch_sessions(
         self, batch_id: str, page_size: int = 1000, events_limit: int = 100, after_number: int = 0
@@ -221,57 +219,57 @@ class ClickstreamClient(ClientBase):
 
         :raises NotFoundError: no collecting batch and an unknown ``release_id``.
         """
-        return self.call(routes.release_batch(release_id))  # type: ignore[no-any-return]
+        return self.call(routes.release_batch(release_id))
 
     def list_batches_page(self, limit: int = 20, before: str | None = None, release_id: str | None = None) -> BatchList:
         """Batches newest first, with counts, metrics and dataset (``GET /clickstream/batches``); ``before``: the
         previous page's ``next_before``."""
-        return self.call(routes.list_batches_page(limit, before, release_id))  # type: ignore[no-any-return]
+        return self.call(routes.list_batches_page(limit, before, release_id))
 
     def get_batch_summary(self, batch_id: str) -> BatchSummary:
         """One batch (``GET /clickstream/batches/{batch_id}``).
 
         :raises NotFoundError: unknown batch.
         """
-        return self.call(routes.get_batch_summary(batch_id))  # type: ignore[no-any-return]
+        return self.call(routes.get_batch_summary(batch_id))
 
     def batch_positions(self, batch_id: str, max_position: int = 20) -> BatchPositions:
         """Click-through rate by result position (``GET /clickstream/batches/{batch_id}/positions``)."""
-        return self.call(routes.batch_positions(batch_id, max_position))  # type: ignore[no-any-return]
+        return self.call(routes.batch_positions(batch_id, max_position))
 
     def metrics_series(self, limit: int = 100) -> MetricsSeries:
         """The metrics of the last ``limit`` released batches, oldest first (``GET /clickstream/metrics``)."""
-        return self.call(routes.metrics_series(limit))  # type: ignore[no-any-return]
+        return self.call(routes.metrics_series(limit))
 
     # ------------------------------------------------------------------------------------ search analytics
 
     def top_searches(self, *args: Any, **kwargs: Any) -> SearchesPage:
         """Top searches of released batches (``GET /clickstream/analytics/searches``); arguments as
         :func:`clickstream_client.routes.top_searches`."""
-        return self.call(routes.top_searches(*args, **kwargs))  # type: ignore[no-any-return]
+        return self.call(routes.top_searches(*args, **kwargs))
 
     def searches_without_results(self, *args: Any, **kwargs: Any) -> SearchesPage:
         """Searches with sessions without results (``GET /clickstream/analytics/searches/no-results``)."""
-        return self.call(routes.searches_without_results(*args, **kwargs))  # type: ignore[no-any-return]
+        return self.call(routes.searches_without_results(*args, **kwargs))
 
     def searches_without_clicks(self, *args: Any, **kwargs: Any) -> SearchesPage:
         """Searches with sessions without a click (``GET /clickstream/analytics/searches/no-clicks``)."""
-        return self.call(routes.searches_without_clicks(*args, **kwargs))  # type: ignore[no-any-return]
+        return self.call(routes.searches_without_clicks(*args, **kwargs))
 
     def top_hits(self, *args: Any, **kwargs: Any) -> HitsPage:
         """Top hits (objects) of released batches (``GET /clickstream/analytics/hits``)."""
-        return self.call(routes.top_hits(*args, **kwargs))  # type: ignore[no-any-return]
+        return self.call(routes.top_hits(*args, **kwargs))
 
     def query_analytics(self, query: str, **kwargs: Any) -> QueryAnalytics:
         """One query over released batches (``GET /clickstream/analytics/queries/{query}``)."""
-        return self.call(routes.query_analytics(query, **kwargs))  # type: ignore[no-any-return]
+        return self.call(routes.query_analytics(query, **kwargs))
 
     # ------------------------------------------------------------------------------------ admin
 
     def erase_user(self, user_id: str) -> EraseResult:
         """Erase every session, event and improvement mark of a user (``POST /clickstream/user/erase``);
         needs an administrator."""
-        return self.call(routes.erase_user(user_id))  # type: ignore[no-any-return]
+        return self.call(routes.erase_user(user_id))
 
     # ------------------------------------------------------------------------------------ bulk
 
@@ -286,12 +284,12 @@ class ClickstreamClient(ClientBase):
         :raises InvalidInputError: more than ``[clickstream] max_bulk_items`` items, or not the bulk shape.
         :raises TooLargeError: the body (decompressed) is larger than ``[clickstream] max_request_bytes``.
         """
-        return self.call(routes.bulk(sessions, events), compress=compress)  # type: ignore[no-any-return]
+        return self.call(routes.bulk(sessions, events), compress=compress)
 
     def send_bulk(self, body: dict[str, list[dict[str, Any]]], *, compress: bool | None = None) -> dict[str, Any]:
         """``POST /clickstream/bulk`` of a ready body (``{"sessions": [...], "events": [...]}``); the answer's
         decoded JSON (not passed through :meth:`parse_answer`). What the writers send with."""
-        return self.request(routes.Call("POST", "/bulk", "BulkResult", body=body), compress=compress).json()  # type: ignore[no-any-return]
+        return self.request(routes.Call("POST", "/bulk", "BulkResult", body=body), compress=compress).json()
 
     def writer(self, **kwargs: Any) -> BulkWriter:
         """A :class:`~clickstream_client.BulkWriter` sending through this client; ``kwargs`` as for it."""

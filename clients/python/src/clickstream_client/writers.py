@@ -1,5 +1,6 @@
-"""Buffered writers for collectors: :class:`BulkWriter` (a background thread) and :class:`AsyncBulkWriter` (an
-asyncio task). Both buffer sessions and events and send them with ``POST /clickstream/bulk``, gzip-compressed.
+"""Buffered writers for collectors: :class:`BulkWriter` (a background thread) and
+:class:`~clickstream_client.aio.AsyncBulkWriter` (an asyncio task, in :mod:`clickstream_client.aio`).
+Both buffer sessions and events and send them with ``POST /clickstream/bulk``, gzip-compressed.
 
 Sending: when ``max_items`` items are buffered (sessions and events count together), when the oldest is
 ``max_age_s`` old, on ``flush()`` and on ``close()`` (also at the end of a ``with`` / ``async with`` block).
@@ -24,7 +25,6 @@ retried), or raise ``TimeoutError`` after their ``timeout``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import threading
@@ -40,10 +40,9 @@ from clickstream_client.errors import BulkDeliveryError, ClickstreamError, TooLa
 from clickstream_client.routes import as_json
 
 if TYPE_CHECKING:
-    from clickstream_client.aio import AsyncClickstreamClient
     from clickstream_client.client import ClickstreamClient
 
-__all__ = ["RETRY_STATUSES", "AsyncBulkWriter", "BulkWriter"]
+__all__ = ["RETRY_STATUSES", "BulkWriter", "WriterBase"]
 
 log = logging.getLogger("clickstream_client.writers")
 
@@ -56,7 +55,7 @@ _PERMANENT_TRANSPORT_ERRORS = (httpx.UnsupportedProtocol, httpx.LocalProtocolErr
 Body = dict[str, list[dict[str, Any]]]
 
 
-class _Item(NamedTuple):
+class Buffered(NamedTuple):
     seq: int
     added: float  # time.monotonic() when added
     is_session: bool
@@ -67,15 +66,16 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _body(chunk: list[_Item]) -> Body:
+def request_body_of(chunk: list[Buffered]) -> Body:
     return {
         "sessions": [item.body for item in chunk if item.is_session],
         "events": [item.body for item in chunk if not item.is_session],
     }
 
 
-class _Writer:
-    """Settings, totals, item preparation and result counting of both writers (no I/O, no waiting here)."""
+class WriterBase:
+    """Settings, totals, item preparation and result counting of :class:`BulkWriter` and
+    :class:`~clickstream_client.AsyncBulkWriter` (no I/O, no waiting here; not for use on its own)."""
 
     def __init__(
         self,
@@ -126,7 +126,7 @@ class _Writer:
         self.undelivered: list[Body] = []
         self.errors: list[BaseException] = []
 
-        self._buffer: deque[_Item] = deque()
+        self._buffer: deque[Buffered] = deque()
         self._seq = 0  # seq of the last item added
         self._done_seq = 0  # every item with seq <= this was delivered or given up on
         self._flush_upto = 0  # deliver every item with seq <= this now
@@ -167,7 +167,7 @@ class _Writer:
             return 0.0
         return max(0.0, self.max_age_s - (time.monotonic() - self._buffer[0].added))
 
-    def _take(self) -> list[_Item]:
+    def _take(self) -> list[Buffered]:
         count = min(self.max_items, len(self._buffer))
         chunk = [self._buffer.popleft() for _ in range(count)]
         self._inflight = count
@@ -239,9 +239,9 @@ class _Writer:
             except Exception:
                 log.exception("clickstream bulk writer: on_result callback failed")
 
-    def _fail(self, chunk: list[_Item], err: BaseException) -> None:
+    def _fail(self, chunk: list[Buffered], err: BaseException) -> None:
         log.error("clickstream bulk writer: %d item(s) not delivered: %s: %s", len(chunk), type(err).__name__, err)
-        self.undelivered.append(_body(chunk))
+        self.undelivered.append(request_body_of(chunk))
         self.errors.append(err)
 
     def _new_failures(self) -> BulkDeliveryError | None:
@@ -264,7 +264,7 @@ def _sent_item(body: Body, item: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- threads
 
 
-class BulkWriter(_Writer):
+class BulkWriter(WriterBase):
     """Buffers sessions and events and sends them with ``POST /clickstream/bulk`` from a background thread
     (see the module's text for when and how). ``add_*`` are thread-safe.
 
@@ -327,7 +327,7 @@ class BulkWriter(_Writer):
                 if self._closing:
                     raise RuntimeError("the writer is closed")
                 self._seq += 1
-                self._buffer.append(_Item(self._seq, time.monotonic(), is_session, body))
+                self._buffer.append(Buffered(self._seq, time.monotonic(), is_session, body))
                 if len(self._buffer) == 1 or len(self._buffer) >= self.max_items:
                     self._cond.notify_all()
 
@@ -413,8 +413,8 @@ class BulkWriter(_Writer):
                     self._inflight = 0
                     self._cond.notify_all()
 
-    def _deliver(self, chunk: list[_Item], deadline: float) -> None:
-        body = _body(chunk)
+    def _deliver(self, chunk: list[Buffered], deadline: float) -> None:
+        body = request_body_of(chunk)
         try:
             data = self._send_with_retry(body, deadline)
         except TooLargeError as err:
@@ -449,208 +449,3 @@ class BulkWriter(_Writer):
                     raise
             attempt += 1
             time.sleep(delay)
-
-
-# ---------------------------------------------------------------------------------------------- asyncio
-
-
-class AsyncBulkWriter(_Writer):
-    """:class:`BulkWriter` for asyncio: the same arguments, totals and delivery, sent by a task of the running
-    event loop (started by the first ``add_*``, or by ``async with``). ``add_*``, :meth:`flush` and
-    :meth:`close` are coroutines; ``add_*`` wait for room while the buffer is full (back-pressure).
-
-    :param client: the :class:`~clickstream_client.AsyncClickstreamClient` to send with (``close_client``:
-        :meth:`close` also closes it). Other arguments as for :class:`BulkWriter`; the callbacks run in the
-        event loop.
-    """
-
-    def __init__(self, client: AsyncClickstreamClient, **kwargs: Any) -> None:
-        super().__init__(client, **kwargs)
-        self._cond: asyncio.Condition | None = None  # made in the loop (3.9 binds it to a loop when made)
-        self._task: asyncio.Task[None] | None = None
-
-    def _started(self) -> asyncio.Condition:
-        if self._cond is None:
-            self._cond = asyncio.Condition()
-            self._task = asyncio.ensure_future(self._run())
-        return self._cond
-
-    # ------------------------------------------------------------------------------------ adding
-
-    async def add_session(self, session: Mapping[str, Any], *, timeout: float | None = None) -> None:
-        """Buffer a session (as for ``register_session``); wait up to ``timeout`` s for room.
-
-        :raises TimeoutError: no room within ``timeout``.
-        """
-        await self._add(self._items(session, None, ()), timeout)
-
-    async def add_event(self, session_id: str, event: Mapping[str, Any], *, timeout: float | None = None) -> None:
-        """Buffer one event of ``session_id``; see :meth:`add_events`."""
-        await self._add(self._items(None, session_id, [event]), timeout)
-
-    async def add_events(
-        self, session_id: str, events: Iterable[Mapping[str, Any]], *, timeout: float | None = None
-    ) -> None:
-        """Buffer events of a session (registered or not yet), as for ``push_events``.
-
-        :raises TimeoutError: no room within ``timeout`` (the events before the one that did not fit are
-            buffered).
-        """
-        await self._add(self._items(None, session_id, events), timeout)
-
-    async def _add(self, items: list[tuple[bool, dict[str, Any]]], timeout: float | None) -> None:
-        if self._closing:
-            raise RuntimeError("the writer is closed")
-        cond = self._started()
-        if len(self._buffer) + len(items) <= self.max_buffer_items:  # room: no lock, no wait (the common case)
-            self._append(items)
-            if len(self._buffer) == len(items) or len(self._buffer) >= self.max_items:
-                async with cond:
-                    cond.notify_all()
-            return
-        deadline = None if timeout is None else time.monotonic() + timeout
-        async with cond:
-            for item in items:
-                while len(self._buffer) >= self.max_buffer_items and not self._closing:
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        raise TimeoutError(
-                            f"the writer's buffer stayed full ({len(self._buffer)} items) for {timeout} s"
-                        )
-                    try:
-                        await asyncio.wait_for(cond.wait(), remaining)
-                    except TimeoutError:
-                        pass
-                if self._closing:
-                    raise RuntimeError("the writer is closed")
-                self._append([item])
-                if len(self._buffer) == 1 or len(self._buffer) >= self.max_items:
-                    cond.notify_all()
-
-    def _append(self, items: list[tuple[bool, dict[str, Any]]]) -> None:
-        now = time.monotonic()
-        for is_session, body in items:
-            self._seq += 1
-            self._buffer.append(_Item(self._seq, now, is_session, body))
-
-    # ------------------------------------------------------------------------------------ flushing
-
-    async def flush(self, timeout: float | None = None) -> None:
-        """Send everything added so far and wait until it was delivered or given up on.
-
-        :raises TimeoutError: not done within ``timeout``.
-        :raises BulkDeliveryError: items could not be delivered (raised once per failure).
-        """
-        cond = self._started()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        async with cond:
-            target = self._seq
-            self._flush_upto = max(self._flush_upto, target)
-            cond.notify_all()
-            while self._done_seq < target and self._task is not None and not self._task.done():
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"flush not done after {timeout} s ({self.pending} items pending)")
-                try:
-                    await asyncio.wait_for(cond.wait(), remaining)
-                except TimeoutError:
-                    pass
-        self._raise_failures()
-
-    async def close(self) -> None:
-        """Send what is left, stop the writer's task (and close the client if ``close_client``).
-
-        :raises BulkDeliveryError: items could not be delivered (in this call or before, not yet raised).
-        """
-        if not self._closed:
-            self._closed = True
-            if self._cond is not None:
-                async with self._cond:
-                    self._closing = True
-                    self._close_deadline = time.monotonic() + self.max_retry_s
-                    self._cond.notify_all()
-            self._closing = True
-        if self._task is not None:
-            await asyncio.shield(self._task)
-        if self.close_client:
-            await self.client.aclose()
-        self._raise_failures()
-
-    async def __aenter__(self) -> AsyncBulkWriter:
-        self._started()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    def _raise_failures(self) -> None:
-        failure = self._new_failures()
-        if failure is not None:
-            raise failure
-
-    # ------------------------------------------------------------------------------------ the task
-
-    async def _run(self) -> None:
-        cond = self._cond
-        assert cond is not None
-        while True:
-            async with cond:
-                while True:
-                    wait = self._ready()
-                    if wait == 0:
-                        break
-                    if wait is None and self._closing:
-                        return
-                    try:
-                        await asyncio.wait_for(cond.wait(), wait)
-                    except TimeoutError:
-                        pass
-                chunk = self._take()
-                cond.notify_all()  # room for waiting add_*
-            try:
-                await self._deliver(chunk, time.monotonic() + self.max_retry_s)
-            except Exception as err:
-                log.exception("clickstream bulk writer: unexpected error")
-                self._fail(chunk, err)
-            finally:
-                self._done_seq = chunk[-1].seq
-                self._inflight = 0
-                async with cond:
-                    cond.notify_all()
-
-    async def _deliver(self, chunk: list[_Item], deadline: float) -> None:
-        body = _body(chunk)
-        try:
-            data = await self._send_with_retry(body, deadline)
-        except TooLargeError as err:
-            if len(chunk) == 1:
-                self._fail(chunk, err)
-                return
-            log.info("clickstream bulk writer: %d items are too large for one request; splitting", len(chunk))
-            half = len(chunk) // 2
-            await self._deliver(chunk[:half], deadline)
-            await self._deliver(chunk[half:], deadline)
-            return
-        except (ClickstreamError, httpx.HTTPError) as err:
-            self._fail(chunk, err)
-            return
-        self._count(data, body)
-
-    async def _send_with_retry(self, body: Body, own_deadline: float) -> dict[str, Any]:
-        attempt = 0
-        while True:
-            outage = self._out_of_time()
-            if outage is not None:
-                raise outage
-            try:
-                data = await self.client.send_bulk(body, compress=self.compress)
-                self._outage = None
-                return data  # type: ignore[no-any-return]
-            except (ClickstreamError, httpx.HTTPError) as err:
-                delay = self._retry_delay(err, attempt, own_deadline)
-                if delay is None:
-                    raise
-            attempt += 1
-            await asyncio.sleep(delay)
