@@ -365,9 +365,12 @@ class AsyncBulkWriter(WriterBase):
         if self._closing:
             raise RuntimeError("the writer is closed")
         cond = self._started()
-        if len(self._buffer) + len(items) <= self.max_buffer_items:  # room: no lock, no wait (the common case)
+        before = len(self._buffer)
+        if before + len(items) <= self.max_buffer_items:  # room: no lock, no wait (the common case)
             self._append(items)
-            if len(self._buffer) == len(items) or len(self._buffer) >= self.max_items:
+            # wake the sender only when this changes what it waits for: the first item (its age clock) or
+            # max_items reached; while it is sending it looks at the buffer again before it waits
+            if before == 0 or before < self.max_items <= len(self._buffer):
                 async with cond:
                     cond.notify_all()
             return
@@ -387,7 +390,7 @@ class AsyncBulkWriter(WriterBase):
                 if self._closing:
                     raise RuntimeError("the writer is closed")
                 self._append([item])
-                if len(self._buffer) == 1 or len(self._buffer) >= self.max_items:
+                if len(self._buffer) in (1, self.max_items):
                     cond.notify_all()
 
     def _append(self, items: list[tuple[bool, dict[str, Any]]]) -> None:

@@ -328,7 +328,7 @@ class BulkWriter(WriterBase):
                     raise RuntimeError("the writer is closed")
                 self._seq += 1
                 self._buffer.append(Buffered(self._seq, time.monotonic(), is_session, body))
-                if len(self._buffer) == 1 or len(self._buffer) >= self.max_items:
+                if len(self._buffer) in (1, self.max_items):  # what the sender waits for (it re-checks after a send)
                     self._cond.notify_all()
 
     @property
