@@ -39,6 +39,7 @@ BENCHMARKS = {
     "overview": "bench_overview",
     "labels": "bench_labels",
     "analytics": "bench_analytics",
+    "client": "bench_client",
 }
 
 

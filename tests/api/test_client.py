@@ -270,7 +270,7 @@ class TestRoutes:
 
         calls = []
         real = viewer.get_batch_sessions
-        viewer.get_batch_sessions = lambda *a, **k: calls.append(k) or real(*a, **k)  # type: ignore[method-assign,func-returns-value]
+        viewer.get_batch_sessions = lambda *a, **k: calls.append(k) or real(*a, **k)  # type: ignore[func-returns-value]
         seen = [s for s in viewer.iter_batch_sessions(batch_id, page_size=2, after_number=numbers[sids[0]] - 1)]
         ours = [s.session_id for s in seen if s.session_id.startswith("page-") and s.session_id in numbers]
         assert ours == sids  # each once, in order (other tests' sessions may be in the batch too)

@@ -25,7 +25,7 @@ from clickstream.web import gc_tuning
 from clickstream.web.deps import get_user
 from clickstream.web.errors import install_error_handlers
 from clickstream.web.holder import StoreHolder
-from clickstream.web.limits import DEFAULT_MAX_REQUEST_BYTES, BodySizeLimit
+from clickstream.web.limits import DEFAULT_MAX_REQUEST_BYTES, BodySizeLimit, document_encodings
 from clickstream.web.routes.admin import admin_router
 from clickstream.web.routes.analytics import analytics_router
 from clickstream.web.routes.batches import batches_router, overview_router
@@ -111,4 +111,5 @@ def create_app(
     app.include_router(analytics_router())
     app.include_router(page_router(config))
     app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
+    document_encodings(app)  # the middleware's 415 (gzip accepted) in the OpenAPI document
     return app
