@@ -547,6 +547,31 @@ class ClickstreamClient:
             params=_selection({}, batch_id, from_ms, to_ms, last),
         )
 
+    # ---------------------------------------------------------------------------- training-signal labels
+
+    def batch_propensities(self, batch_id: str) -> models.BatchPropensities:
+        """A released batch's examination curve: θ per position beside the raw CTR, and the fit's report
+        (``GET /clickstream/batches/{batch_id}/propensities``).
+
+        :raises NotFoundError: unknown batch. :raises ConflictError: no labels kept for it (yet).
+        """
+        return self._call(models.BatchPropensities, "GET", f"/batches/{quote(batch_id, safe='')}/propensities")
+
+    def batch_judgments(
+        self, batch_id: str, query: str | None = None, limit: int = 100, after: str | None = None
+    ) -> models.JudgmentsPage:
+        """A keyset page of a released batch's judgments, raw CTR vs debiased γ per (query, object)
+        (``GET /clickstream/batches/{batch_id}/judgments``); pass ``next_after`` as ``after`` for the next.
+
+        :raises NotFoundError: unknown batch. :raises ConflictError: no labels kept for it (yet).
+        """
+        return self._call(
+            models.JudgmentsPage,
+            "GET",
+            f"/batches/{quote(batch_id, safe='')}/judgments",
+            params={k: v for k, v in {"query": query, "limit": limit, "after": after}.items() if v is not None},
+        )
+
     # ------------------------------------------------------------------------------------ admin
 
     def erase_user(self, user_id: str) -> models.EraseResult:
