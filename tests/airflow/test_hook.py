@@ -78,7 +78,7 @@ class TestConnectionFormats:
         monkeypatch.setenv(CONN_ENV, pg_url)  # postgresql+psycopg://...
         with ClickstreamHook() as hook:
             assert hook.sqlalchemy_url.drivername == "postgresql+psycopg"
-            assert hook.migrate() == [1, 2, 3, 4]
+            assert hook.migrate() == [1, 2, 3, 4, 5]
 
     @pytest.mark.parametrize(
         "value",

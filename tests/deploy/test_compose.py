@@ -833,7 +833,7 @@ class TestInitScripts:
                 store_url.set(drivername="postgresql").render_as_string(hide_password=False),
             )
             with ClickstreamHook() as hook:
-                assert hook.migrate() == [1, 2, 3, 4]
+                assert hook.migrate() == [1, 2, 3, 4, 5]
                 with hook.store.engine.connect() as conn:
                     owner, me = conn.execute(
                         sa.text("SELECT pg_get_userbyid(datdba), current_user FROM pg_database WHERE datname = :db"),
@@ -922,7 +922,7 @@ class TestInitScripts:
                 stdin=subprocess.DEVNULL,
             )
             assert proc.returncode == 0, f"run {attempt}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        assert "applied [1, 2, 3, 4]" in proc.stdout or "up to date" in proc.stdout
+        assert "applied [1, 2, 3, 4, 5]" in proc.stdout or "up to date" in proc.stdout
         assert json.loads(passwords.read_text()) == {"admin": "s3cret"}
         assert passwords.stat().st_mode & 0o077 == 0, "the passwords file must be private"
         meta = sa.create_engine(f"sqlite:///{home}/airflow.db")
@@ -930,7 +930,7 @@ class TestInitScripts:
         try:
             assert {"dag", "dag_run", "alembic_version"} <= set(sa.inspect(meta).get_table_names())
             with store.connect() as conn:
-                assert conn.execute(sa.text("SELECT version FROM cs_schema_migrations")).scalars().all() == [1, 2, 3, 4]
+                assert conn.execute(sa.text("SELECT version FROM cs_schema_migrations")).scalars().all() == [1, 2, 3, 4, 5]
         finally:
             meta.dispose()
             store.dispose()

@@ -102,12 +102,10 @@ def judgments_table(batch_id: str, labels: LabelsFit, start: int = 0, stop: int 
 def pairs_table(
     batch_id: str, page: LabelSessionsPage, theta: list[float | None], max_ips_weight: float, stats: PairStats
 ) -> pa.Table:
-    """The skip-above pairs of one page of sessions (sessions whose query normalizes to ``""`` make none)."""
+    """The skip-above pairs of one page of sessions (``query_key``: the normalized query)."""
     cols: dict[str, list[Any]] = {name: [] for name in PAIRS_SCHEMA.names}
     for s in page.sessions:
         key = normalize_query(s.query)
-        if not key:
-            continue
         pairs, st = skip_above_pairs(
             s.session_id, s.query, s.results, s.clicked, theta=theta, max_ips_weight=max_ips_weight
         )

@@ -320,8 +320,8 @@ class LabelOperations(StoreBase):
     def iter_label_sessions(
         self, batch_id: str, *, page_size: int = 1000, after_number: int = 0, until_number: int | None = None
     ) -> Iterator[LabelSessionsPage]:
-        """The keyword sessions of a batch that the labels count (not a payload search, with a query, not
-        marked irrelevant), a keyset page of ``page_size`` at a time by session number (each page its own
+        """The keyword sessions of a batch that the labels count (not a payload search, with a query that does
+        not normalize to ``""``, not marked irrelevant), a keyset page of ``page_size`` at a time by session number (each page its own
         short read; memory is bounded by a page): each with its results in order (object ids) and the objects
         it has an event of ``[clickstream] label_event_types`` on.
 
@@ -348,18 +348,19 @@ class LabelOperations(StoreBase):
                     ).all()
                 if not rows:
                     return
-                yield LabelSessionsPage(
-                    [
-                        LabelSession(
-                            int(r.session_number),
-                            r.session_id,
-                            r.search_query,
-                            tuple(x for x in loads(r.result_ids) or () if isinstance(x, str)),
-                            frozenset(loads(r.clicked_ids) or ()),
-                        )
-                        for r in rows
-                    ]
-                )
+                page = [
+                    LabelSession(
+                        int(r.session_number),
+                        r.session_id,
+                        r.search_query,
+                        tuple(x for x in loads(r.result_ids) or () if isinstance(x, str)),
+                        frozenset(loads(r.clicked_ids) or ()),
+                    )
+                    for r in rows
+                    if normalize_query(r.search_query)  # a query normalizing to "" is not fitted either
+                ]
+                if page:
+                    yield LabelSessionsPage(page)
                 if len(rows) < page_size:
                     return
                 after = int(rows[-1].session_number)
