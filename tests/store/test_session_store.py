@@ -10,7 +10,7 @@ class TestFromUrl:
     def test_from_url_migrates_and_serves_with_the_real_clock(self, store_url: str) -> None:
         store = SessionStore.from_url(store_url)
         try:
-            assert store.migrate() == [1, 2, 3, 4]
+            assert store.migrate() == [1, 2, 3, 4, 5]
             now = now_ms()
             registered = store.register_session(a_session("s1", created_at=now))
             assert abs(store.get_batch(registered.batch_id).created_at - now) < 60_000
