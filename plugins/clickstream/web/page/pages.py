@@ -346,9 +346,9 @@ def propensities_plot(labels: models.BatchPropensities) -> Markup:
     values = [v for v in theta + naive if v is not None]
     return line_plot(
         plot_id="propensities",
-        title="Examination probability by position (θ, debiased)",
+        title="Examination probability θ by position",
         categories=categories,
-        series=[Series("θ (estimated)", "theta", theta), Series("raw CTR ÷ CTR at 1", "naive", naive)],
+        series=[Series("θ", "theta", theta), Series("CTR ÷ CTR at 1", "naive", naive)],
         x_title="position of the result",
         y_title="relative to position 1",
         y_max=nice_ceiling(max(values, default=1.0)),
@@ -373,7 +373,10 @@ def judgments_plot(judgments: Sequence[models.Judgment]) -> Markup:
         plot_id="judgments",
         title="Raw CTR vs debiased relevance γ",
         categories=categories,
-        series=[Series("γ (debiased)", "gamma", [j.gamma for j in judgments]), Series("raw CTR", "raw", [j.raw_ctr for j in judgments])],
+        series=[
+            Series("γ (debiased)", "gamma", [j.gamma for j in judgments]),
+            Series("raw CTR", "raw", [j.raw_ctr for j in judgments]),
+        ],
         x_title="object (by γ)",
         y_title="click probability at position 1",
         y_max=1.0,
