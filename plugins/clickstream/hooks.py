@@ -27,7 +27,7 @@ def store_config_from_airflow() -> StoreConfig:
 
     defaults = StoreConfig()
     return StoreConfig(
-        **{  # type: ignore[arg-type]  # ints, floats (max_ips_weight), and the text keys (label_event_types)
+        **{  # ints, floats (max_ips_weight), and the text keys (label_event_types)
             name: _getter(conf, getattr(defaults, name))("clickstream", name, fallback=getattr(defaults, name))
             for name in StoreConfig.__dataclass_fields__
         }

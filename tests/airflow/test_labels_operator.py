@@ -82,11 +82,15 @@ class TestLabelsOperator:
         import clickstream.dataset.labels as labels_module
 
         with pytest.raises(Crash):
-            labels_module.write_batch_labels(store, root, batch_id, page_size=50, pages_per_part=1, on_page=crash_after_two_pages)
+            labels_module.write_batch_labels(
+                store, root, batch_id, page_size=50, pages_per_part=1, on_page=crash_after_two_pages
+            )
         (root / "pairs" / "part-999999999999.parquet").write_bytes(b"left by another plan")
         (root / "judgments" / "notes.txt").write_text("not a part: not ours")
 
-        result = BatchLabelsOperator(task_id="labels", batch_id=batch_id, base_path=str(tmp_path), page_size=50).execute({})
+        result = BatchLabelsOperator(
+            task_id="labels", batch_id=batch_id, base_path=str(tmp_path), page_size=50
+        ).execute({})
         listed = {f"{t}/{p['name']}" for t, v in result["tables"].items() for p in v["parts"]}
         label_files = {f for f in _files(root) if f.split("/")[0] in ("propensities", "judgments", "pairs")}
         assert label_files == listed | {"judgments/notes.txt"}

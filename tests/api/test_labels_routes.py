@@ -14,7 +14,9 @@ from tests.support.inprocess import ROLES, Api
 def released(api: Api) -> str:
     """A released batch with kept labels (the store fits them, as the labels task does)."""
     for i in range(4):
-        assert api.post("/session", session_body(f"s{i}", search_query="Ai  Transformer"), role="user").status_code == 200
+        assert (
+            api.post("/session", session_body(f"s{i}", search_query="Ai  Transformer"), role="user").status_code == 200
+        )
     for sid, event_id, obj in (("s0", "e0", "obj-2"), ("s1", "e1", "obj-1")):
         events = {"session_id": sid, "events": [click(event_id, obj)]}
         assert api.post("/session/events", events, role="user").status_code == 200

@@ -930,7 +930,9 @@ class TestInitScripts:
         try:
             assert {"dag", "dag_run", "alembic_version"} <= set(sa.inspect(meta).get_table_names())
             with store.connect() as conn:
-                assert conn.execute(sa.text("SELECT version FROM cs_schema_migrations")).scalars().all() == [1, 2, 3, 4, 5]
+                assert conn.execute(sa.text("SELECT version FROM cs_schema_migrations")).scalars().all() == list(
+                    range(1, 6)
+                )
         finally:
             meta.dispose()
             store.dispose()

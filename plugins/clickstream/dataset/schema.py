@@ -65,6 +65,7 @@ def part_number(name: str) -> int | None:
     match = _PART_RE.match(name)
     return int(match.group(1)) if match else None
 
+
 #: The training-signal tables the labels step writes beside ``sessions`` and ``events`` (issue 22): each in
 #: its folder, part by part, listed in the manifest's ``labels`` (:mod:`clickstream.dataset.labels`).
 LABEL_TABLES = ("propensities", "judgments", "pairs")

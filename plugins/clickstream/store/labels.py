@@ -321,9 +321,9 @@ class LabelOperations(StoreBase):
         self, batch_id: str, *, page_size: int = 1000, after_number: int = 0, until_number: int | None = None
     ) -> Iterator[LabelSessionsPage]:
         """The keyword sessions of a batch that the labels count (not a payload search, with a query that does
-        not normalize to ``""``, not marked irrelevant), a keyset page of ``page_size`` at a time by session number (each page its own
-        short read; memory is bounded by a page): each with its results in order (object ids) and the objects
-        it has an event of ``[clickstream] label_event_types`` on.
+        not normalize to ``""``, not marked irrelevant), a keyset page of ``page_size`` at a time by session
+        number (each page its own short read; memory is bounded by a page): each with its results in order
+        (object ids) and the objects it has an event of ``[clickstream] label_event_types`` on.
 
         :raises NotFound: unknown ``batch_id`` (checked at the call). :raises InvalidInput: a bad ``page_size``.
         """
@@ -436,9 +436,7 @@ class LabelOperations(StoreBase):
         return models.JudgmentsPage(
             batch_id=batch_id,
             query=key,
-            judgments=[
-                models.Judgment(query=r["query_key"], **{k: r[k] for k in r.keys() if k != "query_key"}) for r in page
-            ],
+            judgments=[models.Judgment(query=r["query_key"], **{k: r[k] for k in r if k != "query_key"}) for r in page],
             kept_queries=kept["kept_queries"],
             distinct_queries=kept["distinct_queries"],
             next_after=encode_after(page[-1]["query_key"], page[-1]["object_id"]) if len(rows) > limit else None,

@@ -133,8 +133,7 @@ def page_router(config: StoreConfig) -> APIRouter:
                 after_number=after_number,
                 limit=limit,
                 events_limit=batch_events,
-                **shown,
-                **_labels(s, summary),
+                **{**shown, **_labels(s, summary)},
             )
         )
 
@@ -185,7 +184,9 @@ def page_router(config: StoreConfig) -> APIRouter:
     ) -> HTMLResponse:
         asked = query if query and query.strip() else None
         page = store.get().batch_judgments(batch_id, asked, limit, after)
-        return html(pages.judgments_page(ui="../../", batch_id=batch_id, query=asked, page=page, limit=limit, after=after))
+        return html(
+            pages.judgments_page(ui="../../", batch_id=batch_id, query=asked, page=page, limit=limit, after=after)
+        )
 
     @router.get("/sessions", response_class=HTMLResponse)
     def session(
