@@ -34,7 +34,9 @@ def _files(root: Path) -> list[str]:
 class TestLabelsOperator:
     def test_writes_the_three_tables_that_pandas_reads_back(self, released: tuple[SessionStore, str], tmp_path: Path):
         store, batch_id = released
-        op = BatchLabelsOperator(task_id="labels", batch_id=batch_id, base_path=str(tmp_path), page_size=50)
+        op = BatchLabelsOperator(
+            task_id="labels", batch_id=batch_id, base_path=str(tmp_path), page_size=20, pages_per_part=5
+        )
         result = op.execute({})
         root = tmp_path / batch_id
         extract = ExtractBatchOperator(task_id="extract", batch_id=batch_id, base_path=str(tmp_path))
@@ -64,7 +66,7 @@ class TestLabelsOperator:
         assert [tuple(g) for g in got] == expected and len(expected) > 100
         assert pairs["weight"].max() <= 10.0 and (pairs["positive_position"] > pairs["negative_position"]).all()
         assert result["pair_stats"]["pairs"] == len(pairs) == result["tables"]["pairs"]["rows"]
-        assert len(result["tables"]["pairs"]["parts"]) > 1  # 50 sessions a page, 10 pages a part
+        assert len(result["tables"]["pairs"]["parts"]) > 1  # 20 sessions a page, 5 pages a part
 
     def test_a_retry_rewrites_exactly_its_own_files(self, released: tuple[SessionStore, str], tmp_path: Path):
         store, batch_id = released

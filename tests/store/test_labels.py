@@ -153,7 +153,7 @@ class TestLeftOut:
         assert (report.payload_search_sessions, report.irrelevant_sessions, report.empty_query_sessions) == (1, 1, 1)
         assert (report.impressions, report.clicks) == (6, 1)
         pages = list(store.iter_label_sessions(batch_id, page_size=1))
-        assert [[s.session_id for s in p.sessions] for p in pages] == [["k1"], ["k2"]]
+        assert [[s.session_id for s in p.sessions] for p in pages] == [["k1"]]  # k2 has no click: no pair
         assert pages[0].sessions[0].results == ("a", "b", "c") and pages[0].sessions[0].clicked == {"a"}
 
 

@@ -15,7 +15,8 @@ without Airflow:
    ``judgments_per_part`` rows a part; ``pairs/part-<first session_number>.parquet``: the skip-above pairs
    of the batch's keyword, non-irrelevant sessions, read ``page_size`` sessions at a time (one row group a
    page, ``pages_per_part`` pages a part), each weighted by ``min(1/θ, max_ips_weight)`` of its positive's
-   position (:func:`clickstream.signal.pairs.skip_above_pairs`). Memory: the fit's pairs, and one page.
+   position (:func:`clickstream.signal.pairs.skip_above_pairs`); when no position beyond 1 is identified no
+   session can make a pair, and the pass is skipped. Memory: the fit's pairs, and one page.
 
 It returns the manifest's ``labels`` entry: the fit's report, each table's rows and parts.
 """
@@ -75,7 +76,8 @@ def _write(path: Any, table: pa.Table, schema: pa.Schema) -> None:
 def propensities_table(batch_id: str, labels: LabelsFit) -> pa.Table:
     """The ``propensities`` table of a fit (null where there is no number)."""
     rows = labels.fit.propensity_rows()
-    return pa.Table.from_pylist([{"batch_id": batch_id, **r} for r in rows], schema=PROPENSITIES_SCHEMA)
+    columns = {name: [r[name] for r in rows] for name in PROPENSITIES_SCHEMA.names if name != "batch_id"}
+    return pa.table({"batch_id": [batch_id] * len(rows), **columns}, schema=PROPENSITIES_SCHEMA)
 
 
 def judgments_table(batch_id: str, labels: LabelsFit, start: int = 0, stop: int | None = None) -> pa.Table:
@@ -136,7 +138,8 @@ def write_batch_labels(
     on_page: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """The labels step of batch ``batch_id`` into ``root`` (see the module docstring); returns the manifest's
-    ``labels`` entry ``{report, max_ips_weight, pair_stats, tables: {name: {rows, parts}}, seconds}``.
+    ``labels`` entry ``{report, max_ips_weight, pair_stats, tables: {name: {rows, parts}}, seconds,
+    fit_step_seconds, pairs_seconds}``.
 
     :param source: a store or a hook (``fit_batch_labels``, ``iter_label_sessions``).
     :param root: the dataset root ``<base_path>/<batch_id>`` (an ``ObjectStoragePath`` or ``UPath``).
@@ -154,6 +157,7 @@ def write_batch_labels(
         logger.warning("batch %s: the fit was not kept (an erasure meanwhile?): fitting again (%d)", batch_id, attempt)
         labels = source.fit_batch_labels(batch_id)
     report = labels.report
+    fitted_s = time.monotonic() - started
     logger.info(
         "Labels of batch %s: %d sessions fitted (left out: %d payload searches, %d irrelevant, %d empty queries), "
         "%d impressions, %d clicks; %s; %s after %d iterations (%.1f s)%s",
@@ -193,6 +197,10 @@ def write_batch_labels(
     logger.info("judgments: %d rows in %d part(s)", n_judgments, len(parts))
 
     theta = labels.theta
+    # a pair needs a positive at a position >= 2 with a θ: without one, no session can make a pair
+    pairs_possible = any(t is not None for t in theta[1:])
+    if not pairs_possible:
+        logger.info("pairs: none can be made (no position beyond 1 is identified): the per-session pass is skipped")
     stats = PairStats()
     pair_parts: list[dict[str, Any]] = []
     writer = out = None
@@ -200,7 +208,7 @@ def write_batch_labels(
     sessions = pages = 0
     pairs_started = time.monotonic()
     try:
-        for page in source.iter_label_sessions(batch_id, page_size=page_size):
+        for page in source.iter_label_sessions(batch_id, page_size=page_size) if pairs_possible else ():
             table = pairs_table(batch_id, page, theta, labels.max_ips_weight, stats)
             if writer is None or current is None:
                 current = {"name": part_name(page.first_number), "rows": 0, "sessions": 0}
@@ -257,4 +265,6 @@ def write_batch_labels(
         },
         "tables": tables,
         "seconds": round(time.monotonic() - started, 3),
+        "fit_step_seconds": round(fitted_s, 3),  # the store's aggregation pass, the EM, the keep-write
+        "pairs_seconds": round(elapsed, 3),
     }

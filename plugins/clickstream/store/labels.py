@@ -38,10 +38,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from sqlalchemy import RowMapping, exc
 
 from clickstream import models
-from clickstream.signal.counts import ClickCounts, CountsBuilder
+from clickstream.signal.counts import ClickCounts
 from clickstream.signal.normalize import normalize_query
 from clickstream.signal.pbm import PBMFit, fit_pbm
 from clickstream.store.aggregation import BatchAggregate, aggregate_batch, label_event_types
@@ -111,6 +112,32 @@ class LabelsFit:
     def theta(self) -> list[float | None]:
         """``θ`` per position 1..``max_position`` (``None``: unidentified), as the pairs take it."""
         return [self.fit.theta_at(k) for k in range(1, self.fit.max_position + 1)]
+
+
+def click_counts(aggregate: BatchAggregate) -> ClickCounts:
+    """The counts the click model is fitted on: the aggregate's impressions of keyword sessions NOT marked
+    irrelevant whose query key is not empty, ``label_clicks`` as clicks. The aggregate's rows are unique per
+    (key, object, position, irrelevant), so these are unique per (key, object, position): sorted and numbered
+    here directly (what :class:`~clickstream.signal.counts.CountsBuilder` does, without its per-row checks)."""
+    rows = sorted(
+        (imp.query, imp.object_id, imp.position, imp.shown, imp.label_clicks)
+        for imp in aggregate.impressions
+        if not imp.irrelevant and imp.query and imp.shown > 0
+    )
+    pair_query: list[str] = []
+    pair_object: list[str] = []
+    row_pair = np.empty(len(rows), dtype=np.int64)
+    last: tuple[str, str] | None = None
+    for i, (q, o, *_) in enumerate(rows):
+        if (q, o) != last:
+            pair_query.append(q)
+            pair_object.append(o)
+            last = (q, o)
+        row_pair[i] = len(pair_query) - 1
+    columns = [np.fromiter((r[j] for r in rows), dtype=np.int64, count=len(rows)) for j in (2, 3, 4)]
+    for a in (row_pair, *columns):
+        a.flags.writeable = False
+    return ClickCounts(tuple(pair_query), tuple(pair_object), row_pair, *columns)
 
 
 def _num(value: Any) -> float | None:
@@ -200,11 +227,7 @@ class LabelOperations(StoreBase):
             if require_batch(db, conn, batch_id)["status"] != "released":
                 raise Conflict(f"batch_id {batch_id!r} is collecting: labels are fitted for released batches")
             aggregate = aggregate_batch(db, conn, batch_id, label_event_types=types)
-        builder = CountsBuilder(normalize=False)
-        for imp in aggregate.impressions:
-            if not imp.irrelevant and imp.query:  # irrelevant sessions and empty queries stay out of the fit
-                builder.add(imp.query, imp.object_id, imp.position, imp.shown, imp.label_clicks)
-        counts = builder.build()
+        counts = click_counts(aggregate)
         fit = fit_pbm(counts, max_position=self.config.label_max_position, log=log)
         report = self._report(aggregate, counts, fit, types)
         labels = LabelsFit(batch_id, fit, counts, report, float(self.config.max_ips_weight), types, generation)
@@ -321,9 +344,10 @@ class LabelOperations(StoreBase):
         self, batch_id: str, *, page_size: int = 1000, after_number: int = 0, until_number: int | None = None
     ) -> Iterator[LabelSessionsPage]:
         """The keyword sessions of a batch that the labels count (not a payload search, with a query that does
-        not normalize to ``""``, not marked irrelevant), a keyset page of ``page_size`` at a time by session
-        number (each page its own short read; memory is bounded by a page): each with its results in order
-        (object ids) and the objects it has an event of ``[clickstream] label_event_types`` on.
+        not normalize to ``""``, not marked irrelevant) and that have an event of ``[clickstream]
+        label_event_types`` (the others make no training pair), a keyset page of ``page_size`` at a time by
+        session number (each page its own short read; memory is bounded by a page): each with its results in
+        order (object ids) and the objects it has such an event on.
 
         :raises NotFound: unknown ``batch_id`` (checked at the call). :raises InvalidInput: a bad ``page_size``.
         """
