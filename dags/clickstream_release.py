@@ -5,8 +5,8 @@ Runs on ``[clickstream] release_schedule`` (default ``@daily``). Tasks:
 
 ``release`` -> ``plan_shards`` -> ``extract`` (mapped, one task per shard) -> ``write_manifest`` (updates
 the Asset ``clickstream://datasets/released-batches``) -> ``mark_for_improvement`` -> ``metrics``; beside the
-extraction, ``plan_shards`` (which drops the old manifest first) -> ``labels`` (the click model's fit and the ``propensities``, ``judgments`` and
-``pairs`` tables) -> ``write_manifest``, which lists the labels' parts.
+extraction, ``plan_shards`` (which drops the old manifest first) -> ``labels`` (the click model's fit and the
+``propensities``, ``judgments`` and ``pairs`` tables) -> ``write_manifest``, which lists the labels' parts.
 
 When nothing was collected since the last release, ``release`` is skipped and so is the rest of the run.
 Every task is safe to retry or clear: the release id is ``<dag_id>/<run_id>`` (so a rerun answers the same
