@@ -38,6 +38,7 @@ BENCHMARKS = {
     "retention": "bench_retention",
     "overview": "bench_overview",
     "labels": "bench_labels",
+    "labels-step": "bench_labels_step",
     "analytics": "bench_analytics",
     "client": "bench_client",
 }

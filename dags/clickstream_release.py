@@ -1,9 +1,12 @@
-"""clickstream_release: release the collecting batch, extract it to Parquet (sharded), mark, metrics.
+"""clickstream_release: release the collecting batch, extract it to Parquet (sharded) with its training-signal
+labels, mark, metrics.
 
 Runs on ``[clickstream] release_schedule`` (default ``@daily``). Tasks:
 
 ``release`` -> ``plan_shards`` -> ``extract`` (mapped, one task per shard) -> ``write_manifest`` (updates
-the Asset ``clickstream://datasets/released-batches``) -> ``mark_for_improvement`` -> ``metrics``.
+the Asset ``clickstream://datasets/released-batches``) -> ``mark_for_improvement`` -> ``metrics``; beside the
+extraction, ``plan_shards`` (which drops the old manifest first) -> ``labels`` (the click model's fit and the
+``propensities``, ``judgments`` and ``pairs`` tables) -> ``write_manifest``, which lists the labels' parts.
 
 When nothing was collected since the last release, ``release`` is skipped and so is the rest of the run.
 Every task is safe to retry or clear: the release id is ``<dag_id>/<run_id>`` (so a rerun answers the same
@@ -20,6 +23,7 @@ from typing import Any
 from airflow.sdk import Asset, Param, conf, dag, get_current_context, task
 
 from clickstream.operators import (
+    BatchLabelsOperator,
     BatchMetricsOperator,
     ExtractBatchOperator,
     MarkForImprovementOperator,
@@ -119,15 +123,30 @@ def clickstream_release() -> None:
         clickstream_conn_id="{{ params.conn_id }}",
     ).expand_kwargs(shards)
 
+    labels = BatchLabelsOperator(
+        task_id="labels",
+        batch_id=release.output["batch_id"],
+        base_path="{{ params.base_path }}",
+        page_size="{{ params.page_size }}",
+        pages_per_part="{{ params.pages_per_part }}",
+        clickstream_conn_id="{{ params.conn_id }}",
+    )
+
     @task(outlets=[RELEASED_DATASETS])
-    def write_manifest(shard_results: list[dict[str, Any]], batch_id: str) -> dict[str, Any]:
-        """Combine the shards into the dataset's manifest (written last) and announce the dataset."""
+    def write_manifest(
+        shard_results: list[dict[str, Any]], batch_id: str, labels: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Combine the shards and the labels into the dataset's manifest (written last); announce the dataset."""
         from clickstream.operators.extract import write_dataset_manifest
 
         context = get_current_context()
         params = context["params"]
         summary = write_dataset_manifest(
-            batch_id, list(shard_results), clickstream_conn_id=params["conn_id"], base_path=params["base_path"]
+            batch_id,
+            list(shard_results),
+            clickstream_conn_id=params["conn_id"],
+            base_path=params["base_path"],
+            labels=labels,
         )
         context["outlet_events"][RELEASED_DATASETS].extra = {
             "batch_id": batch_id,
@@ -139,7 +158,8 @@ def clickstream_release() -> None:
         }
         return summary
 
-    manifest = write_manifest(extract.output, release.output["batch_id"])
+    manifest = write_manifest(extract.output, release.output["batch_id"], labels.output)
+    shards >> labels  # plan_shards drops the old manifest first; the labels then run beside the extraction
 
     mark = MarkForImprovementOperator(
         task_id="mark_for_improvement",

@@ -3,7 +3,9 @@
 Each time ``clickstream_release`` completes a dataset it updates the Asset ``clickstream://datasets/released-batches``
 with ``{batch_id, path, manifest, sessions, events}`` in the event's extra; this DAG then runs, reads the
 dataset with pandas and logs a summary a training job would start from (sessions, events, click-through
-rate, clicks per rank, the most frequent queries). When several releases completed before the run started,
+rate, clicks per rank, the most frequent queries) and the training pairs of the labels step (``pairs``: how
+many, their weights, a batch of (query, positive, negative, weight) rows ready for a contrastive loss; see
+docs/training-signal.md). When several releases completed before the run started,
 the run has one event per dataset and reads every one of them. Triggered by hand it reads the batch given
 as ``batch_id``, or the newest complete dataset under ``base_path``.
 """
@@ -124,6 +126,38 @@ def _summarize(root: Any) -> dict[str, Any]:
     )
     log.info("clicks by rank: %s", summary["clicks_by_rank"])
     log.info("top queries: %s", summary["top_queries"])
+    if "labels" in manifest:
+        summary["pairs"] = _pairs_summary(root, manifest)
+    return summary
+
+
+def _pairs_summary(root: Any, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Read the ``pairs`` table (and the examination curve) the way a fine-tuning job would start."""
+    from clickstream import dataset
+
+    pairs = dataset.read_table(root, "pairs", manifest)
+    curve = dataset.read_table(root, "propensities", manifest)
+    # A fine-tuning job (sentence-transformers style) takes (anchor, positive, negative) triples and weighs
+    # each example's loss by `weight` (the clipped inverse propensity of the positive's position).
+    examples = list(
+        pairs[["query", "positive_object_id", "negative_object_id", "weight"]].head(3).itertuples(index=False)
+    )
+    summary = {
+        "pairs": len(pairs),
+        "sessions": int(pairs["session_id"].nunique()),
+        "weight_sum": round(float(pairs["weight"].sum()), 4),
+        "max_weight": round(float(pairs["weight"].max()), 4) if len(pairs) else None,
+        "identified_positions": [int(p) for p in curve.loc[curve["identified"], "position"]],
+    }
+    log.info(
+        "pairs: %d from %d sessions (weights sum %s, max %s); θ identified at positions %s; first: %s",
+        summary["pairs"],
+        summary["sessions"],
+        summary["weight_sum"],
+        summary["max_weight"],
+        summary["identified_positions"],
+        [tuple(e) for e in examples],
+    )
     return summary
 
 

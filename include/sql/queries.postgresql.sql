@@ -342,3 +342,33 @@ FROM jsonb_to_recordset(CAST(:rows AS jsonb))
 -- in a transaction that commits much later. Taken before the collecting batch's row lock, so a release
 -- waiting for an import holds up no live registration.
 SELECT pg_advisory_xact_lock(4242057026)
+
+-- name: insert_batch_judgments
+-- Keeps the judgments of :rows (a JSON array of objects) for their batch (the labels keep-write).
+INSERT INTO cs_batch_judgment (batch_id, query_key, object_id, impressions, clicks, mean_position, raw_ctr, gamma,
+                               effective_sample_size)
+SELECT x.batch_id, x.query_key, x.object_id, x.impressions, x.clicks, x.mean_position, x.raw_ctr, x.gamma,
+       x.effective_sample_size
+FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+     AS x(batch_id text, query_key text, object_id text, impressions bigint, clicks bigint,
+          mean_position double precision, raw_ctr double precision, gamma double precision,
+          effective_sample_size double precision)
+
+-- name: label_sessions_page
+-- The labels step's per-session pass: a keyset page of at most :limit keyword sessions of batch :batch_id
+-- (not a payload search, with a query, not marked irrelevant) with an event of :label_event_types (the
+-- others make no training pair) numbered in (:after_number, :until_number], by session number: the session's id and query, its result object ids in order (JSON array text) and the
+-- objects it has an event of :label_event_types (a JSON array of texts) on (JSON array text).
+SELECT s.session_number, s.session_id, s.search_query,
+       CAST(jsonb_path_query_array(s.search_results, '$[*].object_id') AS text) AS result_ids,
+       CAST(coalesce((SELECT jsonb_agg(DISTINCT e.object_id) FROM cs_event e
+                      WHERE e.session_id = s.session_id
+                        AND e.event_type IN (SELECT jsonb_array_elements_text(CAST(:label_event_types AS jsonb)))),
+                     '[]'::jsonb) AS text) AS clicked_ids
+FROM cs_session s
+WHERE s.batch_id = :batch_id AND s.session_number > :after_number AND s.session_number <= :until_number
+  AND NOT s.is_payload_search AND s.search_query IS NOT NULL AND NOT s.is_irrelevant
+  AND EXISTS (SELECT 1 FROM cs_event e WHERE e.session_id = s.session_id
+              AND e.event_type IN (SELECT jsonb_array_elements_text(CAST(:label_event_types AS jsonb))))
+ORDER BY s.session_number
+LIMIT :limit

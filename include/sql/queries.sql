@@ -429,3 +429,62 @@ ON CONFLICT (session_id) DO NOTHING
 -- name: prune_purged_tombstones
 -- Retention: deletes the purged-session tombstones recorded before :released_at (the purged batch's release).
 DELETE FROM cs_purged_session WHERE purged_at < :released_at
+
+-- ------------------------------------------------------------------ training-signal labels (0005)
+
+-- name: labels_keep_allowed
+-- One row when the labels fitted for batch :batch_id may be kept: the batch is released, no user was erased
+-- since the snapshot (the tombstone count is still :generation; run after lock_erasures on PostgreSQL,
+-- under SQLite's write lock elsewhere) and no kept fit saw more events or irrelevant flags (an older one).
+SELECT 1 FROM cs_batch b
+WHERE b.batch_id = :batch_id AND b.status = 'released'
+  AND (SELECT count(*) FROM cs_erased_session) = :generation
+  AND NOT EXISTS (SELECT 1 FROM cs_batch_labels l
+                  WHERE l.batch_id = :batch_id AND (l.events > :events OR l.irrelevant_all > :irrelevant_all))
+
+-- name: delete_batch_labels
+-- Forgets the kept labels of batch :batch_id (its judgments by ON DELETE CASCADE).
+DELETE FROM cs_batch_labels WHERE batch_id = :batch_id
+
+-- name: insert_batch_labels
+-- Keeps the examination curve and fit report of batch :batch_id (after delete_batch_labels, in the keep-write).
+INSERT INTO cs_batch_labels (batch_id, max_position, label_event_types, sessions, fitted_sessions,
+                             payload_search_sessions, irrelevant_sessions, empty_query_sessions, impressions,
+                             clicks, propensities, fit, distinct_queries, kept_queries, judgments,
+                             kept_judgments, events, irrelevant_all, generation, computed_at)
+VALUES (:batch_id, :max_position, :label_event_types, :sessions, :fitted_sessions, :payload_search_sessions,
+        :irrelevant_sessions, :empty_query_sessions, :impressions, :clicks, :propensities, :fit,
+        :distinct_queries, :kept_queries, :judgments, :kept_judgments, :events, :irrelevant_all, :generation,
+        :computed_at)
+
+-- name: erase_user_batch_labels
+-- Erasure: forgets the kept labels of the batches holding :user_id's sessions (fitted again by the labels step).
+DELETE FROM cs_batch_labels WHERE batch_id IN (SELECT batch_id FROM cs_session WHERE user_id = :user_id)
+
+-- name: kept_batch_labels
+-- The kept labels of batch :batch_id (no row: none kept).
+SELECT batch_id, max_position, label_event_types, sessions, fitted_sessions, payload_search_sessions,
+       irrelevant_sessions, empty_query_sessions, impressions, clicks, propensities, fit, distinct_queries,
+       kept_queries, judgments, kept_judgments, computed_at
+FROM cs_batch_labels WHERE batch_id = :batch_id
+
+-- name: batch_judgments_page
+-- A keyset page of the kept judgments of batch :batch_id, by (query_key, object_id), after
+-- (:after_query, :after_object) (both NULL: from the start), of query key :query_key only unless NULL.
+SELECT query_key, object_id, impressions, clicks, mean_position, raw_ctr, gamma, effective_sample_size
+FROM cs_batch_judgment
+WHERE batch_id = :batch_id
+  AND (CAST(:query_key AS TEXT) IS NULL OR query_key = :query_key)
+  AND (CAST(:after_query AS TEXT) IS NULL OR query_key > :after_query
+       OR (query_key = :after_query AND object_id > :after_object))
+ORDER BY query_key, object_id
+LIMIT :limit
+
+-- name: labels_query_judgments
+-- The kept judgments of query key :query_key in the batches :batch_ids (JSON array), per batch, at most
+-- :limit, the largest gamma first.
+SELECT batch_id, object_id, impressions, clicks, mean_position, raw_ctr, gamma, effective_sample_size
+FROM cs_batch_judgment
+WHERE query_key = :query_key AND batch_id IN (__BATCH_IDS__)
+ORDER BY gamma IS NULL, gamma DESC, batch_id, object_id
+LIMIT :limit

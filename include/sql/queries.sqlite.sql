@@ -269,3 +269,31 @@ INSERT INTO cs_batch_object (batch_id, object_id, impressions, clicks, position_
 SELECT j.value ->> '$.batch_id', j.value ->> '$.object_id', j.value ->> '$.impressions',
        j.value ->> '$.clicks', j.value ->> '$.position_sum'
 FROM json_each(:rows) j
+
+-- name: insert_batch_judgments
+-- Keeps the judgments of :rows (a JSON array of objects) for their batch (the labels keep-write).
+INSERT INTO cs_batch_judgment (batch_id, query_key, object_id, impressions, clicks, mean_position, raw_ctr, gamma,
+                               effective_sample_size)
+SELECT j.value ->> '$.batch_id', j.value ->> '$.query_key', j.value ->> '$.object_id',
+       j.value ->> '$.impressions', j.value ->> '$.clicks', j.value ->> '$.mean_position', j.value ->> '$.raw_ctr',
+       j.value ->> '$.gamma', j.value ->> '$.effective_sample_size'
+FROM json_each(:rows) j
+
+-- name: label_sessions_page
+-- The labels step's per-session pass: a keyset page of at most :limit keyword sessions of batch :batch_id
+-- (not a payload search, with a query, not marked irrelevant) with an event of :label_event_types (the
+-- others make no training pair) numbered in (:after_number, :until_number], by session number: the session's id and query, its result object ids in order (JSON array text) and the
+-- objects it has an event of :label_event_types (a JSON array of texts) on (JSON array text).
+SELECT s.session_number, s.session_id, s.search_query,
+       (SELECT json_group_array(oid) FROM (SELECT json_extract(r.value, '$.object_id') AS oid
+                                           FROM json_each(s.search_results) r ORDER BY r.key)) AS result_ids,
+       (SELECT json_group_array(DISTINCT e.object_id) FROM cs_event e
+        WHERE e.session_id = s.session_id
+          AND e.event_type IN (SELECT value FROM json_each(:label_event_types))) AS clicked_ids
+FROM cs_session s
+WHERE s.batch_id = :batch_id AND s.session_number > :after_number AND s.session_number <= :until_number
+  AND NOT s.is_payload_search AND s.search_query IS NOT NULL AND NOT s.is_irrelevant
+  AND EXISTS (SELECT 1 FROM cs_event e WHERE e.session_id = s.session_id
+              AND e.event_type IN (SELECT value FROM json_each(:label_event_types)))
+ORDER BY s.session_number
+LIMIT :limit

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
     from clickstream.history import ImportReport
+    from clickstream.store.labels import LabelSessionsPage, LabelsFit
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +27,18 @@ def store_config_from_airflow() -> StoreConfig:
 
     defaults = StoreConfig()
     return StoreConfig(
-        **{  # type: ignore[arg-type]  # ints, and the text keys (label_event_types) as text
-            name: (conf.get if isinstance(getattr(defaults, name), str) else conf.getint)(
-                "clickstream", name, fallback=getattr(defaults, name)
-            )
+        **{  # ints, floats (max_ips_weight), and the text keys (label_event_types)
+            name: _getter(conf, getattr(defaults, name))("clickstream", name, fallback=getattr(defaults, name))
             for name in StoreConfig.__dataclass_fields__
         }
     )
+
+
+def _getter(conf: Any, default: object) -> Any:
+    """The ``conf`` reader of a key whose default is ``default``: text, float or integer."""
+    if isinstance(default, str):
+        return conf.get
+    return conf.getfloat if isinstance(default, float) else conf.getint
 
 
 #: libpq connection parameters a Connection's extras may set (host, port, user, password and database come
@@ -666,3 +672,39 @@ class ClickstreamHook(BaseHook):
         Delegates to :meth:`clickstream.store.SessionStore.query_analytics`.
         """
         return self.get_conn().query_analytics(query, batch_id=batch_id, from_ms=from_ms, to_ms=to_ms, last=last)
+
+    # ------------------------------------------------------------------ training-signal labels (issue 22)
+
+    def fit_batch_labels(self, batch_id: str) -> LabelsFit:
+        """Fit the click model on a released batch and keep its curve and judgments.
+
+        Delegates to :meth:`clickstream.store.SessionStore.fit_batch_labels`.
+        """
+        return self.get_conn().fit_batch_labels(batch_id)
+
+    def iter_label_sessions(
+        self, batch_id: str, *, page_size: int = 1000, after_number: int = 0, until_number: int | None = None
+    ) -> Iterator[LabelSessionsPage]:
+        """The keyword, non-irrelevant sessions of a batch with their results and label clicks, page by page.
+
+        Delegates to :meth:`clickstream.store.SessionStore.iter_label_sessions`.
+        """
+        return self.get_conn().iter_label_sessions(
+            batch_id, page_size=page_size, after_number=after_number, until_number=until_number
+        )
+
+    def batch_propensities(self, batch_id: str) -> models.BatchPropensities:
+        """The kept examination curve of a released batch.
+
+        Delegates to :meth:`clickstream.store.SessionStore.batch_propensities`.
+        """
+        return self.get_conn().batch_propensities(batch_id)
+
+    def batch_judgments(
+        self, batch_id: str, query: str | None = None, limit: int = 100, after: str | None = None
+    ) -> models.JudgmentsPage:
+        """A keyset page of the kept judgments of a released batch.
+
+        Delegates to :meth:`clickstream.store.SessionStore.batch_judgments`.
+        """
+        return self.get_conn().batch_judgments(batch_id, query, limit, after)

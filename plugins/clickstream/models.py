@@ -580,3 +580,84 @@ class QueryAnalytics(BaseModel):
     labels: list[JsonObject] | None = Field(
         None, description="the debiased training-signal labels of this query, once the labels step keeps them"
     )
+
+
+# ------------------------------------------------------------------------- training-signal labels (issue 22)
+
+
+class Propensity(BaseModel):
+    """One position of a batch's examination curve (the ``propensities`` table)."""
+
+    position: int = Field(description="1-based position")
+    impressions: int = Field(description="fitted impressions at this position (keyword sessions, not irrelevant)")
+    clicks: int = Field(description="of those, with an event of [clickstream] label_event_types on the object")
+    raw_ctr: float | None = Field(description="clicks / impressions; null without impressions")
+    theta: float | None = Field(
+        description="estimated examination probability (theta_1 = 1); null when the batch cannot identify it"
+    )
+    theta_se: float | None = Field(description="standard error of theta; null when unidentified")
+    identified: bool
+    reason: str | None = Field(description="why theta is unidentified (null when identified)")
+
+
+class LabelsReport(BaseModel):
+    """What the labels step fitted for a released batch, and whether the store kept it."""
+
+    batch_id: str
+    kept: bool = Field(
+        description="kept in the store (false: a user was erased since its snapshot, the batch was purged, or a "
+        "newer fit is kept)"
+    )
+    max_position: int = Field(description="[clickstream] label_max_position when it was fitted")
+    label_event_types: list[str] = Field(description="the event types counted as clicks")
+    sessions: int = Field(description="every session of the batch")
+    fitted_sessions: int = Field(description="keyword sessions in the fit (not irrelevant, with a non-empty query)")
+    payload_search_sessions: int = Field(description="left out: payload searches have no query")
+    irrelevant_sessions: int = Field(description="left out: keyword sessions marked irrelevant")
+    empty_query_sessions: int = Field(description="left out: keyword sessions whose query normalizes to ''")
+    impressions: int
+    clicks: int
+    identified_positions: list[int]
+    unidentified_positions: dict[str, str] = Field(description="position -> why the batch cannot identify theta")
+    identifiability: str = Field(description="one line: the identified positions and why the others are not")
+    converged: bool
+    iterations: int
+    distinct_queries: int = Field(description="normalized queries of the fit")
+    kept_queries: int = Field(description="queries whose judgments the store keeps (top analytics_top_n)")
+    judgments: int = Field(description="(query, object) pairs of the fit (every one is in the dataset)")
+    kept_judgments: int
+    fit: JsonObject = Field(description="the fit's summary (iterations, convergence, prior, ...)")
+    computed_at: int | None = Field(None, description="when the kept fit was computed (ms)")
+
+
+class BatchPropensities(BaseModel):
+    """The kept examination curve of a released batch, with its fit's report."""
+
+    batch_id: str
+    report: LabelsReport
+    propensities: list[Propensity]
+
+
+class Judgment(BaseModel):
+    """Raw CTR vs debiased relevance of one (normalized query, object) pair of a batch."""
+
+    query: str = Field(description="the normalized query")
+    object_id: str
+    impressions: int
+    clicks: int
+    mean_position: float = Field(description="impression-weighted mean 1-based position")
+    raw_ctr: float = Field(description="clicks / impressions")
+    gamma: float | None = Field(
+        description="debiased attractiveness: the CTR it would have at position 1; null when it was shown only "
+        "at unidentified positions"
+    )
+    effective_sample_size: float = Field(description="expected examinations: sum of impressions x theta")
+
+
+class JudgmentsPage(BaseModel):
+    batch_id: str
+    query: str | None = Field(description="the normalized query the page is restricted to, if any")
+    judgments: list[Judgment] = Field(description="ordered by (query, object_id)")
+    kept_queries: int = Field(description="queries whose judgments the store keeps for this batch")
+    distinct_queries: int = Field(description="queries of the fit (the dataset's judgments table has them all)")
+    next_after: str | None = Field(description="pass as `after` for the next page; null on the last page")

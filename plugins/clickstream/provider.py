@@ -97,6 +97,17 @@ CONFIG_OPTIONS: dict[str, tuple[str, str, str]] = {
         "click",
         "Event types (comma-separated) that count as a positive interaction for the training-signal labels.",
     ),
+    "label_max_position": (
+        "integer",
+        "20",
+        "Training-signal labels: the examination propensity θ is estimated for positions 1..this; "
+        "impressions further down are left out of the click model's fit.",
+    ),
+    "max_ips_weight": (
+        "float",
+        "10.0",
+        "Training-signal labels: the largest inverse-propensity weight (1/θ, clipped) of a training pair.",
+    ),
     "max_attempts": ("integer", "3", "An improvement mark that fails this many times ends as ``failed``."),
     "claim_stale_ms": (
         "integer",

@@ -168,6 +168,7 @@ class TestReleaseDag:
             "extract[0]": "success",
             "extract[1]": "success",
             "extract[2]": "success",
+            "labels": "success",
             "write_manifest": "success",
             "mark_for_improvement": "success",
             "metrics": "success",
@@ -206,6 +207,26 @@ class TestReleaseDag:
         assert metrics == store.batch_metrics(batch_id).model_dump()
         assert metrics["sessions"] == len(batch) and metrics["late_events"] == 0
         assert _xcom(dr, "metrics")["click_through_rate"] == metrics["click_through_rate"]
+
+        # the labels step's three tables, readable with pandas, listed in the manifest
+        from clickstream.dataset import read_table
+
+        assert set(manifest["tables"]) == {"sessions", "events", "propensities", "judgments", "pairs"}
+        root = base / batch_id
+        curve = read_table(root, "propensities", manifest)
+        judgments = read_table(root, "judgments", manifest)
+        pairs = read_table(root, "pairs", manifest)
+        kept = store.batch_propensities(batch_id)
+        assert list(curve["position"]) == [p.position for p in kept.propensities] == list(range(1, 21))
+        assert list(curve["impressions"]) == [p.impressions for p in kept.propensities]
+        assert len(judgments) == manifest["labels"]["tables"]["judgments"]["rows"] == kept.report.judgments > 0
+        assert len(pairs) == manifest["labels"]["tables"]["pairs"]["rows"]
+        assert set(pairs["session_id"]) <= set(sessions.loc[~sessions["is_irrelevant"], "session_id"])
+        for table in ("propensities", "judgments", "pairs"):
+            assert sorted(p.name for p in (root / table).iterdir()) == sorted(
+                p["name"] for p in manifest["labels"]["tables"][table]["parts"]
+            )
+        assert _xcom(dr, "labels")["report"]["fitted_sessions"] == kept.report.fitted_sessions
 
         # late events pushed after the release are counted by the metrics, not added to the dataset
         assert push_late_events(store, seeded) > 0
@@ -324,6 +345,9 @@ class TestTrainExampleDag:
         )
         assert summary["click_through_rate"] == pytest.approx(metrics.click_through_rate, abs=1e-4)
         assert sum(summary["clicks_by_rank"].values()) <= metrics.clicks
+        from clickstream.dataset import read_table
+
+        assert summary["pairs"]["pairs"] == len(read_table(base / newest, "pairs"))
 
 
 # --------------------------------------------------------------------------------------------- every DAG

@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 
 from clickstream.hooks import ClickstreamHook
 from clickstream.store import InvalidInput, StoreUnavailable, now_ms
+from tests.support import MIGRATIONS
 from tests.support.connections import airflow_conn_json
 
 CONN_ENV = "AIRFLOW_CONN_CLICKSTREAM_DEFAULT"
@@ -78,7 +79,7 @@ class TestConnectionFormats:
         monkeypatch.setenv(CONN_ENV, pg_url)  # postgresql+psycopg://...
         with ClickstreamHook() as hook:
             assert hook.sqlalchemy_url.drivername == "postgresql+psycopg"
-            assert hook.migrate() == [1, 2, 3, 4]
+            assert hook.migrate() == MIGRATIONS
 
     @pytest.mark.parametrize(
         "value",

@@ -51,6 +51,8 @@ class TestMounting:
             "/analytics/searches/no-clicks",
             "/analytics/hits",
             "/analytics/queries/{query}",
+            "/batches/{batch_id}/propensities",
+            "/batches/{batch_id}/judgments",
         }
 
     def test_docs_page_loads_the_openapi_document_under_the_prefix(self, api: Api) -> None:

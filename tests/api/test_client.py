@@ -323,6 +323,36 @@ class TestRoutes:
         with pytest.raises(NotFoundError):
             viewer.batch_positions("b-no-such-batch")
 
+    def test_batch_propensities_and_judgments(
+        self, admin: ClickstreamClient, viewer: ClickstreamClient, server: ApiServer
+    ) -> None:
+        sids = [uid("labels") for _ in range(3)]
+        for sid in sids:
+            admin.register_session(session(sid))
+        admin.push_events(sids[0], [event("e1")])
+        batch_id = admin.get_session(sids[0]).batch_id
+        with pytest.raises(ConflictError):  # collecting: no labels
+            viewer.batch_propensities(batch_id)
+        admin.release_batch(uid("release"))
+        with pytest.raises(ConflictError):  # released, not fitted yet
+            viewer.batch_judgments(batch_id)
+        store = SessionStore.from_url(server.store_url)
+        try:
+            assert store.fit_batch_labels(batch_id).report.kept  # as the release DAG's labels task does
+        finally:
+            store.dispose()
+        curve = viewer.batch_propensities(batch_id)
+        assert isinstance(curve, models.BatchPropensities) and curve.propensities[0].theta == 1.0
+        assert curve.report.fitted_sessions >= 3  # the batch may hold earlier tests' sessions too
+        first = viewer.batch_judgments(batch_id, limit=1)
+        assert isinstance(first, models.JudgmentsPage) and len(first.judgments) == 1 and first.next_after
+        rest = viewer.batch_judgments(batch_id, query=first.judgments[0].query, after=first.next_after)
+        assert {j.object_id for j in first.judgments + rest.judgments} == {"obj-1", "obj-2"}
+        with pytest.raises(NotFoundError):
+            viewer.batch_propensities("b-no-such-batch")
+        with pytest.raises(InvalidInputError):
+            viewer.batch_judgments(batch_id, after="not-a-cursor")
+
     def test_erase_user(self, admin: ClickstreamClient) -> None:
         user = uid("user")
         sids = [uid("sess") for _ in range(2)]

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 import yaml
 from sqlalchemy.engine import make_url
 
-from tests.support import REPO_ROOT
+from tests.support import MIGRATIONS, REPO_ROOT
 
 ROOT = REPO_ROOT
 COMPOSE = ROOT / "docker-compose.yaml"
@@ -836,7 +836,7 @@ class TestInitScripts:
                 store_url.set(drivername="postgresql").render_as_string(hide_password=False),
             )
             with ClickstreamHook() as hook:
-                assert hook.migrate() == [1, 2, 3, 4]
+                assert hook.migrate() == MIGRATIONS
                 with hook.store.engine.connect() as conn:
                     owner, me = conn.execute(
                         sa.text("SELECT pg_get_userbyid(datdba), current_user FROM pg_database WHERE datname = :db"),
@@ -925,7 +925,7 @@ class TestInitScripts:
                 stdin=subprocess.DEVNULL,
             )
             assert proc.returncode == 0, f"run {attempt}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        assert "applied [1, 2, 3, 4]" in proc.stdout or "up to date" in proc.stdout
+        assert f"applied {MIGRATIONS}" in proc.stdout or "up to date" in proc.stdout
         assert json.loads(passwords.read_text()) == {"admin": "s3cret"}
         assert passwords.stat().st_mode & 0o077 == 0, "the passwords file must be private"
         meta = sa.create_engine(f"sqlite:///{home}/airflow.db")
@@ -933,7 +933,7 @@ class TestInitScripts:
         try:
             assert {"dag", "dag_run", "alembic_version"} <= set(sa.inspect(meta).get_table_names())
             with store.connect() as conn:
-                assert conn.execute(sa.text("SELECT version FROM cs_schema_migrations")).scalars().all() == [1, 2, 3, 4]
+                assert conn.execute(sa.text("SELECT version FROM cs_schema_migrations")).scalars().all() == MIGRATIONS
         finally:
             meta.dispose()
             store.dispose()

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from clickstream.models import RegisterResult, ReleaseResult
 from clickstream.store import NotFound, SessionStore, now_ms
+from tests.support import MIGRATIONS
 
 pytestmark = pytest.mark.postgres
 
@@ -226,10 +227,10 @@ class TestConcurrentMigrations:
         stores = [SessionStore.from_url(pg_url) for _ in range(4)]
         try:
             applied = _run_together(4, lambda i: stores[i].migrate())
-            assert sorted(applied, key=len) == [[], [], [], [1, 2, 3, 4]]
+            assert sorted(applied, key=len) == [[], [], [], MIGRATIONS]
             with stores[0].engine.connect() as conn:
                 versions = conn.execute(sa.text("SELECT version FROM cs_schema_migrations")).scalars().all()
-            assert versions == [1, 2, 3, 4]
+            assert versions == MIGRATIONS
             assert stores[0].register_session(_session("s1")).status == "registered"
         finally:
             for s in stores:

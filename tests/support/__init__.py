@@ -11,3 +11,8 @@ from pathlib import Path
 
 #: The repository's root folder.
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+#: The schema versions of include/sql/migrations, in order: what migrating an empty store applies.
+MIGRATIONS = sorted(
+    {int(path.name.split("_", 1)[0]) for path in (REPO_ROOT / "include" / "sql" / "migrations").glob("*.sql")}
+)

@@ -267,3 +267,49 @@ class TestInTheAirflowUi:
         views = {v["name"]: v["href"] for v in plugin._external_views()}
         assert views["Clickstream"] == "/team-a/clickstream/ui/"
         assert views["Clickstream batch"].startswith("/team-a/clickstream/ui/dag_run?")
+
+
+class TestLabelsView:
+    """The training-signal labels on the batch view: the examination curve beside the raw CTR curve, and a
+    query's judgments one click away."""
+
+    @pytest.fixture
+    def labelled(self, api: Api) -> str:
+        # two rankings of the same query, so positions 1 and 2 are linked and θ_2 is identified
+        for i in range(8):
+            results = ["obj-1", "obj-2"] if i % 2 == 0 else ["obj-2", "obj-1"]
+            body = session_body(f"l-{i}", search_results=[{"object_id": o} for o in results])
+            assert api.post("/session", body).status_code == 200
+        for i, obj in ((0, "obj-1"), (1, "obj-2"), (2, "obj-1"), (3, "obj-1"), (4, "obj-2")):
+            events = {"session_id": f"l-{i}", "events": [click(f"e-l-{i}", obj)]}
+            assert api.post("/session/events", events).status_code == 200
+        batch_id = _release(api, "labelled")
+        api.store.compute_batch_analytics(batch_id)
+        assert api.store.fit_batch_labels(batch_id).report.identified_positions == [1, 2]
+        return batch_id
+
+    def test_the_batch_shows_the_theta_curve_beside_the_raw_ctr(self, api: Api, labelled: str) -> None:
+        page = api.get(f"/ui/batches/{labelled}", role="viewer").text
+        theta = _svg(page, "propensities")
+        values = re.findall(r'data-series="theta" data-value="([^"]*)" data-position="(\d+)"', theta)
+        assert values[0] == ("1.0", "1") and values[1][1] == "2" and 0 < float(values[1][0]) <= 1
+        assert len(re.findall(r'data-series="theta"', theta)) == 20  # a cross where θ is unidentified
+        assert "no impressions at this position" in page
+        assert _svg(page, "positions")  # the raw CTR curve stays
+        assert 'href="../batches/' in page and "/judgments?query=ai%20transformer" in page
+
+    def test_a_querys_judgments_are_one_click_away(self, api: Api, labelled: str) -> None:
+        answer = api.get(f"/ui/batches/{labelled}/judgments", params={"query": "AI  Transformer"}, role="viewer")
+        assert answer.status_code == 200, answer.text
+        page = answer.text
+        rows = re.findall(r'<tr data-object-id="([^"]+)">', page)
+        assert sorted(rows) == ["obj-1", "obj-2"]
+        assert len(re.findall(r'data-series="gamma"', _svg(page, "judgments"))) == 2
+        assert 'href="../../batches/' in page and "<script" not in page
+
+    def test_without_labels_the_batch_says_why(self, api: Api, two_releases: dict) -> None:
+        page = api.get(f"/ui/batches/{two_releases['released'][0]}").text
+        assert "Labels not fitted yet" in page and 'data-plot="propensities"' not in page
+        assert "fitted when it is released" in api.get(f"/ui/batches/{two_releases['collecting']}").text
+        answer = api.get(f"/ui/batches/{two_releases['released'][0]}/judgments")
+        assert answer.status_code == 409 and "no labels kept yet" in answer.text

@@ -5,7 +5,8 @@ A user logs in through the Airflow UI's login form, opens "Clickstream" from the
 the page (the UI's iframe), the ids of the released batches and plots with one point per released batch;
 opens a batch and sees its first session. A viewer sees the page too. Screenshots go to the test's
 ``tmp_path`` (listed in the output); with ``CLICKSTREAM_UI_SCREENSHOTS=<dir>`` they are also saved there as
-``clickstream-page.png``, ``clickstream-batch.png``, ``clickstream-searches.png`` and ``clickstream-query.png``
+``clickstream-page.png``, ``clickstream-batch.png``, ``clickstream-searches.png``, ``clickstream-query.png``,
+``clickstream-propensities.png`` and ``clickstream-judgments.png``
 (that is how the README's images in docs/img are made:
 ``CLICKSTREAM_UI_SCREENSHOTS=docs/img ./dev test tests/ui/test_page_browser.py``).
 """
@@ -225,6 +226,74 @@ class TestTheSearchesViewInChromium:
                 expect(frame.locator("table.objects tbody tr").first).to_be_visible()
                 expect(frame.locator("h1 q.query")).to_have_text(top or "")
                 _screenshot(page, shots, "clickstream-query.png")
+            finally:
+                browser.close()
+        print(f"screenshots: {shots}")
+
+
+class TestTheExaminationCurveInChromium:
+    """A released batch of the ground-truth generator (clicks from a known position-based model), its labels
+    fitted as the release DAG's labels task does: the batch view shows the estimated θ curve beside the raw
+    CTR curve, and a query's judgments one click away. ``clickstream-propensities.png`` is the README's image."""
+
+    def test_the_batch_shows_the_theta_curve_and_a_querys_judgments(
+        self, chromium: Path, server: ApiServer, seeded: dict[str, Any], tmp_path: Path
+    ) -> None:
+        from playwright.sync_api import expect, sync_playwright
+
+        from clickstream.store import SessionStore
+        from clickstream.synthetic import pbm_truth
+
+        truth = pbm_truth(seed=4, n_queries=8, n_candidates=20, max_position=10, page_sizes=(10,))
+        generated = list(
+            generate(2400, seed=4, start_ms=now_ms() - 20 * 60_000, span_ms=10 * 60_000, id_prefix="pbm", truth=truth)
+        )
+        auth = {"Authorization": f"Bearer {server.token('admin')}"}
+        with httpx.Client(base_url=f"{server.base_url}/clickstream", headers=auth, timeout=60) as http:
+            sessions = [g.session for g in generated]
+            events = [{"session_id": g.session["session_id"], **e} for g in generated for e in g.events]
+            for i in range(0, max(len(sessions), len(events)), 400):
+                body = {"sessions": sessions[i : i + 400], "events": events[i : i + 400]}
+                answer = http.post("/bulk", json=body)
+                assert answer.status_code == 200, answer.text
+            release = http.post("/batch/release", json={"release_id": "ui-test-labels"})
+            batch_id = release.json()["batch_id"]
+            store = SessionStore.from_url(server.store_url)
+            try:
+                store.compute_batch_analytics(batch_id)
+                report = store.fit_batch_labels(batch_id).report
+            finally:
+                store.dispose()
+            assert report.kept and report.identified_positions == list(range(1, 11))
+            curve = http.get(f"/batches/{batch_id}/propensities").json()["propensities"]
+            assert abs(curve[1]["theta"] - truth.theta[1]) < 0.1
+
+        shots = tmp_path / "screenshots"
+        shots.mkdir()
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(chromium), args=["--no-sandbox"])
+            try:
+                page = browser.new_page(viewport={"width": 1440, "height": 1100})
+                page.set_default_timeout(TIMEOUT_MS)
+                _log_in(page, server.base_url, "viewer")
+                page.get_by_role("link", name="Clickstream", exact=True).click()
+                frame = page.frame_locator("iframe[title=Clickstream]")
+                frame.locator(f"a.batch-link[href$='{batch_id}']").click()
+                section = frame.locator("section[aria-label='examination curve']")
+                theta = section.locator("svg[data-plot=propensities] circle.point[data-series=theta]")
+                expect(theta).to_have_count(10)  # positions 11-20 were never shown: crosses, no number
+                expect(theta.first).to_have_attribute("data-value", "1.0")
+                expect(section.locator("svg[data-plot=positions]")).to_be_visible()
+                section.scroll_into_view_if_needed()
+                section.screenshot(path=str(shots / "clickstream-propensities.png"))
+                if target := os.environ.get("CLICKSTREAM_UI_SCREENSHOTS"):
+                    section.screenshot(path=str(Path(target) / "clickstream-propensities.png"))
+
+                # one click: a query's judgments, raw CTR vs debiased γ
+                section.locator("a.judgments-link").first.click()
+                expect(frame.locator("svg[data-plot=judgments] circle.point[data-series=gamma]")).to_have_count(20)
+                expect(frame.locator("table.judgments tbody tr")).to_have_count(20)
+                _screenshot(page, shots, "clickstream-judgments.png")
             finally:
                 browser.close()
         print(f"screenshots: {shots}")

@@ -8,7 +8,10 @@ Layout under ``<base_path>/<batch_id>/``::
 
     sessions/part-<first session_number, 12 digits>.parquet   one row per session
     events/part-<same number>.parquet                           one row per event of those sessions
-    _manifest.json                                             written last: parts, counts, shards
+    propensities/part-000000000001.parquet                     the labels step (clickstream.dataset.labels):
+    judgments/part-<first row, 12 digits>.parquet               the examination curve, raw CTR vs debiased
+    pairs/part-<first session_number>.parquet                   relevance per (query, object), training pairs
+    _manifest.json                                             written last: parts, counts, shards, labels
     metrics.json                                               the batch's metrics (metrics step)
 
 Two flat tables rather than one table with a nested ``events`` list: the events are the fact table of
@@ -30,19 +33,25 @@ Modules, one concern each (every public name is re-exported here):
 * :mod:`~clickstream.dataset.pages`: the store's pages as Arrow tables, and the prefetch thread;
 * :mod:`~clickstream.dataset.writer`: :class:`ShardWriter`, the part files of a shard;
 * :mod:`~clickstream.dataset.manifest`: writing, reading and summarising ``_manifest.json``;
+* :mod:`~clickstream.dataset.labels`: the labels step's three tables (docs/training-signal.md);
 * :mod:`~clickstream.dataset.readers`: a table as a DataFrame, the REST API's session objects.
 """
 
 from __future__ import annotations
 
+from clickstream.dataset.labels import clear_labels, write_batch_labels
 from clickstream.dataset.manifest import manifest_summary, read_manifest, remove_manifest, write_manifest
 from clickstream.dataset.pages import extract_page_tables, prefetched
 from clickstream.dataset.readers import read_table, to_api_sessions
 from clickstream.dataset.schema import (
     EVENTS_SCHEMA,
     FORMAT,
+    JUDGMENTS_SCHEMA,
+    LABEL_TABLES,
     MANIFEST,
     METRICS,
+    PAIRS_SCHEMA,
+    PROPENSITIES_SCHEMA,
     SESSIONS_SCHEMA,
     TABLES,
     part_name,
@@ -53,12 +62,17 @@ from clickstream.dataset.writer import PartInfo, ShardWriter, clear_shard, list_
 __all__ = [
     "EVENTS_SCHEMA",
     "FORMAT",
+    "JUDGMENTS_SCHEMA",
+    "LABEL_TABLES",
     "MANIFEST",
     "METRICS",
+    "PAIRS_SCHEMA",
+    "PROPENSITIES_SCHEMA",
     "SESSIONS_SCHEMA",
     "TABLES",
     "PartInfo",
     "ShardWriter",
+    "clear_labels",
     "clear_shard",
     "extract_page_tables",
     "list_parts",
@@ -70,5 +84,6 @@ __all__ = [
     "read_table",
     "remove_manifest",
     "to_api_sessions",
+    "write_batch_labels",
     "write_manifest",
 ]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any
 
-from clickstream.dataset.schema import FORMAT, MANIFEST, TABLES
+from clickstream.dataset.schema import FORMAT, LABEL_TABLES, MANIFEST, TABLES
 from clickstream.dataset.writer import list_parts
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,7 @@ def write_manifest(
     shards: Sequence[dict[str, Any]],
     *,
     extra: dict[str, Any] | None = None,
+    labels: dict[str, Any] | None = None,
     logger: Any | None = None,
 ) -> dict[str, Any]:
     """Combine the shards' results into ``_manifest.json``, written last; returns the manifest.
@@ -35,6 +36,8 @@ def write_manifest(
     :param batch_id: the batch the dataset holds.
     :param shards: the results of :meth:`clickstream.dataset.writer.ShardWriter.write`, in any order.
     :param extra: more fields for the manifest (e.g. the release's id and time).
+    :param labels: the labels step's result (:func:`clickstream.dataset.labels.write_batch_labels`): its
+        three tables are then listed in ``tables`` and their parts, rows and the fit's report in ``labels``.
     :param logger: where progress goes.
     """
     logger = logger or log
@@ -58,11 +61,12 @@ def write_manifest(
         "path": str(root),
         "sessions": sum(s["sessions"] for s in shards),
         "events": sum(s["events"] for s in shards),
-        "tables": {t: f"{t}/" for t in TABLES},
+        "tables": {t: f"{t}/" for t in (*TABLES, *(LABEL_TABLES if labels else ()))},
         "parts": parts,
         "shards": [{k: s[k] for k in ("after_number", "until_number", "sessions", "events", "pages")} for s in shards],
         "written_at": int(time.time() * 1000),
         **(extra or {}),
+        **({"labels": labels} if labels else {}),
     }
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2))
     logger.info(
@@ -111,5 +115,5 @@ def manifest_summary(manifest: dict[str, Any]) -> dict[str, Any]:
         "events": manifest["events"],
         "parts": len(manifest["parts"]),
         "shards": len(manifest["shards"]),
-        "paths": {"root": root, "manifest": f"{root}/{MANIFEST}", **{t: f"{root}/{t}/" for t in TABLES}},
+        "paths": {"root": root, "manifest": f"{root}/{MANIFEST}", **{t: f"{root}/{t}/" for t in manifest["tables"]}},
     }

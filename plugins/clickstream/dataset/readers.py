@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clickstream.dataset.manifest import read_manifest
-from clickstream.dataset.schema import EVENTS_SCHEMA, SESSIONS_SCHEMA, TABLES
+from clickstream.dataset.schema import EVENTS_SCHEMA, LABEL_SCHEMAS, LABEL_TABLES, SESSIONS_SCHEMA, TABLES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -32,20 +32,29 @@ def _unjson(value: Any) -> Any:
 
 
 def read_table(root: Any, table: str, manifest: dict[str, Any] | None = None) -> pd.DataFrame:
-    """One table (``sessions`` or ``events``) of a complete dataset as a DataFrame, in session order.
+    """One table (``sessions``, ``events``, or a label table: ``propensities``, ``judgments``, ``pairs``) of a
+    complete dataset as a DataFrame, in part order.
 
     Reads exactly the parts the manifest lists (whatever else the folder holds).
 
     :param root: the dataset root ``<base_path>/<batch_id>``.
-    :param table: ``sessions`` or ``events``.
+    :param table: ``sessions``, ``events``, ``propensities``, ``judgments`` or ``pairs``.
     :param manifest: the dataset's manifest, if already read; default: read it from ``root``.
+    :raises ValueError: an unknown table, or a label table of a dataset written without the labels step.
     """
-    if table not in TABLES:
-        raise ValueError(f"table must be one of {TABLES}, got {table!r}")
+    if table not in TABLES and table not in LABEL_TABLES:
+        raise ValueError(f"table must be one of {TABLES + LABEL_TABLES}, got {table!r}")
     manifest = manifest or read_manifest(root)
-    schema = SESSIONS_SCHEMA if table == "sessions" else EVENTS_SCHEMA
+    if table in LABEL_TABLES:
+        if "labels" not in manifest:
+            raise ValueError(f"table {table!r}: this dataset has no labels (written without the labels step)")
+        schema = LABEL_SCHEMAS[table]
+        parts = manifest["labels"]["tables"][table]["parts"]
+    else:
+        schema = SESSIONS_SCHEMA if table == "sessions" else EVENTS_SCHEMA
+        parts = manifest["parts"]
     tables = []
-    for part in manifest["parts"]:
+    for part in parts:
         with (root / table / part["name"]).open("rb") as f:
             tables.append(pq.read_table(f, schema=schema))
     arrow = pa.concat_tables(tables) if tables else schema.empty_table()

@@ -64,3 +64,53 @@ def part_number(name: str) -> int | None:
     """
     match = _PART_RE.match(name)
     return int(match.group(1)) if match else None
+
+
+#: The training-signal tables the labels step writes beside ``sessions`` and ``events`` (issue 22): each in
+#: its folder, part by part, listed in the manifest's ``labels`` (:mod:`clickstream.dataset.labels`).
+LABEL_TABLES = ("propensities", "judgments", "pairs")
+
+PROPENSITIES_SCHEMA = pa.schema(
+    [
+        ("batch_id", pa.string()),
+        ("position", pa.int32()),
+        ("impressions", pa.int64()),
+        ("clicks", pa.int64()),
+        ("raw_ctr", pa.float64()),
+        ("theta", pa.float64()),
+        ("theta_se", pa.float64()),
+        ("identified", pa.bool_()),
+        ("reason", pa.string()),
+    ]
+)
+
+JUDGMENTS_SCHEMA = pa.schema(
+    [
+        ("batch_id", pa.string()),
+        ("query", pa.string()),
+        ("object_id", pa.string()),
+        ("impressions", pa.int64()),
+        ("clicks", pa.int64()),
+        ("mean_position", pa.float64()),
+        ("raw_ctr", pa.float64()),
+        ("gamma", pa.float64()),
+        ("effective_sample_size", pa.float64()),
+    ]
+)
+
+PAIRS_SCHEMA = pa.schema(
+    [
+        ("batch_id", pa.string()),
+        ("session_id", pa.string()),
+        ("query", pa.string()),
+        ("query_key", pa.string()),
+        ("positive_object_id", pa.string()),
+        ("positive_position", pa.int32()),
+        ("negative_object_id", pa.string()),
+        ("negative_position", pa.int32()),
+        ("weight", pa.float64()),
+    ]
+)
+
+#: The Arrow schema of each label table.
+LABEL_SCHEMAS = {"propensities": PROPENSITIES_SCHEMA, "judgments": JUDGMENTS_SCHEMA, "pairs": PAIRS_SCHEMA}

@@ -14,6 +14,7 @@ _EXPORTS = {
     "ExtractBatchOperator": "clickstream.operators.extract",
     "MarkForImprovementOperator": "clickstream.operators.mark",
     "BatchMetricsOperator": "clickstream.operators.metrics",
+    "BatchLabelsOperator": "clickstream.operators.labels",
     "ImportHistoryOperator": "clickstream.operators.import_history",
     "EraseUserOperator": "clickstream.operators.erasure",
     "PurgeReleasedBatchesOperator": "clickstream.operators.retention",

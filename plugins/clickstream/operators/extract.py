@@ -134,12 +134,14 @@ def write_dataset_manifest(
     clickstream_conn_id: str = DEFAULT_CONN_ID,
     base_path: str | None = None,
     logger: Any = None,
+    labels: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the manifest of a sharded extraction (last step); returns the small summary for XCom.
 
     When the shards cover the whole batch, checks that their session counts add up to the batch's; removes
     part files no shard wrote; records the release and ``complete`` (whole batch or not) in the manifest,
-    and the manifest's path as the batch's dataset in the store (``record_dataset``).
+    and the manifest's path as the batch's dataset in the store (``record_dataset``). ``labels``: the labels
+    task's result (:class:`~clickstream.operators.labels.BatchLabelsOperator`), listed in the manifest.
     """
     from airflow.sdk.exceptions import AirflowFailException
 
@@ -168,6 +170,7 @@ def write_dataset_manifest(
         results,
         logger=logger,
         extra={"release_id": info.release_id, "released_at": info.released_at, "complete": whole},
+        labels={k: v for k, v in labels.items() if k != "batch_id"} if labels else None,
     )
     summary = manifest_summary(manifest)
     with ClickstreamHook(clickstream_conn_id) as hook, fail_without_retry():

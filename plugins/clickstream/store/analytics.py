@@ -53,6 +53,7 @@ from clickstream.store.batches import require_batch
 from clickstream.store.checks import int_between, optional_text
 from clickstream.store.db import dumps, loads
 from clickstream.store.errors import Conflict, InvalidInput, NotFound
+from clickstream.store.labels import QUERY_LABELS
 from clickstream.store.metrics import ComputedMetrics, metrics_of, store_metrics
 
 log = logging.getLogger(__name__)
@@ -601,7 +602,9 @@ class AnalyticsOperations(StoreBase):
     ) -> models.QueryAnalytics:
         """One query (normalized: NFKC, lower case, trimmed, whitespace collapsed) over the selected batches:
         its sums, one point a batch (oldest first), its click-through rate by position (1..20) and its top
-        objects. ``labels`` is None: the training-signal labels step fills it once it keeps labels (the seam).
+        objects. ``labels``: the judgments the labels step kept for the query in the selected batches (raw
+        CTR vs debiased ``γ`` per object and batch, the largest ``γ`` first, at most
+        :data:`~clickstream.store.labels.QUERY_LABELS`); None when none is kept.
 
         :raises InvalidInput: an empty ``query`` (after normalization) or one over 1024 characters, or a bad
             batch selection (named).
@@ -616,6 +619,12 @@ class AnalyticsOperations(StoreBase):
             rows = db.run(conn, "analytics_query_rows", query_key=key, batch_ids=selection.ids).mappings().all()
             object_rows = (
                 db.run(conn, "analytics_query_objects", query_key=key, batch_ids=selection.ids).mappings().all()
+            )
+            every = dumps([b["batch_id"] for b in selection.kept] + selection.missing) or "[]"
+            label_rows = (  # the training-signal labels kept for this query (clickstream.store.labels)
+                db.run(conn, "labels_query_judgments", query_key=key, batch_ids=every, limit=QUERY_LABELS)
+                .mappings()
+                .all()
             )
         by_batch = {r["batch_id"]: r for r in rows}
         zero = dict.fromkeys(_QUERY_SUMS, 0)
@@ -667,7 +676,7 @@ class AnalyticsOperations(StoreBase):
                 for p, (shown, clicks) in enumerate(curve, start=1)
             ],
             top_objects=top[:QUERY_OBJECTS],
-            labels=None,
+            labels=[dict(r) for r in label_rows] or None,
         )
 
     def _select(

@@ -27,6 +27,9 @@ class StoreConfig:
         (by impressions) kept per released batch by the search analytics (:mod:`clickstream.store.analytics`).
     :param label_event_types: event types (comma-separated) that count as a positive for the training-signal
         labels (``label_clicks`` of :func:`clickstream.store.aggregation.aggregate_batch`).
+    :param label_max_position: the labels step estimates the examination propensity ``θ`` of positions
+        1..this (:mod:`clickstream.store.labels`); impressions further down are left out of the fit.
+    :param max_ips_weight: the largest inverse-propensity weight of a training pair (``1/θ`` clipped here).
     """
 
     max_page: int = 1000
@@ -41,6 +44,8 @@ class StoreConfig:
     max_bulk_items: int = 1000
     analytics_top_n: int = 1000
     label_event_types: str = "click"
+    label_max_position: int = 20
+    max_ips_weight: float = 10.0
 
 
 # The fixed limits of the batch overview (the Clickstream page's reads; not tunables): the REST routes declare

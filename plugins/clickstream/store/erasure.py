@@ -13,7 +13,8 @@ class ErasureOperations(StoreBase):
         tombstone for each of their session ids, so that registrations and events sent for those sessions
         later are not stored again (they are counted as ``erased``). The kept metrics of the batches that held
         their sessions are dropped with them, and computed again, without them, by later reads or the metrics
-        task; so are their kept search analytics (:mod:`clickstream.store.analytics`). A metrics (or analytics)
+        task; so are their kept search analytics (:mod:`clickstream.store.analytics`) and training-signal labels
+        (:mod:`clickstream.store.labels`). A metrics (or analytics)
         computation whose snapshot predates this erasure's commit is never kept afterwards:
         the tombstones change the erasure generation it compares (``store_batch_metrics``), and they are
         inserted before the kept metrics are deleted, under a lock a keep-write waits for.
@@ -31,6 +32,7 @@ class ErasureOperations(StoreBase):
             tombstones = db.run(conn, "insert_user_tombstones", user_id=uid, now=self.clock()).rowcount
             db.run(conn, "erase_user_batch_metrics", user_id=uid)  # counted their sessions: computed again
             db.run(conn, "erase_user_batch_analytics", user_id=uid)  # the same for the kept search analytics
+            db.run(conn, "erase_user_batch_labels", user_id=uid)  # and for the kept training-signal labels
             events = db.run(conn, "erase_user_events", user_id=uid).rowcount
             marks = db.run(conn, "erase_user_marks", user_id=uid).rowcount
             sessions = db.run(conn, "erase_user_sessions", user_id=uid).rowcount

@@ -4,7 +4,8 @@ No Airflow and no HTTP here. The SQL lives in ``include/sql`` (named queries, pe
 differ); the operations decide which queries run in which transaction and turn rows into models. Each
 concern has its module (:mod:`~clickstream.store.sessions`, :mod:`~clickstream.store.batches`,
 :mod:`~clickstream.store.metrics`, :mod:`~clickstream.store.overview`, :mod:`~clickstream.store.improvement`,
-:mod:`~clickstream.store.erasure`, :mod:`~clickstream.store.retention`); :class:`SessionStore` combines them.
+:mod:`~clickstream.store.erasure`, :mod:`~clickstream.store.retention`, :mod:`~clickstream.store.analytics`,
+:mod:`~clickstream.store.labels`); :class:`SessionStore` combines them.
 The locking that upholds the invariants of docs/store.md is in the SQL, where a reviewer expects it.
 """
 
@@ -23,6 +24,7 @@ from clickstream.store.db import Database
 from clickstream.store.engine import create_store_engine
 from clickstream.store.erasure import ErasureOperations
 from clickstream.store.improvement import ImprovementOperations
+from clickstream.store.labels import LabelOperations
 from clickstream.store.metrics import MetricsOperations
 from clickstream.store.migrations import apply_migrations, migration_status
 from clickstream.store.overview import OverviewOperations
@@ -39,6 +41,7 @@ class SessionStore(
     ErasureOperations,
     RetentionOperations,
     AnalyticsOperations,
+    LabelOperations,
 ):
     """The clickstream session store on PostgreSQL or SQLite.
 

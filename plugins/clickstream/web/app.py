@@ -30,6 +30,7 @@ from clickstream.web.routes.admin import admin_router
 from clickstream.web.routes.analytics import analytics_router
 from clickstream.web.routes.batches import batches_router, overview_router
 from clickstream.web.routes.bulk import bulk_router
+from clickstream.web.routes.labels import labels_router
 from clickstream.web.routes.page import page_router
 from clickstream.web.routes.sessions import sessions_router
 
@@ -109,6 +110,7 @@ def create_app(
     app.include_router(bulk_router())
     app.include_router(admin_router())
     app.include_router(analytics_router())
+    app.include_router(labels_router())
     app.include_router(page_router(config))
     app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
     document_encodings(app)  # the middleware's 415 (gzip accepted) in the OpenAPI document

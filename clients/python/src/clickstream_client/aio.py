@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from clickstream_client.types import (
         BatchList,
         BatchPositions,
+        BatchPropensities,
         BatchSession,
         BatchSessionsPage,
         BatchSummary,
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
         EraseResult,
         HitsPage,
         IrrelevantResult,
+        JudgmentsPage,
         MetricsSeries,
         PushEventsResult,
         QueryAnalytics,
@@ -279,6 +281,20 @@ class AsyncClickstreamClient(ClientBase):
     async def query_analytics(self, query: str, **kwargs: Any) -> QueryAnalytics:
         """One query over released batches (``GET /clickstream/analytics/queries/{query}``)."""
         return await self.call(routes.query_analytics(query, **kwargs))
+
+    # ------------------------------------------------------------------------------------ labels
+
+    async def batch_propensities(self, batch_id: str) -> BatchPropensities:
+        """A released batch's examination curve, θ per position beside the raw CTR, and the fit's report
+        (``GET /clickstream/batches/{batch_id}/propensities``); 409 when no labels are kept for it (yet)."""
+        return await self.call(routes.batch_propensities(batch_id))
+
+    async def batch_judgments(
+        self, batch_id: str, query: str | None = None, limit: int = 100, after: str | None = None
+    ) -> JudgmentsPage:
+        """A keyset page of a released batch's judgments, raw CTR vs debiased γ per (query, object)
+        (``GET /clickstream/batches/{batch_id}/judgments``); pass ``next_after`` as ``after`` for the next."""
+        return await self.call(routes.batch_judgments(batch_id, query, limit, after))
 
     # ------------------------------------------------------------------------------------ admin
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from clickstream_client.types import (
         BatchList,
         BatchPositions,
+        BatchPropensities,
         BatchSession,
         BatchSessionsPage,
         BatchSummary,
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
         EraseResult,
         HitsPage,
         IrrelevantResult,
+        JudgmentsPage,
         MetricsSeries,
         PushEventsResult,
         QueryAnalytics,
@@ -263,6 +265,20 @@ class ClickstreamClient(ClientBase):
     def query_analytics(self, query: str, **kwargs: Any) -> QueryAnalytics:
         """One query over released batches (``GET /clickstream/analytics/queries/{query}``)."""
         return self.call(routes.query_analytics(query, **kwargs))
+
+    # ------------------------------------------------------------------------------------ labels
+
+    def batch_propensities(self, batch_id: str) -> BatchPropensities:
+        """A released batch's examination curve, θ per position beside the raw CTR, and the fit's report
+        (``GET /clickstream/batches/{batch_id}/propensities``); 409 when no labels are kept for it (yet)."""
+        return self.call(routes.batch_propensities(batch_id))
+
+    def batch_judgments(
+        self, batch_id: str, query: str | None = None, limit: int = 100, after: str | None = None
+    ) -> JudgmentsPage:
+        """A keyset page of a released batch's judgments, raw CTR vs debiased γ per (query, object)
+        (``GET /clickstream/batches/{batch_id}/judgments``); pass ``next_after`` as ``after`` for the next."""
+        return self.call(routes.batch_judgments(batch_id, query, limit, after))
 
     # ------------------------------------------------------------------------------------ admin
 

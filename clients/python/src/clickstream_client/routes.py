@@ -207,6 +207,18 @@ def query_analytics(
     return Call("GET", f"/analytics/queries/{_segment(query)}", "QueryAnalytics", params=params)
 
 
+# ------------------------------------------------------------------------------------------ labels
+
+
+def batch_propensities(batch_id: str) -> Call:
+    return Call("GET", f"/batches/{_segment(batch_id)}/propensities", "BatchPropensities")
+
+
+def batch_judgments(batch_id: str, query: str | None = None, limit: int = 100, after: str | None = None) -> Call:
+    params = {k: v for k, v in {"query": query, "limit": limit, "after": after}.items() if v is not None}
+    return Call("GET", f"/batches/{_segment(batch_id)}/judgments", "JudgmentsPage", params=params)
+
+
 # ------------------------------------------------------------------------------------------ admin, bulk
 
 

@@ -42,6 +42,14 @@ class BatchPositions(TypedDict):
     positions: list[PositionCtr]
 
 
+class BatchPropensities(TypedDict):
+    """The kept examination curve of a released batch, with its fit's report."""
+
+    batch_id: str
+    report: LabelsReport
+    propensities: list[Propensity]
+
+
 class BatchQuality(TypedDict):
     """The search-quality metrics of a released batch, as the batch list and the page show them (a
     :class:`BatchMetrics` under short names).
@@ -101,6 +109,7 @@ class BulkEventCounts(TypedDict, total=False):
     duplicates: int
     over_limit: int
     erased: int
+    purged: int
 
 
 class BulkIn(TypedDict, total=False):
@@ -121,7 +130,7 @@ class BulkRejection(_BulkRejectionRequired, total=False):
 
 class BulkResult(TypedDict, total=False):
     """Every item of a ``POST /bulk`` is counted once: the sessions' registered + already_registered + erased, the
-    events' stored + duplicates + over_limit + erased, and len(rejected) add up to the items sent.
+    events' stored + duplicates + over_limit + erased + purged, and len(rejected) add up to the items sent.
     """
 
     sessions: BulkSessionCounts
@@ -208,6 +217,58 @@ class IrrelevantResult(_IrrelevantResultRequired, total=False):
     is_irrelevant: bool
 
 
+class Judgment(TypedDict):
+    """Raw CTR vs debiased relevance of one (normalized query, object) pair of a batch."""
+
+    query: str
+    object_id: str
+    impressions: int
+    clicks: int
+    mean_position: float
+    raw_ctr: float
+    gamma: float | None
+    effective_sample_size: float
+
+
+class JudgmentsPage(TypedDict):
+    batch_id: str
+    query: str | None
+    judgments: list[Judgment]
+    kept_queries: int
+    distinct_queries: int
+    next_after: str | None
+
+
+class _LabelsReportRequired(TypedDict):
+    batch_id: str
+    kept: bool
+    max_position: int
+    label_event_types: list[str]
+    sessions: int
+    fitted_sessions: int
+    payload_search_sessions: int
+    irrelevant_sessions: int
+    empty_query_sessions: int
+    impressions: int
+    clicks: int
+    identified_positions: list[int]
+    unidentified_positions: dict[str, Any]
+    identifiability: str
+    converged: bool
+    iterations: int
+    distinct_queries: int
+    kept_queries: int
+    judgments: int
+    kept_judgments: int
+    fit: dict[str, Any]
+
+
+class LabelsReport(_LabelsReportRequired, total=False):
+    """What the labels step fitted for a released batch, and whether the store kept it."""
+
+    computed_at: int | None
+
+
 class MetricsPoint(TypedDict):
     """One released batch on the metrics plots."""
 
@@ -233,6 +294,19 @@ class PositionCtr(TypedDict):
     ctr: float | None
 
 
+class Propensity(TypedDict):
+    """One position of a batch's examination curve (the ``propensities`` table)."""
+
+    position: int
+    impressions: int
+    clicks: int
+    raw_ctr: float | None
+    theta: float | None
+    theta_se: float | None
+    identified: bool
+    reason: str | None
+
+
 class PushEventsIn(TypedDict):
     session_id: str
     events: list[EventIn]
@@ -247,6 +321,7 @@ class _PushEventsResultRequired(TypedDict):
 class PushEventsResult(_PushEventsResultRequired, total=False):
     over_limit: int
     erased: int
+    purged: int
 
 
 class _QueryAnalyticsRequired(TypedDict):
@@ -407,6 +482,7 @@ __all__ = [
     "AnalyticsRange",
     "BatchList",
     "BatchPositions",
+    "BatchPropensities",
     "BatchQuality",
     "BatchSession",
     "BatchSessionsPage",
@@ -423,9 +499,13 @@ __all__ = [
     "HitRow",
     "HitsPage",
     "IrrelevantResult",
+    "Judgment",
+    "JudgmentsPage",
+    "LabelsReport",
     "MetricsPoint",
     "MetricsSeries",
     "PositionCtr",
+    "Propensity",
     "PushEventsIn",
     "PushEventsResult",
     "QueryAnalytics",

@@ -235,11 +235,24 @@ def batch_page(
     events_limit: int,
     heading: str | None = None,
     base: str | None = None,
+    labels: models.BatchPropensities | None = None,
+    labels_message: str | None = None,
+    label_queries: Sequence[str] = (),
 ) -> str:
-    """One batch: its summary and metrics, the position-bias curve, one page of its sessions.
+    """One batch: its summary and metrics, the position-bias curve, one page of its sessions; when the labels
+    step kept its labels, the examination curve beside the raw CTR curve and links to ``label_queries``'
+    judgments (else ``labels_message`` says why there is none).
 
     :param base: URL of this view for the paging links (default ``<ui>batches/<batch_id>``).
     """
+    extra: dict[str, Any] = {}
+    if labels is not None or labels_message is not None:
+        extra = {
+            "labels": labels,
+            "labels_svg": propensities_plot(labels) if labels is not None else None,
+            "labels_message": labels_message,
+            "label_queries": list(label_queries),
+        }
     return _render(
         "batch.html",
         ui=ui,
@@ -255,6 +268,7 @@ def batch_page(
         events_limit=events_limit,
         base=base or f"{ui}batches/{quote_segment(summary.batch_id)}",
         sep="&" if base and "?" in base else "?",
+        **extra,
     )
 
 
@@ -551,4 +565,95 @@ def query_page(*, ui: str, text: str, analytics: models.QueryAnalytics, last: in
         labels=labels,
         label_columns=label_columns(labels) if labels else [],
         label_cell=label_cell,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- training-signal labels
+
+
+def propensities_plot(labels: models.BatchPropensities) -> Markup:
+    """The estimated examination curve ``θ`` by position (``θ_1 = 1``), beside the raw CTR relative to position
+    1 (what ``θ`` would be if every position showed equally attractive results): one marker per position
+    (``data-position``), a cross where the batch cannot identify ``θ``; the tooltip gives ``± 1.96·se``."""
+    entries = labels.propensities
+    top_ctr = entries[0].raw_ctr if entries and entries[0].raw_ctr else None
+
+    def title(p: models.Propensity) -> str:
+        if p.theta is None:
+            theta = f"θ unidentified: {p.reason}"
+        else:
+            se = f" ± {1.96 * p.theta_se:.3f} (95 %)" if p.theta_se is not None else ""
+            theta = f"θ = {p.theta:.3f}{se}"
+        return f"position {p.position}\n{theta}\nraw CTR {rate(p.raw_ctr)} ({p.clicks:,} of {p.impressions:,})"
+
+    categories = [
+        Category(label=str(p.position), title=title(p), attrs={"data-position": str(p.position)}) for p in entries
+    ]
+    theta = [p.theta for p in entries]
+    naive = [
+        round(p.raw_ctr / top_ctr, 6) if top_ctr and p.raw_ctr is not None and p.impressions else None for p in entries
+    ]
+    values = [v for v in theta + naive if v is not None]
+    return line_plot(
+        plot_id="propensities",
+        title="Examination probability θ by position",
+        categories=categories,
+        series=[Series("θ", "theta", theta), Series("CTR ÷ CTR at 1", "naive", naive)],
+        x_title="position of the result",
+        y_title="relative to position 1",
+        y_max=nice_ceiling(max(values, default=1.0)),
+        y_format=_two_decimals,
+        empty_message="no position",
+        max_x_labels=len(categories),
+    )
+
+
+def judgments_plot(judgments: Sequence[models.Judgment]) -> Markup:
+    """Raw CTR vs debiased ``γ`` of a query's objects (``data-object-id``), in the order given."""
+    categories = [
+        Category(
+            label=str(i),
+            title=f"{j.object_id}\nshown {j.impressions:,}× (mean position {j.mean_position:.1f}), "
+            f"clicked {j.clicks:,}×; effective sample {j.effective_sample_size:.1f}",
+            attrs={"data-object-id": j.object_id},
+        )
+        for i, j in enumerate(judgments, start=1)
+    ]
+    return line_plot(
+        plot_id="judgments",
+        title="Raw CTR vs debiased relevance γ",
+        categories=categories,
+        series=[
+            Series("γ (debiased)", "gamma", [j.gamma for j in judgments]),
+            Series("raw CTR", "raw", [j.raw_ctr for j in judgments]),
+        ],
+        x_title="object (by γ)",
+        y_title="click probability at position 1",
+        y_max=1.0,
+        y_format=_two_decimals,
+        empty_message="no judgment kept for this query",
+    )
+
+
+def judgments_page(
+    *, ui: str, batch_id: str, query: str | None, page: models.JudgmentsPage, limit: int, after: str | None
+) -> str:
+    """A batch's judgments (one query's, when ``query`` is given): raw CTR vs debiased ``γ``, by ``γ``."""
+    rows = sorted(page.judgments, key=lambda j: (j.gamma is None, -(j.gamma or 0.0), j.query, j.object_id))
+    base = f"{ui}batches/{quote_segment(batch_id)}/judgments?limit={limit}"
+    if page.query:
+        base += f"&query={quote_segment(page.query)}"
+    return _render(
+        "judgments.html",
+        ui=ui,
+        title=f"Judgments of batch {batch_id}",
+        batch_id=batch_id,
+        query=page.query,
+        asked=query,
+        judgments=rows,
+        judgments_svg=judgments_plot(rows) if page.query else None,
+        page=page,
+        after=after,
+        next_href=f"{base}&after={quote_segment(page.next_after)}" if page.next_after else None,
+        first_href=base if after else None,
     )

@@ -2,7 +2,9 @@
 document).
 
 * ``/ui/``: plots of the released batches' metrics, the batch table (``before``, ``limit``), the lookup;
-* ``/ui/batches/{batch_id}``: a batch, its position-bias curve, its sessions (``after_number``, ``limit``);
+* ``/ui/batches/{batch_id}``: a batch, its position-bias curve, its examination curve (the training-signal
+  labels), its sessions (``after_number``, ``limit``);
+* ``/ui/batches/{batch_id}/judgments?query=``: a batch's judgments (raw CTR vs debiased γ), of one query;
 * ``/ui/sessions?session_id=``: one session with its results and events;
 * ``/ui/dag_run?dag_id=&run_id=``: the tab of a DAG run: the batch released under ``<dag_id>/<run_id>``;
 * ``/ui/searches``: the search analytics of the ``last`` N released batches or one (``batch_id``): top searches,
@@ -31,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 
 from clickstream import models
 from clickstream.models import MAX_BIGINT, BatchSummary
-from clickstream.store import InvalidInput, NotFound, StoreConfig
+from clickstream.store import Conflict, InvalidInput, NotFound, StoreConfig
 from clickstream.store.analytics import MAX_ANALYTICS_BATCHES
 from clickstream.store.config import KEPT_POSITIONS
 from clickstream.web.errors import error_answer
@@ -43,6 +45,10 @@ if TYPE_CHECKING:
 
 #: Where the router is mounted in the plugin's app (so at ``<base path>/clickstream/ui/``).
 PREFIX = "/ui"
+#: Queries of a batch linked to their judgments on its page (its most searched ones).
+LABEL_QUERIES = 8
+#: Judgments on one page of the judgments view (at most).
+JUDGMENTS_PAGE = 100
 #: The DAG whose runs release batches (its runs' tab explains when nothing was released).
 RELEASE_DAG_ID = "clickstream_release"
 #: Content-Security-Policy of every page: everything from the API server itself, nothing from outside,
@@ -140,7 +146,8 @@ def page_router(config: StoreConfig) -> APIRouter:
         s: SessionStore, summary: BatchSummary, after_number: int, limit: int, *, ui: str, **shown: str
     ) -> HTMLResponse:
         """A batch's page (the ``batch`` route, and a release run's tab): its summary, its position curve
-        (the one kept with its metrics, if any), one page of its sessions."""
+        (the one kept with its metrics, if any), its examination curve (when the labels are kept), one page of
+        its sessions."""
         return html(
             pages.batch_page(
                 ui=ui,
@@ -152,9 +159,24 @@ def page_router(config: StoreConfig) -> APIRouter:
                 after_number=after_number,
                 limit=limit,
                 events_limit=batch_events,
-                **shown,
+                **{**shown, **_labels(s, summary)},
             )
         )
+
+    def _labels(s: SessionStore, summary: BatchSummary) -> dict[str, Any]:
+        """The batch's kept examination curve and the queries to link to their judgments (the most searched
+        of its kept analytics), or the message saying why there is no curve."""
+        if summary.status != "released":
+            return {"labels_message": "Still collecting: the labels are fitted when it is released."}
+        try:
+            labels = s.batch_propensities(summary.batch_id)
+        except Conflict:
+            return {
+                "labels_message": "Labels not fitted yet: the release DAG's labels task fits the click model "
+                "(position bias and debiased relevance) of each released batch."
+            }
+        top = s.top_searches(batch_id=summary.batch_id, limit=LABEL_QUERIES).searches
+        return {"labels": labels, "label_queries": [row.query for row in top]}
 
     @router.get("/", response_class=HTMLResponse)
     def overview(
@@ -177,6 +199,20 @@ def page_router(config: StoreConfig) -> APIRouter:
     ) -> HTMLResponse:
         s = store.get()
         return _batch_page(s, s.get_batch_summary(batch_id), after_number, limit, ui="../")
+
+    @router.get("/batches/{batch_id}/judgments", response_class=HTMLResponse)
+    def judgments(
+        batch_id: str,
+        store: StoreDep,
+        query: str | None = Query(None, max_length=1024, description="the query whose judgments to show"),
+        limit: int = Query(JUDGMENTS_PAGE, ge=1, le=1000, description="judgments per page"),
+        after: str | None = Query(None, min_length=1, max_length=4096, description="the previous page's next"),
+    ) -> HTMLResponse:
+        asked = query if query and query.strip() else None
+        page = store.get().batch_judgments(batch_id, asked, limit, after)
+        return html(
+            pages.judgments_page(ui="../../", batch_id=batch_id, query=asked, page=page, limit=limit, after=after)
+        )
 
     @router.get("/sessions", response_class=HTMLResponse)
     def session(
