@@ -3,41 +3,16 @@ backends: tests/history/)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from clickstream.store import InvalidInput, SessionStore
 from tests.support import REPO_ROOT
+from tests.support.history import mixed_file
 
 REPO = REPO_ROOT
 EXAMPLES = REPO / "examples" / "history"
-
-
-def _write_jsonl(path: Path, rows: list[Any]) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
-    return path
-
-
-def _session(sid: str, user: str = "u1", created_at: int = 1_701_234_567_890, **extra: Any) -> dict[str, Any]:
-    return {
-        "session_id": sid,
-        "search_query": f"q {sid}",
-        "search_results": [{"object_id": "o1", "rank": 1.0}],
-        "user_id": user,
-        "created_at": created_at,
-        **extra,
-    }
-
-
-def _mixed_file(tmp_path: Path) -> Path:
-    """10 rows; line 3 has a seconds timestamp, line 7 is not JSON."""
-    rows: list[Any] = [_session(f"m{i}") for i in range(1, 11)]
-    rows[2] = _session("m3", created_at=1_701_234_567)
-    rows[6] = '{"session_id": "m7", '
-    return _write_jsonl(tmp_path / "mixed.jsonl", rows)
 
 
 # ------------------------------------------------------------------------------ hook, operator, DAG
@@ -90,7 +65,7 @@ class TestHookAndOperator:
 
         from clickstream.operators import ImportHistoryOperator
 
-        op = ImportHistoryOperator(task_id="imp", path=str(_mixed_file(tmp_path)), invalid_threshold=0.1)
+        op = ImportHistoryOperator(task_id="imp", path=str(mixed_file(tmp_path)), invalid_threshold=0.1)
         with pytest.raises(AirflowFailException, match="nothing loaded"):
             op.execute(context={})
         task_log = capsys.readouterr().out  # the task logger writes through structlog

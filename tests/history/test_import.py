@@ -15,6 +15,7 @@ from clickstream import models
 from clickstream.history import ImportReport, import_history, local_sources
 from clickstream.store import InvalidInput, NotFound, SessionStore, now_ms
 from tests.support import REPO_ROOT
+from tests.support.history import history_session, mixed_file, write_jsonl
 
 REPO = REPO_ROOT
 EXAMPLES = REPO / "examples" / "history"
@@ -26,22 +27,6 @@ SESSION_FIELDS = set(models.SessionIn.model_fields)
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _write_jsonl(path: Path, rows: list[Any]) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
-    return path
-
-
-def _session(sid: str, user: str = "u1", created_at: int = 1_701_234_567_890, **extra: Any) -> dict[str, Any]:
-    return {
-        "session_id": sid,
-        "search_query": f"q {sid}",
-        "search_results": [{"object_id": "o1", "rank": 1.0}],
-        "user_id": user,
-        "created_at": created_at,
-        **extra,
-    }
 
 
 def _event(sid: str, eid: str, created_at: int = 1_701_234_570_000, **extra: Any) -> dict[str, Any]:
@@ -107,7 +92,7 @@ class TestValidFilesLoadExactly:
 
     def test_history_has_no_time_window(self, store: SessionStore, tmp_path: Path) -> None:
         old = 1_420_070_400_000  # 2015-01-01, far outside the live window
-        report = _run(store, _write_jsonl(tmp_path / "old.jsonl", [_session("s-old", created_at=old)]))
+        report = _run(store, write_jsonl(tmp_path / "old.jsonl", [history_session("s-old", created_at=old)]))
         assert report.loaded and store.get_session("s-old").created_at == old
 
     def test_parquet_with_json_string_columns_loads_like_jsonl(self, store: SessionStore, tmp_path: Path) -> None:
@@ -125,9 +110,9 @@ class TestValidFilesLoadExactly:
     def test_parquet_nested_columns_and_mixed_rows(self, store: SessionStore, tmp_path: Path) -> None:
         # search_results / sort_by as nested columns; session and event rows in one file (nulls = absent).
         rows = [
-            _session("p1", sort_by={"field": "stars", "order": "desc"}),
+            history_session("p1", sort_by={"field": "stars", "order": "desc"}),
             _event("p1", "e1"),
-            _session("p2"),
+            history_session("p2"),
             _event("p2", "e2"),
         ]
         report = _run(store, _parquet(tmp_path / "mixed.parquet", rows, ()), fmt="parquet")
@@ -138,7 +123,7 @@ class TestValidFilesLoadExactly:
         import gzip
 
         path = tmp_path / "s.jsonl.gz"
-        path.write_bytes(gzip.compress((json.dumps(_session("gz1")) + "\n").encode()))
+        path.write_bytes(gzip.compress((json.dumps(history_session("gz1")) + "\n").encode()))
         assert _run(store, path).loaded_sessions == 1
         assert store.get_session("gz1").user_id == "u1"
 
@@ -168,8 +153,8 @@ class TestReRunChangesNothing:
         assert [b.status for b in store.list_batches()] == ["released"]
 
     def test_duplicate_rows_within_a_file_load_once(self, store: SessionStore, tmp_path: Path) -> None:
-        rows = [_session("d1"), _session("d1"), _event("d1", "e1"), _event("d1", "e1")]
-        report = _run(store, _write_jsonl(tmp_path / "dup.jsonl", rows))
+        rows = [history_session("d1"), history_session("d1"), _event("d1", "e1"), _event("d1", "e1")]
+        report = _run(store, write_jsonl(tmp_path / "dup.jsonl", rows))
         assert (report.loaded_sessions, report.duplicate_sessions) == (1, 1)
         assert (report.loaded_events, report.duplicate_events) == (1, 1)
         assert len(store.get_session("d1").events) == 1
@@ -178,17 +163,9 @@ class TestReRunChangesNothing:
 # ------------------------------------------------------------------------------------- invalid rows
 
 
-def _mixed_file(tmp_path: Path) -> Path:
-    """10 rows; line 3 has a seconds timestamp, line 7 is not JSON."""
-    rows: list[Any] = [_session(f"m{i}") for i in range(1, 11)]
-    rows[2] = _session("m3", created_at=1_701_234_567)
-    rows[6] = '{"session_id": "m7", '
-    return _write_jsonl(tmp_path / "mixed.jsonl", rows)
-
-
 class TestInvalidRowsAndThreshold:
     def test_above_threshold_loads_nothing_and_names_the_lines(self, store: SessionStore, tmp_path: Path) -> None:
-        path = _mixed_file(tmp_path)
+        path = mixed_file(tmp_path)
         report = _run(store, path, invalid_threshold=0.1)  # 2 of 10 invalid = 20% > 10%
         assert not report.loaded
         assert (report.invalid, report.invalid_share, report.loaded_sessions) == (2, 0.2, 0)
@@ -199,7 +176,7 @@ class TestInvalidRowsAndThreshold:
         assert store.list_batches() == []
 
     def test_below_threshold_loads_only_the_valid_rows(self, store: SessionStore, tmp_path: Path) -> None:
-        report = _run(store, _mixed_file(tmp_path), invalid_threshold=0.2)  # 20% <= 20%
+        report = _run(store, mixed_file(tmp_path), invalid_threshold=0.2)  # 20% <= 20%
         assert report.loaded and report.loaded_sessions == 8 and report.invalid == 2
         for i in (1, 2, 4, 5, 6, 8, 9, 10):
             assert store.get_session(f"m{i}").session_id == f"m{i}"
@@ -208,23 +185,23 @@ class TestInvalidRowsAndThreshold:
                 store.get_session(f"m{i}")
 
     def test_zero_threshold_requires_every_row_valid(self, store: SessionStore, tmp_path: Path) -> None:
-        assert not _run(store, _mixed_file(tmp_path), invalid_threshold=0).loaded
+        assert not _run(store, mixed_file(tmp_path), invalid_threshold=0).loaded
         assert _run(store, EXAMPLES / "sessions.jsonl", invalid_threshold=0).loaded
 
     def test_seconds_timestamp_is_rejected_saying_seconds(self, store: SessionStore, tmp_path: Path) -> None:
-        rows = [_session("sec1", created_at=1_701_234_567), _event("x", "e1", created_at=1_701_234_570)]
-        report = _run(store, _write_jsonl(tmp_path / "sec.jsonl", rows), invalid_threshold=1)
+        rows = [history_session("sec1", created_at=1_701_234_567), _event("x", "e1", created_at=1_701_234_570)]
+        report = _run(store, write_jsonl(tmp_path / "sec.jsonl", rows), invalid_threshold=1)
         assert [e.line for e in report.errors] == [1, 2]
         assert all("created_at" in e.reason and "seconds" in e.reason for e in report.errors)
 
     def test_embedded_event_error_names_the_field(self, store: SessionStore, tmp_path: Path) -> None:
-        row = _session("ev1", events=[{"event_id": "e1", "object_id": "o1", "created_at": 1_701_234_570}])
-        report = _run(store, _write_jsonl(tmp_path / "e.jsonl", [row]), invalid_threshold=1)
+        row = history_session("ev1", events=[{"event_id": "e1", "object_id": "o1", "created_at": 1_701_234_570}])
+        report = _run(store, write_jsonl(tmp_path / "e.jsonl", [row]), invalid_threshold=1)
         assert "events.0.created_at" in report.errors[0].reason
 
     def test_unknown_field_and_non_object_rows_are_invalid(self, store: SessionStore, tmp_path: Path) -> None:
-        rows = [_session("u1", colour="red"), "[1, 2]", _session("ok1")]
-        report = _run(store, _write_jsonl(tmp_path / "u.jsonl", rows), invalid_threshold=1)
+        rows = [history_session("u1", colour="red"), "[1, 2]", history_session("ok1")]
+        report = _run(store, write_jsonl(tmp_path / "u.jsonl", rows), invalid_threshold=1)
         assert [(e.line, "colour" in e.reason or "JSON object" in e.reason) for e in report.errors] == [
             (1, True),
             (2, True),
@@ -234,18 +211,18 @@ class TestInvalidRowsAndThreshold:
     def test_conflicting_session_is_an_invalid_row_and_the_stored_one_is_kept(
         self, store: SessionStore, tmp_path: Path
     ) -> None:
-        store.register_session(_session("c1", search_query="original"), check_window=False)
+        store.register_session(history_session("c1", search_query="original"), check_window=False)
         rows = [
-            _session("ok1"),
-            _session("c1", search_query="changed"),
-            {**_session("c2"), "events": [{k: v for k, v in _event("c2", "e9").items() if k != "session_id"}]},
-            _session(
+            history_session("ok1"),
+            history_session("c1", search_query="changed"),
+            {**history_session("c2"), "events": [{k: v for k, v in _event("c2", "e9").items() if k != "session_id"}]},
+            history_session(
                 "c2",
                 search_query="other content",
                 events=[{k: v for k, v in _event("c2", "e8").items() if k != "session_id"}],
             ),
         ]
-        path = _write_jsonl(tmp_path / "c.jsonl", rows)
+        path = write_jsonl(tmp_path / "c.jsonl", rows)
         report = _run(store, path, invalid_threshold=0.5)
         assert report.loaded and report.invalid == 2
         assert [(e.line, "different content" in e.reason) for e in report.errors] == [(2, True), (4, True)]
@@ -253,16 +230,17 @@ class TestInvalidRowsAndThreshold:
         assert [e.event_id for e in store.get_session("c2").events] == ["e9"]  # the conflicting row's are not
 
     def test_conflicts_count_towards_the_threshold(self, store: SessionStore, tmp_path: Path) -> None:
-        store.register_session(_session("c1", search_query="original"), check_window=False)
-        path = _write_jsonl(tmp_path / "c.jsonl", [_session("c1", search_query="changed"), _session("new1")])
+        store.register_session(history_session("c1", search_query="original"), check_window=False)
+        rows = [history_session("c1", search_query="changed"), history_session("new1")]
+        path = write_jsonl(tmp_path / "c.jsonl", rows)
         report = _run(store, path, invalid_threshold=0.4)  # 1 of 2 = 50%
         assert not report.loaded and report.errors[0].line == 1
         with pytest.raises(NotFound):
             store.get_session("new1")
 
     def test_error_list_is_capped_but_every_invalid_row_counts(self, store: SessionStore, tmp_path: Path) -> None:
-        rows = ["not json"] * 5 + [_session("ok1")]
-        report = _run(store, _write_jsonl(tmp_path / "bad.jsonl", rows), invalid_threshold=1, max_errors=2)
+        rows = ["not json"] * 5 + [history_session("ok1")]
+        report = _run(store, write_jsonl(tmp_path / "bad.jsonl", rows), invalid_threshold=1, max_errors=2)
         assert report.invalid == 5 and [e.line for e in report.errors] == [1, 2] and report.errors_truncated
 
 
@@ -271,7 +249,7 @@ class TestInvalidRowsAndThreshold:
 
 class TestBatchAssignment:
     def test_imported_sessions_join_the_collecting_batch(self, store: SessionStore) -> None:
-        live = store.register_session(_session("live1", created_at=now_ms()))
+        live = store.register_session(history_session("live1", created_at=now_ms()))
         assert live.batch_id is not None and live.session_number is not None
         report = _run(store, EXAMPLES / "sessions.jsonl")
         assert report.batch_id == live.batch_id
@@ -281,7 +259,7 @@ class TestBatchAssignment:
         assert numbers == sorted(numbers) and min(numbers) > live.session_number  # file order, same identity
 
     def test_never_into_a_released_batch(self, store: SessionStore) -> None:
-        live = store.register_session(_session("live1", created_at=now_ms()))
+        live = store.register_session(history_session("live1", created_at=now_ms()))
         assert live.batch_id is not None
         store.release_batch("r1")
         report = _run(store, EXAMPLES / "sessions.jsonl")
@@ -295,7 +273,7 @@ class TestBatchAssignment:
     def test_events_of_sessions_in_released_batches_are_stored(self, store: SessionStore, tmp_path: Path) -> None:
         _run(store, EXAMPLES / "sessions.jsonl")
         store.release_batch("r1")
-        report = _run(store, _write_jsonl(tmp_path / "late.jsonl", [_event("hist-0002", "late-1")]))
+        report = _run(store, write_jsonl(tmp_path / "late.jsonl", [_event("hist-0002", "late-1")]))
         assert report.loaded_events == 1 and report.batch_id is None
         assert "late-1" in [e.event_id for e in store.get_session("hist-0002").events]
 
@@ -309,7 +287,7 @@ class TestImportDuringRelease:
         store = SessionStore.from_url(pg_url)
         store.migrate()
         try:
-            live = store.register_session(_session("live1", created_at=now_ms()))
+            live = store.register_session(history_session("live1", created_at=now_ms()))
             results: list[ImportReport] = []
             with store.engine.connect() as conn:
                 tx = conn.begin()
