@@ -364,7 +364,7 @@ SELECT s.session_number, s.session_id, s.search_query,
        CAST(coalesce((SELECT jsonb_agg(DISTINCT e.object_id) FROM cs_event e
                       WHERE e.session_id = s.session_id
                         AND e.event_type IN (SELECT jsonb_array_elements_text(CAST(:label_event_types AS jsonb)))),
-                     '[]'::jsonb) AS text) AS clicked_ids
+                     CAST('[]' AS jsonb)) AS text) AS clicked_ids
 FROM cs_session s
 WHERE s.batch_id = :batch_id AND s.session_number > :after_number AND s.session_number <= :until_number
   AND NOT s.is_payload_search AND s.search_query IS NOT NULL AND NOT s.is_irrelevant

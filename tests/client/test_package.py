@@ -61,6 +61,8 @@ class TestSource:
             "searches_without_clicks": (),
             "top_hits": (),
             "query_analytics": ("{query}",),
+            "batch_propensities": ("{batch_id}",),
+            "batch_judgments": ("{batch_id}",),
             "erase_user": ("x",),
             "bulk": (),
         }

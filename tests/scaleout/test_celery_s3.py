@@ -235,6 +235,8 @@ class TestReleaseOnCeleryWorkersToObjectStorage:
         assert manifest["complete"] is True and manifest["path"] == f"{BASE_PATH}/{released.batch_id}"
         assert len(manifest["shards"]) == SHARDS
         expected = {f"{root}/{t}/{p['name']}" for p in manifest["parts"] for t in ("sessions", "events")}
+        for table, written in manifest["labels"]["tables"].items():  # the labels step's tables, listed apart
+            expected |= {f"{root}/{table}/{p['name']}" for p in written["parts"]}
         keys = _live_keys(released.s3, root + "/")
         parquet = {k for k in keys if k.endswith(".parquet")}
         assert parquet == expected, (
