@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, CursorResult, Engine, TextClause, exc, text
 
@@ -99,7 +99,7 @@ class Database:
                     if not driver.closed:
                         driver.autocommit = False
             except psycopg.Error as err:
-                invalidated = self.engine.dialect.is_disconnect(err, driver, None)
+                invalidated = self.engine.dialect.is_disconnect(cast(Any, err), driver, None)
                 if invalidated:  # dropped from the pool, as SQLAlchemy does on its own path
                     conn.invalidate(err)
                 raise exc.DBAPIError.instance(
