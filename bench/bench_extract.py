@@ -186,7 +186,7 @@ def run(ctx: Context) -> list[Table]:
             continue
         w, p = median(walls[v]), median(peaks[v])
         if v == "copy":
-            vs_tp, vs_mem = ratio_cell(w / op_wall, ">=0.5"), "-"
+            vs_tp, vs_mem = ratio_cell(w / op_wall, ">=0.8"), "-"
         elif v == "get_df":
             vs_tp, vs_mem = ratio_cell(w / op_wall, ">=1"), ratio_cell(op_peak / p, "<=0.2")
         else:

@@ -17,13 +17,25 @@ writer's end.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Context, Table, libpq_url, log, median, one_row, ratio_cell, run_child, synthetic_sessions
+from bench.harness import (
+    Context,
+    Table,
+    libpq_url,
+    log,
+    median,
+    one_row,
+    ratio_cell,
+    recorded_cell,
+    run_child,
+    synthetic_sessions,
+)
 from clickstream.store.rows import EVENT_COLUMNS, SESSION_COLUMNS
 
 #: The columns of the baselines' rows: the store's (:data:`clickstream.store.rows.SESSION_COLUMNS`, with the
@@ -207,13 +219,15 @@ def fresh_db(ctx: Context, name: str, *, with_batch: bool = False) -> tuple[str,
 def _writers(ctx: Context, kind: str, writers: int, n: int, seed: int, tag: str) -> dict[str, float]:
     url, batch_id = fresh_db(ctx, f"ingest_{kind}_{writers}_{tag}", with_batch=(kind == "insert"))
     env = ctx.airflow_env(url)
+    if kind == "before":  # the hook of another checkout's code (BENCH_BEFORE_PLUGINS), the bench's own modules kept
+        env["PYTHONPATH"] = os.pathsep.join([os.environ["BENCH_BEFORE_PLUGINS"], str(Path(__file__).parent.parent)])
     barrier = ctx.workdir / f"barrier-{kind}-{writers}-{tag}"
     shutil.rmtree(barrier, ignore_errors=True)
     barrier.mkdir()
     start_ms = int(time.time() * 1000) - 2 * 3600 * 1000
     common: dict[str, Any] = {"n": n, "seed": seed, "writers": writers, "start_ms": start_ms, "barrier": str(barrier)}
     extra: dict[str, Any]
-    if kind == "hook":
+    if kind in ("hook", "before"):
         func, extra, preload = "bench.bench_ingest:child_hook_writer", {}, ["clickstream.hooks", "clickstream.store"]
     else:
         func, extra, preload = (
@@ -316,19 +330,28 @@ def run(ctx: Context) -> list[Table]:
 
 
 def run_live(ctx: Context) -> list[Table]:
-    """3a. Live ingestion: the hook against plain INSERTs, with 1 and 8 writers."""
+    """3a. Live ingestion: the hook against plain INSERTs, with 1 and 8 writers; the ratio against the last
+    recorded one (the regression guard). With ``BENCH_BEFORE_PLUGINS=<a checkout>/plugins`` in the environment,
+    the hook of that code runs too (``hook, before``), interleaved: a change's before and after in one run."""
     n_live = max(2000, min(ctx.sessions // 20, 10_000))
+    before = os.environ.get("BENCH_BEFORE_PLUGINS")
+    kinds = ("insert", "hook", "before") if before else ("insert", "hook")
+    labels = {
+        "insert": "plain INSERTs (psycopg, fixed batch_id)",
+        "hook": "ClickstreamHook",
+        "before": f"ClickstreamHook, before ({before})",
+    }
     tables = []
 
     t = Table(
         f"3a. Live ingestion: {n_live:,} sessions (about {n_live * 5:,} events), register + push per session",
-        ["writers", "variant", "median s", "sessions/s", "events/s", "hook vs INSERT"],
+        ["writers", "variant", "median s", "sessions/s", "events/s", "hook vs INSERT", "vs recorded ratio"],
     )
     for writers in (1, 8):
-        walls: dict[str, list[float]] = {"hook": [], "insert": []}
+        walls: dict[str, list[float]] = {k: [] for k in kinds}
         counts: dict[str, dict[str, float]] = {}
         for i in range(ctx.repeat):
-            for kind in ("insert", "hook"):
+            for kind in kinds:
                 res = _writers(ctx, kind, writers, n_live, seed=100 + i, tag=str(i))
                 walls[kind].append(res["wall"])
                 counts[kind] = res
@@ -336,12 +359,18 @@ def run_live(ctx: Context) -> list[Table]:
                     f"ingest {kind} x{writers} #{i + 1}: {res['wall']:.1f} s ({res['sessions'] / res['wall']:,.0f} "
                     "sessions/s)"
                 )
-        for kind in ("insert", "hook"):
+        for kind in kinds:
             w = median(walls[kind])
-            label = "plain INSERTs (psycopg, fixed batch_id)" if kind == "insert" else "ClickstreamHook"
-            cell = ratio_cell(median(walls["insert"]) / w, ">=0.5") if kind == "hook" else "-"
-            t.add(writers, label, w, counts[kind]["sessions"] / w, counts[kind]["events"] / w, cell)
+            ratio = median(walls["insert"]) / w
+            cell = ratio_cell(ratio, ">=0.8") if kind != "insert" else "-"
+            key = f"ingest live, {writers} writer(s): hook vs INSERT"
+            guard = recorded_cell(ctx, key, ratio) if kind == "hook" else "-"
+            t.add(writers, labels[kind], w, counts[kind]["sessions"] / w, counts[kind]["events"] / w, cell, guard)
     t.notes.append("one process per writer, each with its own connection; sessions dealt round-robin")
+    t.notes.append(
+        "vs recorded ratio: this run's hook/INSERT ratio as a share of the last recorded one (bench/recorded.json, "
+        "written by --record); below 0.8 of it is REGRESSED"
+    )
     tables.append(t)
     return tables
 

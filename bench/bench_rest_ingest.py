@@ -208,6 +208,78 @@ def child_insert_loop(url: str, batch_id: str, path: str, deadline_s: float) -> 
     return {"wall": wall, "sessions": sessions, "events": events, "complete": sessions == len(pairs)}
 
 
+def child_copy_loop(url: str, batch_id: str, path: str, deadline_s: float) -> dict[str, Any]:
+    """The database's own bulk path on the same rows: per request's worth of sessions (250 and their events), one
+    transaction of ``COPY copy_session FROM STDIN`` and ``COPY copy_event FROM STDIN`` into two plain tables (the
+    store's columns, no index, no constraint), on one connection; JSON dumped inside the clock."""
+    import psycopg
+
+    from clickstream.store.rows import EVENT_COLUMNS, SESSION_COLUMNS
+
+    session_cols = ("session_id", "batch_id", *SESSION_COLUMNS[1:], "registered_at")  # bench_ingest's rows
+    event_cols = ("session_id", *EVENT_COLUMNS, "received_at")
+
+    pairs = _load_pairs(path)
+    dumps = json.dumps
+    sessions = events = 0
+    with psycopg.connect(url) as conn:
+        for table, source, cols in (
+            ("copy_session", "cs_session", session_cols),
+            ("copy_event", "cs_event", event_cols),
+        ):
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+            conn.execute(f"CREATE TABLE {table} AS SELECT {', '.join(cols)} FROM {source} WITH NO DATA")
+        conn.commit()
+        t0 = time.perf_counter()
+        stop_at = t0 + deadline_s
+        for i in range(0, len(pairs), SESSIONS_PER_REQUEST):
+            if time.perf_counter() > stop_at:
+                break
+            chunk = pairs[i : i + SESSIONS_PER_REQUEST]
+            now = int(time.time() * 1000)
+            with conn.transaction(), conn.cursor() as cur:
+                with cur.copy(f"COPY copy_session ({', '.join(session_cols)}) FROM STDIN") as copy:
+                    for s, _ in chunk:
+                        copy.write_row(
+                            (
+                                s["session_id"],
+                                batch_id,
+                                s["search_query"],
+                                dumps(s["search_results"]),
+                                dumps(s["search_meta"]),
+                                dumps(s["payload_filter"]),
+                                dumps(s["sort_by"]) if s["sort_by"] else None,
+                                s["user_id"],
+                                s["created_at"],
+                                s["is_irrelevant"],
+                                s["is_payload_search"],
+                                "0" * 64,
+                                now,
+                            )
+                        )
+                with cur.copy(f"COPY copy_event ({', '.join(event_cols)}) FROM STDIN") as copy:
+                    for s, evs in chunk:
+                        for e in evs:
+                            copy.write_row(
+                                (
+                                    s["session_id"],
+                                    e["event_id"],
+                                    e["object_id"],
+                                    e["event_type"],
+                                    e["created_at"],
+                                    dumps(e["meta"]) if e["meta"] is not None else None,
+                                    now,
+                                )
+                            )
+                            events += 1
+            sessions += len(chunk)
+        wall = time.perf_counter() - t0
+        for table in ("copy_session", "copy_event"):
+            conn.execute(f"DROP TABLE {table}")
+        conn.commit()
+    return {"wall": wall, "sessions": sessions, "events": events, "complete": sessions == len(pairs)}
+
+
 def child_single_http(base_url: str, token: str, path: str, clients: int, deadline_s: float) -> dict[str, Any]:
     """Per session: POST /session, then POST /session/events with its events; ``clients`` connections."""
     work = [
@@ -308,7 +380,7 @@ def run(ctx: Context) -> list[Table]:
     url, batch_id = fresh_db(ctx, "rest_ingest", with_batch=True)
     env = ctx.airflow_env(url)
     start_ms = int(time.time() * 1000) - 3 * 3600 * 1000  # inside live ingestion's 24 h window
-    bulk: dict[str, list[dict[str, Any]]] = {"insert": [], "rest": []}
+    bulk: dict[str, list[dict[str, Any]]] = {"insert": [], "rest": [], "copy": []}
     single: dict[tuple[str, int], list[dict[str, Any]]] = {}
     incomplete: list[str] = []
 
@@ -319,7 +391,7 @@ def run(ctx: Context) -> list[Table]:
     with ApiServer(ctx, "api-ingest", url=url) as server:
         token = server.token()
         for rep in range(ctx.repeat):
-            order = ("insert", "rest") if rep % 2 == 0 else ("rest", "insert")
+            order = ("copy", "insert", "rest") if rep % 2 == 0 else ("rest", "insert", "copy")
             for kind in order:
                 path = _write_pairs(
                     ctx, "bulk", make_pairs(n_bulk, seed=300 + rep, prefix=f"b{kind[0]}{rep}", start_ms=start_ms)
@@ -339,7 +411,7 @@ def run(ctx: Context) -> list[Table]:
                     out["server_cpu"] = server.cpu_seconds() - cpu0
                 else:
                     out, _ = run_child(
-                        "bench.bench_rest_ingest:child_insert_loop",
+                        f"bench.bench_rest_ingest:child_{kind}_loop",
                         env=env,
                         preload=["psycopg", "clickstream.store"],
                         url=libpq_url(url),
@@ -402,7 +474,20 @@ def run(ctx: Context) -> list[Table]:
             "request p99 ms",
             "API server CPU ms/session",
             "REST vs INSERT",
+            "REST vs COPY",
         ],
+    )
+    w_copy = median([r["wall"] for r in bulk["copy"]])
+    t.add(
+        "COPY FROM STDIN into two plain tables (psycopg, one connection, one transaction per 250 sessions)",
+        w_copy,
+        _rate(bulk["copy"]),
+        _rate(bulk["copy"], "events"),
+        "-",
+        "-",
+        "-",
+        "-",
+        "-",
     )
     w_ins = median([r["wall"] for r in bulk["insert"]])
     t.add(
@@ -410,6 +495,7 @@ def run(ctx: Context) -> list[Table]:
         w_ins,
         _rate(bulk["insert"]),
         _rate(bulk["insert"], "events"),
+        "-",
         "-",
         "-",
         "-",
@@ -425,6 +511,7 @@ def run(ctx: Context) -> list[Table]:
         percentile(lat, 99) * 1000,
         _cpu_ms(bulk["rest"], "server_cpu"),
         ratio_cell(_rate(bulk["rest"]) / _rate(bulk["insert"]), ">=1.0"),
+        ratio_cell(_rate(bulk["rest"]) / _rate(bulk["copy"]), ">=0.5"),
     )
     t.notes += [
         f"medians of {ctx.repeat} runs, alternating; every answer checked: registered and stored equal "

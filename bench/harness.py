@@ -120,6 +120,35 @@ def ratio_cell(value: float, target: str) -> str:
     return f"{value:.2f}x ({op}{bound:g}: {'met' if ok else 'MISSED'})"
 
 
+#: The ratios of the last recorded run (``python -m bench.run --record``), by measurement: the regression guard.
+RECORDED = Path(__file__).with_name("recorded.json")
+
+#: A ratio below this share of its recorded value is flagged REGRESSED (the ingest regression of issue 25 was a
+#: fall from 0.70x to 0.36x of the baseline; the run-to-run spread of a ratio on this shared machine is about 15 %).
+REGRESSION_SHARE = 0.8
+
+
+def recorded_cell(ctx: Context, key: str, value: float) -> str:
+    """The guard's cell: ``value`` (a ratio to the same run's baseline) against the last recorded ratio of
+    ``key``; ``REGRESSED`` when it is below :data:`REGRESSION_SHARE` of it. The value is kept in
+    ``ctx.ratios``, which ``--record`` writes to :data:`RECORDED`."""
+    ctx.ratios[key] = round(value, 3)
+    recorded = json.loads(RECORDED.read_text()).get(key) if RECORDED.exists() else None
+    if recorded is None:
+        return "none recorded"
+    share = value / recorded["ratio"]
+    verdict = "REGRESSED" if share < REGRESSION_SHARE else "ok"
+    return f"{share:.2f} of {recorded['ratio']:.2f}x ({recorded['date']}): {verdict}"
+
+
+def record_ratios(ratios: dict[str, float]) -> None:
+    """Write this run's ratios into :data:`RECORDED` (other keys kept)."""
+    data = json.loads(RECORDED.read_text()) if RECORDED.exists() else {}
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    data.update({k: {"ratio": v, "date": day} for k, v in ratios.items()})
+    RECORDED.write_text(json.dumps(dict(sorted(data.items())), indent=2) + "\n")
+
+
 def mib(n_bytes: float) -> float:
     return n_bytes / 2**20
 
@@ -385,6 +414,7 @@ class Context:
     repeat: int
     workdir: Path
     batches: dict[str, SeededBatch] = field(default_factory=dict)
+    ratios: dict[str, float] = field(default_factory=dict)  # this run's guarded ratios (recorded_cell)
 
     @property
     def url(self) -> str:

@@ -31,6 +31,7 @@ BENCHMARKS = {
     "pages": "bench_pages",
     "extract": "bench_extract",
     "ingest": "bench_ingest",
+    "live": "bench_live",
     "import": "bench_import",
     "release": "bench_release",
     "rest": "bench_rest",
@@ -62,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat", type=int, default=3, help="repetitions of each timed measurement; medians are reported (default 3)"
     )
     parser.add_argument("--out", type=Path, default=None, help="also write the tables to this file")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help=f"write this run's guarded ratios to {harness.RECORDED.name} (the next runs compare with them)",
+    )
     args = parser.parse_args(argv)
     only = [b.strip() for b in args.only.split(",") if b.strip()]
     unknown = [b for b in only if b not in BENCHMARKS]
@@ -98,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
             for table in module.run(ctx):
                 emit(table.render())
             harness.log(f"== {name} done in {time.monotonic() - t0:.0f} s")
+        if args.record and ctx.ratios:
+            harness.record_ratios(ctx.ratios)
+            harness.log(f"recorded {len(ctx.ratios)} ratios in {harness.RECORDED}")
     emit(
         f"_total {time.monotonic() - started:.0f} s; load average at end: "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}_\n"

@@ -232,6 +232,17 @@ SELECT (SELECT count(*) FROM s) AS sessions,
             chr(10) ORDER BY e.session_number, e.event_index)
         FROM e) AS events_json
 
+-- name: extract_page_bounds
+-- PostgreSQL only: the upper bounds of the extraction pages of batch :batch_id in (:after_number, :until_number]:
+-- every :page_size-th session number, in order (an index-only scan of cs_session_batch_number), so that the
+-- pages (each extract_page with its limit) can be read by several connections at once.
+SELECT session_number FROM (
+    SELECT session_number, row_number() OVER (ORDER BY session_number) AS k
+    FROM cs_session
+    WHERE batch_id = :batch_id AND session_number > :after_number AND session_number <= :until_number) n
+WHERE k % :page_size = 0
+ORDER BY session_number
+
 -- name: batch_result_lengths
 -- Position curve: how many sessions of batch :batch_id have n search results, for each n.
 SELECT jsonb_array_length(search_results) AS n, count(*) AS sessions

@@ -7,7 +7,10 @@ view of batches (counts, kept metrics, dataset) in :mod:`~clickstream.store.over
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, RowMapping, exc
@@ -24,6 +27,9 @@ from clickstream.store.errors import Conflict, InvalidInput, NotFound
 from clickstream.store.rows import ExtractPage, new_batch_id, session_dict
 
 P = TypeVar("P", ExtractPage, list[dict[str, Any]])
+
+#: Connections that read extraction pages at once on PostgreSQL (:meth:`BatchOperations.iter_extract_pages`).
+EXTRACT_READERS = 2
 
 
 def require_batch(db: Database, conn: Connection, batch_id: str) -> RowMapping:
@@ -122,7 +128,68 @@ class BatchOperations(StoreBase):
                 (row["events_json"] or "").encode(),
             )
 
-        return self._keyset_pages(batch_id, page_size, after_number, until_number, read, lambda page: page.last_number)
+        if not self.db.has("extract_page_bounds"):
+            return self._keyset_pages(
+                batch_id, page_size, after_number, until_number, read, lambda page: page.last_number
+            )
+        return self._parallel_pages(batch_id, page_size, after_number, until_number, read)
+
+    def _parallel_pages(
+        self,
+        batch_id: str,
+        page_size: int,
+        after_number: int,
+        until_number: int | None,
+        read: Callable[[Connection, int, int], ExtractPage],
+    ) -> Iterator[ExtractPage]:
+        """:meth:`iter_extract_pages` on PostgreSQL: the same pages as the keyset loop, read by
+        :data:`EXTRACT_READERS` connections at once (building a page is the database's work, one core each;
+        COPY of the joining query is one backend). One index-only query first finds the pages' bounds (every
+        ``page_size``-th session number); each page is still one statement reading ``(after, until]`` with its
+        limit, and pages are yielded in order. Sessions beyond the bounds (a batch still collecting) are read by
+        the keyset loop after the last page. Memory: :data:`EXTRACT_READERS` pages in flight."""
+        if page_size < 1:
+            raise InvalidInput.field("page_size", f"must be >= 1, got {page_size}")
+        until = MAX_BIGINT if until_number is None else until_number
+        with self.db.transaction(write=False) as conn:
+            require_batch(self.db, conn, batch_id)
+            bounds = list(
+                self.db.run(
+                    conn,
+                    "extract_page_bounds",
+                    batch_id=batch_id,
+                    after_number=after_number,
+                    until_number=until,
+                    page_size=page_size,
+                ).scalars()
+            )
+        ranges = list(zip([after_number, *bounds], [*bounds, until], strict=True))
+
+        def read_range(after: int, upper: int) -> ExtractPage:
+            with self.db.transaction(write=False) as conn:
+                return read(conn, after, upper)
+
+        def pages() -> Iterator[ExtractPage]:
+            last: ExtractPage | None = None
+            pool = ThreadPoolExecutor(EXTRACT_READERS, thread_name_prefix="clickstream-extract-read")
+            try:
+                pending = iter(ranges)
+                inflight = deque(pool.submit(read_range, *r) for r in islice(pending, EXTRACT_READERS))
+                while inflight:
+                    last = inflight.popleft().result()
+                    nxt = next(pending, None)
+                    if nxt is not None:
+                        inflight.append(pool.submit(read_range, *nxt))
+                    if len(last):
+                        yield last
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+            if last is not None and len(last) == page_size:  # the batch grew past the bounds: keyset from here
+                yield from self._keyset_pages(
+                    batch_id, page_size, last.last_number, until_number, read, lambda page: page.last_number
+                )
+
+        return pages()
 
     def _keyset_pages(
         self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, CursorResult, Engine, TextClause, exc, text
 
@@ -40,6 +40,7 @@ class Database:
         self.dialect: str = engine.dialect.name
         self.queries: dict[str, str] = sql.queries(self.dialect)
         self._clauses: dict[str, TextClause] = {}  # built once per query: text() re-parses the SQL
+        self._driver_sql: dict[str, str] = {}  # run_one's statements in the driver's parameter style
 
     def has(self, query: str) -> bool:
         """Whether this dialect has ``query``: dialect differences are told by a query's presence
@@ -66,6 +67,45 @@ class Database:
     def run(self, conn: Connection, query: str, /, **params: Any) -> CursorResult[Any]:
         """Execute the named ``query`` on ``conn`` with bind ``params``."""
         return conn.execute(self.clause(query), params)
+
+    def run_one(self, query: str, /, **params: Any) -> dict[str, Any] | None:
+        """Run the named single-statement ``query`` as a write transaction of its own; its first row as a dict
+        (None: no row). The live ingestion's path (a registration, a push of events), so it is lean: on
+        PostgreSQL the statement goes straight to the psycopg connection under a pooled one, in autocommit
+        (no BEGIN/COMMIT round trips), skipping SQLAlchemy's execution layer, which cost about as much client
+        time as the statement itself. Errors are SQLAlchemy's, translated as for :meth:`transaction`, and a
+        connection the driver found dead is dropped from the pool. SQLite: :meth:`transaction` and :meth:`run`.
+        """
+        if self.dialect != "postgresql":
+            with self.transaction(write=True, single_statement=True) as conn:
+                row = self.run(conn, query, **params).mappings().first()
+            return dict(row) if row is not None else None
+        import psycopg  # PostgreSQL's driver (psycopg 3)
+
+        statement = self._driver_sql.get(query)
+        if statement is None:  # the query in the driver's paramstyle (%(name)s), as SQLAlchemy compiles it
+            statement = self._driver_sql[query] = str(self.clause(query).compile(dialect=self.engine.dialect))
+        # engine.connect(): the pool's checkout (and its idle ping), a failure to connect raised as SQLAlchemy's
+        with translate_errors(self.dialect), self.engine.connect() as conn:
+            driver: Any = conn.connection.driver_connection
+            try:
+                driver.autocommit = True
+                try:
+                    with driver.cursor() as cursor:
+                        cursor.execute(statement, params)
+                        row = cursor.fetchone() if cursor.description is not None else None
+                        names = [c.name for c in cursor.description] if row is not None else []
+                finally:
+                    if not driver.closed:
+                        driver.autocommit = False
+            except psycopg.Error as err:
+                invalidated = self.engine.dialect.is_disconnect(cast(Any, err), driver, None)
+                if invalidated:  # dropped from the pool, as SQLAlchemy does on its own path
+                    conn.invalidate(err)
+                raise exc.DBAPIError.instance(
+                    statement, params, err, psycopg.Error, connection_invalidated=invalidated
+                ) from err
+        return dict(zip(names, row, strict=True)) if row is not None else None
 
     def clause(self, query: str) -> TextClause:
         """The named ``query`` as a :func:`sqlalchemy.text` clause (built once)."""

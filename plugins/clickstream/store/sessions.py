@@ -29,10 +29,9 @@ class SessionOperations(StoreBase):
         params = {**self.checks.session_params(body, now, check_window=check_window), "now": now}
         digest = params["content_hash"]
         # The common case alone first (a batch is collecting, the id is new): one statement, one round trip.
-        with self.db.transaction(write=True, single_statement=True) as conn:
-            row = self.db.run(conn, "insert_session", **params).mappings().first()
-        if row is not None:
-            return models.RegisterResult(session_id=body.session_id, status="registered", **row)
+        first = self.db.run_one("insert_session", **params)
+        if first is not None:
+            return models.RegisterResult(session_id=body.session_id, status="registered", **first)
         with self.db.transaction(write=True) as conn:
             for _ in range(5):
                 row = self.db.run(conn, "insert_session", **params).mappings().first()
@@ -268,9 +267,9 @@ class SessionOperations(StoreBase):
                 refused = self.db.run(conn, "count_refused_events", **params).one()
                 stored = len(self.db.run(conn, "insert_events", **params).all())
             return stored, refused.over_limit, refused.erased, refused.purged
-        with self.db.transaction(write=True, single_statement=True) as conn:
-            row = self.db.run(conn, "insert_events", **params).one()
-        return row.stored, row.over_limit, row.erased, row.purged
+        counts = self.db.run_one("insert_events", **params)
+        assert counts is not None  # insert_events answers one row
+        return counts["stored"], counts["over_limit"], counts["erased"], counts["purged"]
 
 
 def _rejection(item: str, body: Any, reason: str) -> models.BulkRejection:
