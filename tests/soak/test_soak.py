@@ -9,7 +9,8 @@ seeded released batch alone (the quiet run, after a few seconds of warm-up) for 
 At the end it checks, and prints as a table (the terminal summary's ``soak`` section):
 
 * every item a 200 acknowledged is in exactly one batch, or erased (its session id tombstoned), or in the
-  purged batch; no stored event is outside a batch; nothing is stored twice; no item was rejected;
+  purged batch (a session of the purged batch erased before the purge counts as erased); no stored event
+  is outside a batch; nothing is stored twice; no item was rejected;
 * every extracted dataset equals what the store holds for its batch: the same sessions, less those erased
   after the extraction; every event the store holds from before the release (``event_seq`` up to the
   release's watermark), and only events the store holds or erased;
@@ -17,6 +18,15 @@ At the end it checks, and prints as a table (the terminal summary's ``soak`` sec
   (no writer left anything undelivered);
 * the API server's resident memory (its process group) grew by at most 10 % over the second half;
 * the p99 of the readers' page requests during the run is within 4x the quiet run's p99.
+
+How the read latency is measured. The criterion is about the API server's read latency under mixed load,
+so the readers (:mod:`tests.soak.readers`) run in a process of their own, in the quiet run as under load:
+threads of the test process would time their wait for its GIL too (held by the 8 writer threads and the
+in-process extraction), client-side contention that leaves the p50 alone and blows up the tail. Their
+answers come back to the test and are checked with everyone else's (statuses, Retry-After on 503). The reads
+that overlap the PostgreSQL outage window (from the restart's start to ``OUTAGE_MARGIN_S`` after PostgreSQL
+accepts connections again) are left out of the p99, and their number printed: the outage is checked on its
+own (every 503 carried Retry-After and was retried to success); the p99 is about the server under load.
 """
 
 from __future__ import annotations
@@ -38,9 +48,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from clickstream.client import BulkWriter, ClickstreamClient, ClickstreamError, NotFoundError, UnavailableError
+from clickstream.client import BulkWriter, ClickstreamClient, ClickstreamError, UnavailableError
 from clickstream.dataset.readers import read_table
 from clickstream.store import SessionStore
+from tests.soak.readers import ReaderProcess, Recorder
 from tests.support import report
 from tests.support.apiserver import ApiServer
 from tests.support.bodies import click, session_body
@@ -63,30 +74,13 @@ SEED_SESSIONS = 300
 EVENTS_PER_SESSION = 3
 USERS_PER_WRITER = 6
 WRITE_PAUSE_S = 0.05  # a writer adds a session and its events every 50 ms: ~160 sessions/s in all
-PAGE_LIMIT, PAGE_EVENTS = 50, 10
+OUTAGE_MARGIN_S = 2.0  # reads until this long after PostgreSQL is back belong to the outage window
 MAX_GROWTH = 0.10
 MAX_P99_RATIO = 4.0
 TITLE = "soak"
 
 
 # ------------------------------------------------------------------------------------------- recording
-
-
-class Recorder(httpx.HTTPTransport):
-    """A client transport that records every answer: (route, status or None, Retry-After)."""
-
-    def __init__(self, answers: list[tuple[str, int | None, str | None]]) -> None:
-        super().__init__()
-        self.answers = answers
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        try:
-            response = super().handle_request(request)
-        except httpx.TransportError:
-            self.answers.append((request.url.path, None, None))
-            raise
-        self.answers.append((request.url.path, response.status_code, response.headers.get("Retry-After")))
-        return response
 
 
 def _retrying(fn: Callable[[], Any], *, timeout: float = 60.0, what: str = "") -> Any:
@@ -189,66 +183,6 @@ class Writers:
         assert not any(t.is_alive() for t in self._threads), "a writer did not finish"
 
 
-class Readers:
-    """``READERS`` threads paging the released batches they are given (``batches``), timing each page."""
-
-    def __init__(self, server: ApiServer, token: str, answers: list) -> None:
-        self.server, self.token, self.answers = server, token, answers
-        self.batches: list[str] = []
-        self.latencies: list[float] = []
-        self.pages = self.not_found = self.unavailable = 0
-        self.failures: list[BaseException] = []
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-
-    def _read(self, seed: int) -> None:
-        rng = random.Random(seed)
-        with ClickstreamClient(self.server.base_url, token=self.token, transport=Recorder(self.answers)) as client:
-            while not self._stop.is_set():
-                if not self.batches:
-                    time.sleep(0.1)
-                    continue
-                batch_id, after = rng.choice(self.batches), 0
-                for _ in range(5):  # up to 5 pages of a batch, then another batch
-                    if self._stop.is_set():
-                        return
-                    started = time.perf_counter()
-                    try:
-                        page = client.get_batch_sessions(batch_id, after, PAGE_LIMIT, PAGE_EVENTS)
-                    except NotFoundError:  # purged meanwhile
-                        self.not_found += 1
-                        break
-                    except (UnavailableError, httpx.TransportError):
-                        self.unavailable += 1
-                        time.sleep(0.3)
-                        continue
-                    self.latencies.append(time.perf_counter() - started)
-                    self.pages += 1
-                    if page.last_number is None or len(page.sessions) < PAGE_LIMIT:
-                        break
-                    after = page.last_number
-
-    def start(self) -> None:
-        self._stop.clear()
-
-        def run(seed: int) -> None:
-            try:
-                self._read(seed)
-            except BaseException as err:
-                self.failures.append(err)
-
-        self._threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(READERS)]
-        for t in self._threads:
-            t.start()
-
-    def stop(self) -> list[float]:
-        self._stop.set()
-        for t in self._threads:
-            t.join(60)
-        latencies, self.latencies = self.latencies, []
-        return latencies
-
-
 # ------------------------------------------------------------------------------------------------ test
 
 
@@ -281,18 +215,20 @@ def test_soak_everything_at_once(
     datasets = tmp_path / "datasets"
     control = ClickstreamClient(soak_server.base_url, token=token, transport=Recorder(answers))
     store = SessionStore.from_url(soak_pg.url)
-    writers, readers = Writers(soak_server, token, run, answers), Readers(soak_server, token, answers)
+    writers = Writers(soak_server, token, run, answers)
+    readers = ReaderProcess(soak_server.base_url, token, READERS)
     released: list[dict[str, Any]] = []  # {batch_id, release_id, t, extracted}
     erased_users: list[str] = []
     purged: dict[str, set[str]] = {}  # batch_id -> its session ids (from its dataset)
     rss: list[tuple[float, int]] = []
     events_log: list[str] = []
+    outage_window = (0.0, 0.0)  # time.monotonic() of the restart's start, of its end + OUTAGE_MARGIN_S
 
     def release(release_id: str) -> None:
         result = _retrying(lambda: control.release_batch(release_id), what="release")
         summary = _extract(result.batch_id, datasets)
         released.append({"batch_id": result.batch_id, "release_id": release_id, "summary": summary})
-        readers.batches.append(result.batch_id)
+        readers.add_batch(result.batch_id)
 
     try:
         # --- the seed and the quiet run
@@ -300,10 +236,11 @@ def test_soak_everything_at_once(
         release(f"{run}-seed")
         readers.start()
         time.sleep(WARM_UP_S)
-        readers.stop()
+        warm_up = readers.stop()
         readers.start()
         time.sleep(QUIET_S)
-        quiet = readers.stop()
+        quiet_run = readers.stop()
+        quiet = [seconds for _, seconds in quiet_run["reads"]]
         assert len(quiet) > 20, f"the quiet run read only {len(quiet)} pages"
 
         # --- everything at once
@@ -318,7 +255,9 @@ def test_soak_everything_at_once(
         while (now := time.monotonic()) < started + RUN_S:
             rss.append((now - started, _group_rss_kb(soak_server.process.pid)))  # type: ignore[union-attr]
             if not restarted and now >= restart_at:
+                outage_start = time.monotonic()
                 outage = soak_pg.restart("immediate", down_s=OUTAGE_S)
+                outage_window = (outage_start, time.monotonic() + OUTAGE_MARGIN_S)
                 events_log.append(f"PostgreSQL restart at {now - started:.0f} s: down {outage:.1f} s")
                 restarted = True
             elif now >= next_release:
@@ -339,17 +278,26 @@ def test_soak_everything_at_once(
                 assert (root / "_manifest.json").is_file(), "retention purges only extracted batches"
                 purged[oldest] = set(read_table(root, "sessions")["session_id"])
                 result = _retrying(functools.partial(store.purge_batch, oldest, chunk_sessions=200), what="purge")
-                readers.batches.remove(oldest)
+                readers.remove_batch(oldest)
                 events_log.append(f"purge of {oldest} at {now - started:.0f} s: {result.sessions} sessions")
                 purge_done = True
             time.sleep(1.0)
         elapsed = time.monotonic() - started
-        loaded = readers.stop()
+        loaded_run = readers.stop()
         writers.finish()
     finally:
-        readers.stop()
+        readers.close()
         writers.stop.set()
         control.close()
+    for part in (warm_up, quiet_run, loaded_run):  # the readers' answers are checked with everyone else's
+        answers.extend(part["answers"])
+    loaded: list[float] = []  # the reads under load, less those overlapping the outage window
+    in_outage = 0
+    for t0, seconds in loaded_run["reads"]:
+        if t0 < outage_window[1] and t0 + seconds > outage_window[0]:
+            in_outage += 1
+        else:
+            loaded.append(seconds)
 
     # --- what the store holds
     snapshot = StoreSnapshot.read(soak_pg.url)
@@ -366,7 +314,8 @@ def test_soak_everything_at_once(
             )
         }
     store.dispose()
-    purged_ids = set().union(*purged.values()) if purged else set()
+    # the purged batch's sessions, less those erased (after the extraction, before the purge): those count as erased
+    purged_ids = (set().union(*purged.values()) if purged else set()) - tombstoned
 
     problems: list[str] = []
     # acknowledged = added, less what a writer could not deliver (checked to be nothing)
@@ -443,8 +392,9 @@ def test_soak_everything_at_once(
     p99_quiet, p99_run = _p99(quiet), _p99(loaded)
     if p99_run > MAX_P99_RATIO * p99_quiet:
         problems.append(f"read p99 {1000 * p99_run:.0f} ms > {MAX_P99_RATIO}x the quiet {1000 * p99_quiet:.0f} ms")
-    if readers.failures:
-        problems.append(f"readers failed: {readers.failures[:3]}")
+    reader_failures = warm_up["failures"] + quiet_run["failures"] + loaded_run["failures"]
+    if reader_failures:
+        problems.append(f"readers failed: {reader_failures[:3]}")
 
     figures = [
         f"run {elapsed:.0f} s: {WRITERS} writers, {READERS} readers, {len(released)} releases (seed included), "
@@ -460,10 +410,12 @@ def test_soak_everything_at_once(
         f"datasets {len(released)} checked against the store ({len(purged)} purged after extraction)",
         f"api-server RSS (2 workers) {rss[0][1] / 1024:.0f} MiB at start, {mid_kb / 1024:.0f} MiB at half, "
         f"{end_kb / 1024:.0f} MiB at end: {100 * growth:+.1f} % over the second half (limit {100 * MAX_GROWTH:.0f} %)",
+        f"readers: {READERS} threads in a separate process (their timings free of the test process's GIL)",
         f"read p50 quiet {1000 * statistics.median(quiet):.1f} ms, "
         f"under load {1000 * statistics.median(loaded):.1f} ms",
         f"read p99 quiet {1000 * p99_quiet:.1f} ms ({len(quiet)} pages), under load {1000 * p99_run:.1f} ms "
-        f"({len(loaded)} pages, {readers.unavailable} answered 503 or no answer, {readers.not_found} purged): "
+        f"({len(loaded)} pages, {loaded_run['unavailable']} answered 503 or no answer, "
+        f"{loaded_run['not_found']} purged; {in_outage} reads during the outage window not counted): "
         f"{p99_run / p99_quiet:.2f}x (limit {MAX_P99_RATIO:.0f}x)",
         f"result: {'PASS' if not problems else 'FAIL: ' + json.dumps(problems[:10])}",
     ]
