@@ -14,7 +14,6 @@ the cores are busy; bounded by ``STARTUP_TIMEOUT_S`` and ``RUN_TIMEOUT_S``.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ import pytest
 from clickstream.client import ClickstreamClient
 from clickstream.synthetic import generate
 from tests.support import REPO_ROOT
+from tests.support.apiserver import stop_process_group
 from tests.support.connections import free_port
 
 pytestmark = pytest.mark.slow
@@ -51,25 +51,6 @@ def _standalone_env(home: Path, port: int) -> dict[str, str]:
         }
     )
     return env
-
-
-def _stop_group(process: subprocess.Popen[bytes]) -> None:
-    """Stop ``./dev standalone`` and everything it started: SIGTERM to its process group, then SIGKILL to
-    whatever is left of the group once the main process is gone (or after 15 s). Quick rather than
-    graceful: the demo folder is a temporary one."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        pass
-    try:  # components still shutting down must not keep the port or the folder
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    process.wait(timeout=15)
 
 
 def _tail(path: Path, chars: int = 6000) -> str:
@@ -133,7 +114,7 @@ def standalone(tmp_path: Path):
     try:
         yield _Standalone(process, port, home, out)
     finally:
-        _stop_group(process)
+        stop_process_group(process, grace_s=15)  # quick rather than graceful: the folder is a temporary one
 
 
 def _seed(base: str, n: int) -> tuple[str, int]:

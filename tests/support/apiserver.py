@@ -35,7 +35,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import httpx
 import pytest
@@ -51,6 +51,26 @@ JWT_SECRET = "clickstream-test-secret-" + "x" * 48
 #: Seconds to wait for the server to answer ``GET /api/v2/version``.
 STARTUP_TIMEOUT_S = 120
 _SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+
+
+def stop_process_group(process: subprocess.Popen[Any], grace_s: float) -> None:
+    """Stop ``process`` and everything it started (it leads its own process group): SIGTERM to the group, up to
+    ``grace_s`` for the main process to exit, then SIGKILL to whatever is left of the group (workers must not
+    keep a port or a folder). Returns once the main process has exited; a no-op on a finished group."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    process.wait(timeout=10)
 
 
 class ApiServer:
@@ -155,32 +175,8 @@ class ApiServer:
 
         Returns once the process has exited; a no-op if it is not running.
         """
-        process = self.process
-        if process is None:
-            return
-        if process.poll() is not None:  # the main process is gone: make sure no worker of its group is left
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            return
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            process.wait(timeout=10)
-        # workers left behind in the group (if the main process died first) must not keep the port
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        if self.process is not None:
+            stop_process_group(self.process, grace_s=30)
 
     def restart(self) -> ApiServer:
         """:meth:`stop` (if running), then :meth:`start` on the same port with the same environment."""
