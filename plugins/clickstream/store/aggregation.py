@@ -44,16 +44,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 from itertools import chain
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, CursorResult
 
 from clickstream.signal.normalize import normalize_query
 from clickstream.store.db import Database, dumps
 
 #: Positions of a query's kept click-through curve (its CTR by position).
 QUERY_POSITIONS = 20
-#: Rows fetched from the driver at a time (in bulk, not one row at a time through the result's layers).
+#: Rows fetched from the driver at a time: in bulk, not one row at a time through the result's layers, and
+#: streamed (never a large statement's whole result in the client).
 FETCH = 10_000
 
 
@@ -196,6 +197,12 @@ class BatchAggregate:
     batch: BatchSums = field(default_factory=BatchSums)
 
 
+def _streamed(db: Database, conn: Connection, query: str, /, **params: object) -> CursorResult[Any]:
+    """The named ``query``'s rows streamed :data:`FETCH` at a time (PostgreSQL: a server-side cursor), so the
+    client never holds a large statement's whole result."""
+    return conn.execute(db.clause(query), params, execution_options={"yield_per": FETCH})
+
+
 def aggregate_batch(
     db: Database,
     conn: Connection,
@@ -242,7 +249,7 @@ def aggregate_batch(
         for r in db.run(conn, "batch_result_lengths", batch_id=batch_id):
             lengths[int(r.n or 0)] = lengths.get(int(r.n or 0), 0) + int(r.sessions)
     else:
-        rows = chain.from_iterable(db.run(conn, "analytics_sessions", batch_id=batch_id).partitions(FETCH))
+        rows = chain.from_iterable(_streamed(db, conn, "analytics_sessions", batch_id=batch_id).partitions(FETCH))
         for kind, raw, object_id, position, irrelevant, sessions in rows:
             n = int(sessions)
             if kind == "shown":
@@ -270,7 +277,7 @@ def aggregate_batch(
 
     types = dumps(list(label_event_types))
     if labels and detail:
-        clicked = db.run(conn, "label_impression_clicks", batch_id=batch_id, label_event_types=types)
+        clicked = _streamed(db, conn, "label_impression_clicks", batch_id=batch_id, label_event_types=types)
         for raw, object_id, position, irrelevant, clicks, label_clicks in chain.from_iterable(
             clicked.partitions(FETCH)
         ):
