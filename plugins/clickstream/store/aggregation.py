@@ -41,12 +41,13 @@ Definitions (the batch metrics' own, :mod:`clickstream.store.metrics`):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from itertools import chain
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, CursorResult
+from sqlalchemy import Connection
 
 from clickstream.signal.normalize import normalize_query
 from clickstream.store.db import Database, dumps
@@ -197,10 +198,11 @@ class BatchAggregate:
     batch: BatchSums = field(default_factory=BatchSums)
 
 
-def _streamed(db: Database, conn: Connection, query: str, /, **params: object) -> CursorResult[Any]:
-    """The named ``query``'s rows streamed :data:`FETCH` at a time (PostgreSQL: a server-side cursor), so the
-    client never holds a large statement's whole result."""
-    return conn.execute(db.clause(query), params, execution_options={"yield_per": FETCH})
+def _streamed(db: Database, conn: Connection, query: str, /, **params: object) -> Iterator[Any]:
+    """The named ``query``'s rows, fetched and streamed :data:`FETCH` at a time (PostgreSQL: a server-side
+    cursor), so the client never holds a large statement's whole result."""
+    result = conn.execute(db.clause(query), params, execution_options={"yield_per": FETCH})
+    return chain.from_iterable(result.partitions(FETCH))
 
 
 def aggregate_batch(
@@ -249,8 +251,9 @@ def aggregate_batch(
         for r in db.run(conn, "batch_result_lengths", batch_id=batch_id):
             lengths[int(r.n or 0)] = lengths.get(int(r.n or 0), 0) + int(r.sessions)
     else:
-        rows = chain.from_iterable(_streamed(db, conn, "analytics_sessions", batch_id=batch_id).partitions(FETCH))
-        for kind, raw, object_id, position, irrelevant, sessions in rows:
+        for kind, raw, object_id, position, irrelevant, sessions in _streamed(
+            db, conn, "analytics_sessions", batch_id=batch_id
+        ):
             n = int(sessions)
             if kind == "shown":
                 slot = (key_of(raw), object_id, int(position), bool(irrelevant))
@@ -278,9 +281,7 @@ def aggregate_batch(
     types = dumps(list(label_event_types))
     if labels and detail:
         clicked = _streamed(db, conn, "label_impression_clicks", batch_id=batch_id, label_event_types=types)
-        for raw, object_id, position, irrelevant, clicks, label_clicks in chain.from_iterable(
-            clicked.partitions(FETCH)
-        ):
+        for raw, object_id, position, irrelevant, clicks, label_clicks in clicked:
             counts = merged[(key_of(raw), object_id, int(position), bool(irrelevant))]  # shown there
             counts[1] += int(clicks)
             counts[2] += int(label_clicks)
