@@ -10,10 +10,14 @@ generator (500 queries x 20 candidates, rankings that vary, clicks from a known 
 identified and the pairs are made), padded with ``view`` events to about 5 a session like the harness's data.
 Each run is a fresh interpreter (``harness.run_child``): wall time of the work,
 peak resident memory above the interpreter's after imports.
+
+``BENCH_LABELS_BEFORE=<checkout>/plugins`` also runs the labels step with that checkout's code (its
+``plugins`` on ``PYTHONPATH``, e.g. a worktree of main) on the same batches in the same run, as "before" rows.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from typing import Any
@@ -88,13 +92,18 @@ def child_labels(batch_id: str, out_dir: str) -> dict[str, Any]:
     }
 
 
-def _run(ctx: Context, url: str, kind: str, batch_id: str) -> tuple[dict[str, Any], dict[str, float]]:
+def _run(
+    ctx: Context, url: str, kind: str, batch_id: str, plugins: str | None = None
+) -> tuple[dict[str, Any], dict[str, float]]:
     out_dir = str(ctx.workdir / f"labels-step-{kind}")
     shutil.rmtree(out_dir, ignore_errors=True)
+    env = ctx.airflow_env(url)
+    if plugins:  # another checkout's code (the "before" rows)
+        env["PYTHONPATH"] = os.pathsep.join([plugins, *filter(None, [os.environ.get("PYTHONPATH")])])
     try:
         return run_child(
             f"bench.bench_labels_step:child_{kind}",
-            env=ctx.airflow_env(url),
+            env=env,
             preload=_PRELOAD,
             batch_id=batch_id,
             out_dir=out_dir,
@@ -113,8 +122,22 @@ def run(ctx: Context) -> list[Table]:
     big, mid = _seed(url, ctx.sessions, "big"), _seed(url, max(1000, ctx.sessions // 5), "mid")
     vacuum_analyze(url)
     extract, labels, peaks = [], [], {"mid": [], "big": []}  # type: ignore[var-annotated]
+    before = os.environ.get("BENCH_LABELS_BEFORE")
+    old_labels, old_peaks = [], {"mid": [], "big": []}  # type: ignore[var-annotated]
     out: dict[str, Any] = {}
+    old: dict[str, Any] = {}
     for rep in range(ctx.repeat):
+        if before:
+            old, mem = _run(ctx, url, "labels", big.batch_id, before)
+            old_labels.append(mem["wall"])
+            old_peaks["big"].append(mem["peak_rss"] - mem["start_rss"])
+            _, mem = _run(ctx, url, "labels", mid.batch_id, before)
+            old_peaks["mid"].append(mem["peak_rss"] - mem["start_rss"])
+            log(
+                f"  rep {rep + 1} before ({before}): labels {old_labels[-1]:.1f} s (fit step "
+                f"{old['fit_step_seconds']} s, pairs pass {old['pairs_seconds']} s); peak above start: mid "
+                f"{mib(old_peaks['mid'][-1]):.0f} MiB, big {mib(old_peaks['big'][-1]):.0f} MiB"
+            )
         _, mem = _run(ctx, url, "extract", big.batch_id)
         extract.append(mem["wall"])
         out, mem = _run(ctx, url, "labels", big.batch_id)
@@ -145,6 +168,24 @@ def run(ctx: Context) -> list[Table]:
         mib(median(peaks["big"])),
         ratio_cell(mem_ratio, "<=1.2"),
     )
+    if before:
+        table.add(
+            "before: labels step",
+            median(old_labels),
+            ratio_cell(median(old_labels) / median(extract), "<=0.5"),
+        )
+        old_mem = median(old_peaks["big"]) / max(median(old_peaks["mid"]), 1)
+        table.add(f"before: labels peak memory, {mid.sessions:,} sessions (MiB)", mib(median(old_peaks["mid"])), "")
+        table.add(
+            f"before: labels peak memory, {big.sessions:,} sessions (MiB)",
+            mib(median(old_peaks["big"])),
+            ratio_cell(old_mem, "<=1.2"),
+        )
+        table.notes.append(
+            f"before ({before}): the store's fit step {old.get('fit_step_seconds')} s (EM {old.get('fit_seconds')} "
+            f"s), the pairs pass {old.get('pairs_seconds')} s; {old.get('judgments', 0):,} judgments, "
+            f"{old.get('pairs', 0):,} pairs"
+        )
     table.notes.append(
         f"big batch: {out.get('fitted_sessions', 0):,} sessions fitted, {out.get('judgments', 0):,} judgments, "
         f"{out.get('pairs', 0):,} pairs; EM {out.get('iterations')} iterations (converged {out.get('converged')}), "

@@ -315,6 +315,31 @@ CROSS JOIN LATERAL (SELECT min(o.pos) AS position
 WHERE p.position IS NOT NULL OR c.first_click = 1
 GROUP BY 1, 2, 3, 4
 
+-- name: label_impression_clicks
+-- The labels' aggregation pass (aggregate_batch(..., labels=True)): the rows of analytics_impression_clicks
+-- without the first clicks (no window over the clicks): per (raw query, object, position, irrelevant flag)
+-- of batch :batch_id's KEYWORD sessions, those with a 'click' on the object shown there (clicks) and those
+-- with an event of :label_event_types (a JSON array of texts) on it (label_clicks), once a session, at the
+-- object's first position. Objects not shown are left out.
+WITH t AS (SELECT jsonb_array_elements_text(CAST(:label_event_types AS jsonb)) AS event_type),
+c AS (
+    SELECT e.session_id, e.object_id,
+           max(CASE WHEN e.event_type = 'click' THEN 1 ELSE 0 END) AS clicked,
+           max(CASE WHEN e.event_type IN (SELECT event_type FROM t) THEN 1 ELSE 0 END) AS labelled
+    FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
+    WHERE s.batch_id = :batch_id AND NOT s.is_payload_search AND s.search_query IS NOT NULL
+      AND (e.event_type = 'click' OR e.event_type IN (SELECT event_type FROM t))
+    GROUP BY e.session_id, e.object_id)
+SELECT s.search_query AS query, c.object_id, p.position, s.is_irrelevant AS irrelevant, sum(c.clicked) AS clicks,
+       sum(c.labelled) AS label_clicks
+FROM c
+JOIN cs_session s ON s.session_id = c.session_id
+CROSS JOIN LATERAL (SELECT min(o.pos) AS position
+                    FROM jsonb_array_elements(s.search_results) WITH ORDINALITY AS o(v, pos)
+                    WHERE o.v ->> 'object_id' = c.object_id) p
+WHERE p.position IS NOT NULL
+GROUP BY 1, 2, 3, 4
+
 -- name: insert_batch_queries
 -- Keeps the per-query analytics rows of :rows (a JSON array of objects) for their batch.
 INSERT INTO cs_batch_query (batch_id, query_key, sessions, sessions_with_click, rr_sum, click_position_sum,

@@ -242,6 +242,29 @@ FROM p
 WHERE p.position IS NOT NULL OR p.first_click = 1
 GROUP BY 1, 2, 3, 4
 
+-- name: label_impression_clicks
+-- The labels' aggregation pass (as PostgreSQL's): analytics_impression_clicks without the first clicks, over
+-- batch :batch_id's keyword sessions, objects shown only.
+WITH t AS (SELECT value AS event_type FROM json_each(:label_event_types)),
+c AS (
+    SELECT e.session_id, e.object_id,
+           max(CASE WHEN e.event_type = 'click' THEN 1 ELSE 0 END) AS clicked,
+           max(CASE WHEN e.event_type IN (SELECT event_type FROM t) THEN 1 ELSE 0 END) AS labelled
+    FROM cs_session s JOIN cs_event e ON e.session_id = s.session_id
+    WHERE s.batch_id = :batch_id AND NOT s.is_payload_search AND s.search_query IS NOT NULL
+      AND (e.event_type = 'click' OR e.event_type IN (SELECT event_type FROM t))
+    GROUP BY e.session_id, e.object_id),
+p AS (
+    SELECT s.search_query, s.is_irrelevant, c.object_id, c.clicked, c.labelled,
+           (SELECT min(CAST(j.key AS INTEGER)) + 1 FROM json_each(s.search_results) j
+            WHERE json_extract(j.value, '$.object_id') = c.object_id) AS position
+    FROM c JOIN cs_session s ON s.session_id = c.session_id)
+SELECT p.search_query AS query, p.object_id, p.position, p.is_irrelevant AS irrelevant, sum(p.clicked) AS clicks,
+       sum(p.labelled) AS label_clicks
+FROM p
+WHERE p.position IS NOT NULL
+GROUP BY 1, 2, 3, 4
+
 -- name: insert_batch_queries
 -- Keeps the per-query analytics rows of :rows (a JSON array of objects) for their batch.
 INSERT INTO cs_batch_query (batch_id, query_key, sessions, sessions_with_click, rr_sum, click_position_sum,

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from clickstream.signal import TrainingPair, session_pairs, skip_above_pairs
+from clickstream.signal import PairStats, TrainingPair, session_pairs, skip_above_pairs
 
 THETA = [1.0, 0.5, 0.25, 0.05, math.nan, None]
 
@@ -71,3 +71,23 @@ def test_session_pairs_follow_the_session_rules() -> None:
     assert _triples(pairs) == [("b", 2, "a", 1, 2.0)] and pairs[0].query == "BERT"
     for flag in ("is_irrelevant", "is_payload_search"):
         assert session_pairs({**session, flag: True}, events, theta=THETA) == ([], type(stats)())
+
+
+def test_pair_columns_of_many_sessions_are_the_sessions_pairs_in_order() -> None:
+    from clickstream.signal.pairs import PairColumns
+
+    sessions = [
+        ("s1", "Q", ["a", "b", "c", "d"], {"c", "d"}),
+        ("s2", "q", ["a", "b", "a", "c"], {"c", "x"}),
+        ("s3", "q", ["a", "b"], {"a"}),
+        ("s4", "r", [f"o{i}" for i in range(12)], {"o11", "o5"}),
+    ]
+    columns = PairColumns(THETA, max_ips_weight=3)
+    expected, stats = [], PairStats()
+    for sid, query, results, clicked in sessions:
+        columns.add(sid, query, results, clicked, query.lower())
+        pairs, st = skip_above_pairs(sid, query, results, clicked, theta=THETA, max_ips_weight=3)
+        expected += pairs
+        stats.add(st)
+    assert columns.pairs() == expected and columns.stats == stats and stats.clipped > 0
+    assert columns.columns["query_key"] == [p.query.lower() for p in expected]

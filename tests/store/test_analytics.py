@@ -153,6 +153,32 @@ class TestEqualsPandas:
         rows = {(i.object_id, i.position): (i.shown, i.clicks, i.label_clicks) for i in agg.impressions}
         assert rows == {("a", 1): (1, 1, 1), ("b", 2): (1, 0, 1)}
 
+    def test_the_labels_mode_keeps_the_impressions_and_session_counts(self, store: SessionStore) -> None:
+        synthetic.seed_store(store, 400, seed=3, id_prefix="lm", n_queries=30, n_objects=200)
+        store.register_session(_session("x1", "q", ("a", "b", "a")))
+        store.push_events("x1", [click("e1", "a"), click("e2", "b", event_type="download"), click("e3", "zz")])
+        store.register_session(_session("x2", "q", ("a",)))
+        store.push_events("x2", [click("e4", "a")])
+        store.mark_irrelevant("x2")
+        store.register_session(_session("x3", "  ", ("b",)))
+        store.push_events("x3", [click("e5", "b")])
+        store.register_session(_session("x4", None, ("a",), is_payload_search=True))
+        store.push_events("x4", [click("e6", "a")])
+        batch_id = store.release_batch("r").batch_id
+        types = ("click", "download")
+        with store.db.transaction(write=False) as conn:
+            full = aggregate_batch(store.db, conn, batch_id, label_event_types=types)
+            lean = aggregate_batch(store.db, conn, batch_id, label_event_types=types, labels=True)
+        assert sorted(lean.impressions) == sorted(full.impressions)
+        assert any(i.label_clicks for i in lean.impressions)
+        counts = ("sessions", "results_shown_sum", "no_result_sessions", "irrelevant_sessions")
+        assert {k: [getattr(q, c) for c in counts] for k, q in lean.queries.items()} == {
+            k: [getattr(q, c) for c in counts] for k, q in full.queries.items()
+        }
+        for c in ("sessions", "events", "irrelevant_all", "payload_search_sessions", "keyword_sessions", *counts[1:]):
+            assert getattr(lean.totals, c) == getattr(full.totals, c), c
+        assert lean.totals.impressions == full.totals.impressions
+
 
 class TestNormalization:
     @pytest.mark.parametrize(

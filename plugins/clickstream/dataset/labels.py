@@ -41,7 +41,7 @@ from clickstream.dataset.schema import (
     part_number,
 )
 from clickstream.signal.normalize import normalize_query
-from clickstream.signal.pairs import PairStats, skip_above_pairs
+from clickstream.signal.pairs import PairColumns, PairStats
 
 if TYPE_CHECKING:
     from clickstream.store.labels import LabelSessionsPage, LabelsFit
@@ -104,25 +104,24 @@ def judgments_table(batch_id: str, labels: LabelsFit, start: int = 0, stop: int 
 def pairs_table(
     batch_id: str, page: LabelSessionsPage, theta: list[float | None], max_ips_weight: float, stats: PairStats
 ) -> pa.Table:
-    """The skip-above pairs of one page of sessions (``query_key``: the normalized query)."""
-    cols: dict[str, list[Any]] = {name: [] for name in PAIRS_SCHEMA.names}
+    """The skip-above pairs of one page of sessions (``query_key``: the normalized query), gathered as columns
+    (:class:`~clickstream.signal.pairs.PairColumns`, no Python object per pair)."""
+    columns = PairColumns(theta, max_ips_weight)
+    keys: dict[str, str] = {}
     for s in page.sessions:
-        key = normalize_query(s.query)
-        pairs, st = skip_above_pairs(
-            s.session_id, s.query, s.results, s.clicked, theta=theta, max_ips_weight=max_ips_weight
-        )
-        stats.add(st)
-        for p in pairs:
-            cols["session_id"].append(p.session_id)
-            cols["query"].append(p.query)
-            cols["query_key"].append(key)
-            cols["positive_object_id"].append(p.positive_object_id)
-            cols["positive_position"].append(p.positive_position)
-            cols["negative_object_id"].append(p.negative_object_id)
-            cols["negative_position"].append(p.negative_position)
-            cols["weight"].append(p.weight)
-    cols["batch_id"] = [batch_id] * len(cols["session_id"])
-    return pa.table(cols, schema=PAIRS_SCHEMA)
+        key = keys.get(s.query)
+        if key is None:
+            key = keys[s.query] = normalize_query(s.query)
+        columns.add(s.session_id, s.query, s.results, s.clicked, key)
+    stats.add(columns.stats)
+    cols = columns.columns
+    return pa.table(
+        {
+            "batch_id": pa.array([batch_id] * len(cols["session_id"]), pa.string()),
+            **{name: pa.array(cols[name], PAIRS_SCHEMA.field(name).type) for name in PairColumns.FIELDS},
+        },
+        schema=PAIRS_SCHEMA,
+    )
 
 
 def write_batch_labels(

@@ -31,7 +31,7 @@ from typing import Any
 
 from clickstream.signal.counts import session_signal
 
-__all__ = ["DEFAULT_MAX_IPS_WEIGHT", "PairStats", "TrainingPair", "session_pairs", "skip_above_pairs"]
+__all__ = ["DEFAULT_MAX_IPS_WEIGHT", "PairColumns", "PairStats", "TrainingPair", "session_pairs", "skip_above_pairs"]
 
 #: ``[clickstream] max_ips_weight``: the largest inverse-propensity weight a pair gets.
 DEFAULT_MAX_IPS_WEIGHT = 10.0
@@ -68,6 +68,97 @@ class PairStats:
         self.clipped += other.clipped
 
 
+class PairColumns:
+    """The skip-above pairs of many sessions gathered as columns (one list per :class:`TrainingPair` field,
+    plus ``query_key``), without a Python object per pair: what a table of pairs is built from. The weights
+    are computed once per position. :attr:`stats` sums the sessions' :class:`PairStats`.
+
+    :param theta: ``θ`` per position, ``theta[k - 1]`` for position ``k``; ``None`` or ``NaN``: unidentified.
+    :param max_ips_weight: the largest weight (``>= 1``).
+    :raises ValueError: ``max_ips_weight`` below 1 or not finite.
+    """
+
+    FIELDS = (
+        "session_id",
+        "query",
+        "query_key",
+        "positive_object_id",
+        "positive_position",
+        "negative_object_id",
+        "negative_position",
+        "weight",
+    )
+
+    def __init__(self, theta: Sequence[float | None], max_ips_weight: float = DEFAULT_MAX_IPS_WEIGHT) -> None:
+        if not (isinstance(max_ips_weight, (int, float)) and math.isfinite(max_ips_weight) and max_ips_weight >= 1):
+            raise ValueError(f"max_ips_weight: expected a finite number >= 1, got {max_ips_weight!r}")
+        self._weights: list[tuple[float, bool] | None] = []  # per position: (weight, clipped), None: unidentified
+        for th in theta:
+            if th is None or math.isnan(th) or th <= 0:
+                self._weights.append(None)
+            else:
+                weight = 1.0 / th
+                self._weights.append((float(max_ips_weight), True) if weight > max_ips_weight else (weight, False))
+        self.stats = PairStats()
+        self.columns: dict[str, list[Any]] = {name: [] for name in self.FIELDS}
+
+    def add(
+        self, session_id: str, query: str, results: Sequence[str], clicked: Collection[str], query_key: str = ""
+    ) -> int:
+        """Add the pairs of one session (:func:`skip_above_pairs`'s rules); how many were added."""
+        stats, weights, cols = self.stats, self._weights, self.columns
+        stats.sessions += 1
+        clicked_set = clicked if isinstance(clicked, (set, frozenset)) else set(clicked)
+        above_positions: list[int] = []  # not-clicked results above the current position
+        above_ids: list[str] = []
+        added = 0
+        for k, obj in enumerate(dict.fromkeys(results), start=1):
+            if obj not in clicked_set:
+                above_positions.append(k)
+                above_ids.append(obj)
+                continue
+            stats.positives += 1
+            w = weights[k - 1] if k <= len(weights) else None
+            if w is None:
+                stats.skipped_unidentified += 1
+                continue
+            n = len(above_ids)
+            if not n:
+                continue
+            weight, clipped = w
+            if clipped:
+                stats.clipped += 1
+            cols["positive_object_id"].extend([obj] * n)
+            cols["positive_position"].extend([k] * n)
+            cols["negative_object_id"].extend(above_ids)
+            cols["negative_position"].extend(above_positions)
+            cols["weight"].extend([weight] * n)
+            added += n
+        if added:
+            cols["session_id"].extend([session_id] * added)
+            cols["query"].extend([query] * added)
+            cols["query_key"].extend([query_key] * added)
+            stats.pairs += added
+        return added
+
+    def pairs(self) -> list[TrainingPair]:
+        """The gathered pairs as :class:`TrainingPair` objects, in order."""
+        c = self.columns
+        return [
+            TrainingPair(*row)
+            for row in zip(
+                c["session_id"],
+                c["query"],
+                c["positive_object_id"],
+                c["positive_position"],
+                c["negative_object_id"],
+                c["negative_position"],
+                c["weight"],
+                strict=True,
+            )
+        ]
+
+
 def skip_above_pairs(
     session_id: str,
     query: str,
@@ -77,7 +168,8 @@ def skip_above_pairs(
     theta: Sequence[float | None],
     max_ips_weight: float = DEFAULT_MAX_IPS_WEIGHT,
 ) -> tuple[list[TrainingPair], PairStats]:
-    """The skip-above pairs of one session, weighted by clipped inverse propensity (see the module).
+    """The skip-above pairs of one session, weighted by clipped inverse propensity (see the module; many
+    sessions into a table: :class:`PairColumns`).
 
     :param results: object ids in the order shown.
     :param clicked: object ids the session clicked.
@@ -86,32 +178,9 @@ def skip_above_pairs(
     :param max_ips_weight: the largest weight (``>= 1``).
     :raises ValueError: ``max_ips_weight`` below 1 or not finite.
     """
-    if not (isinstance(max_ips_weight, (int, float)) and math.isfinite(max_ips_weight) and max_ips_weight >= 1):
-        raise ValueError(f"max_ips_weight: expected a finite number >= 1, got {max_ips_weight!r}")
-    stats = PairStats(sessions=1)
-    pairs: list[TrainingPair] = []
-    shown = list(dict.fromkeys(results))
-    clicked_set = set(clicked)
-    skipped: list[tuple[int, str]] = []  # not-clicked results above the current position
-    for k, obj in enumerate(shown, start=1):
-        if obj not in clicked_set:
-            skipped.append((k, obj))
-            continue
-        stats.positives += 1
-        th = theta[k - 1] if k <= len(theta) else None
-        if th is None or math.isnan(th) or th <= 0:
-            stats.skipped_unidentified += 1
-            continue
-        if not skipped:
-            continue
-        weight = 1.0 / th
-        if weight > max_ips_weight:
-            weight = float(max_ips_weight)
-            stats.clipped += 1
-        for j, neg in skipped:
-            pairs.append(TrainingPair(session_id, query, obj, k, neg, j, weight))
-    stats.pairs = len(pairs)
-    return pairs, stats
+    columns = PairColumns(theta, max_ips_weight)
+    columns.add(session_id, query, results, clicked)
+    return columns.pairs(), columns.stats
 
 
 def session_pairs(

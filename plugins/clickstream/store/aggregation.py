@@ -41,9 +41,11 @@ Definitions (the batch metrics' own, :mod:`clickstream.store.metrics`):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import NamedTuple
+from itertools import chain
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection
 
@@ -52,6 +54,9 @@ from clickstream.store.db import Database, dumps
 
 #: Positions of a query's kept click-through curve (its CTR by position).
 QUERY_POSITIONS = 20
+#: Rows fetched from the driver at a time: in bulk, not one row at a time through the result's layers, and
+#: streamed (never a large statement's whole result in the client).
+FETCH = 10_000
 
 
 class Impression(NamedTuple):
@@ -193,6 +198,13 @@ class BatchAggregate:
     batch: BatchSums = field(default_factory=BatchSums)
 
 
+def _streamed(db: Database, conn: Connection, query: str, /, **params: object) -> Iterator[Any]:
+    """The named ``query``'s rows, fetched and streamed :data:`FETCH` at a time (PostgreSQL: a server-side
+    cursor), so the client never holds a large statement's whole result."""
+    result = conn.execute(db.clause(query), params, execution_options={"yield_per": FETCH})
+    return chain.from_iterable(result.partitions(FETCH))
+
+
 def aggregate_batch(
     db: Database,
     conn: Connection,
@@ -200,13 +212,22 @@ def aggregate_batch(
     *,
     label_event_types: tuple[str, ...] | list[str] = ("click",),
     detail: bool = True,
+    labels: bool = False,
 ) -> BatchAggregate:
     """The aggregation pass over batch ``batch_id`` on ``conn`` (run it in one snapshot: the caller's
     transaction, after ``snapshot_read`` on PostgreSQL). See the module docstring for the definitions.
 
     ``detail=False`` computes only :attr:`BatchAggregate.batch` (and the batch-wide :class:`BatchTotals`
     columns: sessions, events, irrelevant flags, payload searches): the batch metrics alone, without the
-    per-query and per-object rows (no impressions are expanded)."""
+    per-query and per-object rows (no impressions are expanded).
+
+    ``labels=True`` computes what the labels step needs, with the same definitions: the
+    :attr:`BatchAggregate.impressions` (every row, as with ``detail``), the batch-wide :class:`BatchTotals`
+    columns and, per query, the :class:`QueryStats` session counts (``sessions``, ``results_shown_sum``,
+    ``no_result_sessions``, ``irrelevant_sessions``); not the first clicks (``label_impression_clicks``
+    instead of ``analytics_impression_clicks``: no window over the clicks), the reciprocal ranks, the click
+    positions, the per-query curves and objects, nor :attr:`BatchAggregate.objects` (empty) and the
+    :class:`BatchSums` click columns (``first_clicks``, ``clicked_positions``: empty)."""
     totals, batch = BatchTotals(), BatchSums()
     if db.has("aggregation_settings"):  # PostgreSQL: no JIT compilation for the pass's statements
         db.run(conn, "aggregation_settings")
@@ -230,21 +251,23 @@ def aggregate_batch(
         for r in db.run(conn, "batch_result_lengths", batch_id=batch_id):
             lengths[int(r.n or 0)] = lengths.get(int(r.n or 0), 0) + int(r.sessions)
     else:
-        for r in db.run(conn, "analytics_sessions", batch_id=batch_id):
-            n = int(r.sessions)
-            if r.kind == "shown":
-                slot = (key_of(r.query), r.object_id, int(r.position), bool(r.irrelevant))
+        for kind, raw, object_id, position, irrelevant, sessions in _streamed(
+            db, conn, "analytics_sessions", batch_id=batch_id
+        ):
+            n = int(sessions)
+            if kind == "shown":
+                slot = (key_of(raw), object_id, int(position), bool(irrelevant))
                 counts = merged.get(slot)
                 if counts is None:
                     merged[slot] = [n, 0, 0]
                 else:
                     counts[0] += n
                 continue
-            length = int(r.position or 0)  # a 'query' row: the length of the results
+            length = int(position or 0)  # a 'query' row: the length of the results
             lengths[length] = lengths.get(length, 0) + n
-            if r.query is None:
+            if raw is None:
                 continue
-            key = key_of(r.query)
+            key = key_of(raw)
             q = queries.get(key)
             if q is None:
                 q = queries[key] = QueryStats(key)
@@ -252,10 +275,24 @@ def aggregate_batch(
             q.results_shown_sum += length * n
             if not length:
                 q.no_result_sessions += n
-            if r.irrelevant:
+            if irrelevant:
                 q.irrelevant_sessions += n
 
     types = dumps(list(label_event_types))
+    if labels and detail:
+        clicked = _streamed(db, conn, "label_impression_clicks", batch_id=batch_id, label_event_types=types)
+        for raw, object_id, position, irrelevant, clicks, label_clicks in clicked:
+            counts = merged[(key_of(raw), object_id, int(position), bool(irrelevant))]  # shown there
+            counts[1] += int(clicks)
+            counts[2] += int(label_clicks)
+        for q in queries.values():
+            totals.keyword_sessions += q.sessions
+            totals.results_shown_sum += q.results_shown_sum
+            totals.no_result_sessions += q.no_result_sessions
+            totals.irrelevant_sessions += q.irrelevant_sessions
+        totals.impressions = sum(counts[0] for counts in merged.values())
+        impressions = [Impression(k, o, p, irr, *counts) for (k, o, p, irr), counts in merged.items()]
+        return BatchAggregate(batch_id, impressions, queries, {}, totals, batch)
     clicked_positions, first_clicks = batch.clicked_positions, batch.first_clicks
     keyword_first: dict[int | None, int] = {}  # the keyword sessions' first clicks, by position
     query_first: dict[str, dict[int | None, int]] = {}

@@ -226,7 +226,7 @@ class LabelOperations(StoreBase):
             generation = int(db.run(conn, "erasure_generation").scalar_one())
             if require_batch(db, conn, batch_id)["status"] != "released":
                 raise Conflict(f"batch_id {batch_id!r} is collecting: labels are fitted for released batches")
-            aggregate = aggregate_batch(db, conn, batch_id, label_event_types=types)
+            aggregate = aggregate_batch(db, conn, batch_id, label_event_types=types, labels=True)
         counts = click_counts(aggregate)
         fit = fit_pbm(counts, max_position=self.config.label_max_position, log=log)
         report = self._report(aggregate, counts, fit, types)
