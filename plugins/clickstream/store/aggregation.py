@@ -41,11 +41,9 @@ Definitions (the batch metrics' own, :mod:`clickstream.store.metrics`):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
-from itertools import chain
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from sqlalchemy import Connection
 
@@ -54,9 +52,6 @@ from clickstream.store.db import Database, dumps
 
 #: Positions of a query's kept click-through curve (its CTR by position).
 QUERY_POSITIONS = 20
-#: Rows fetched from the driver at a time: in bulk, not one row at a time through the result's layers, and
-#: streamed (never a large statement's whole result in the client).
-FETCH = 10_000
 
 
 class Impression(NamedTuple):
@@ -198,13 +193,6 @@ class BatchAggregate:
     batch: BatchSums = field(default_factory=BatchSums)
 
 
-def _streamed(db: Database, conn: Connection, query: str, /, **params: object) -> Iterator[Any]:
-    """The named ``query``'s rows, fetched and streamed :data:`FETCH` at a time (PostgreSQL: a server-side
-    cursor), so the client never holds a large statement's whole result."""
-    result = conn.execute(db.clause(query), params, execution_options={"yield_per": FETCH})
-    return chain.from_iterable(result.partitions(FETCH))
-
-
 def aggregate_batch(
     db: Database,
     conn: Connection,
@@ -251,8 +239,8 @@ def aggregate_batch(
         for r in db.run(conn, "batch_result_lengths", batch_id=batch_id):
             lengths[int(r.n or 0)] = lengths.get(int(r.n or 0), 0) + int(r.sessions)
     else:
-        for kind, raw, object_id, position, irrelevant, sessions in _streamed(
-            db, conn, "analytics_sessions", batch_id=batch_id
+        for kind, raw, object_id, position, irrelevant, sessions in db.stream(
+            conn, "analytics_sessions", batch_id=batch_id
         ):
             n = int(sessions)
             if kind == "shown":
@@ -280,7 +268,7 @@ def aggregate_batch(
 
     types = dumps(list(label_event_types))
     if labels and detail:
-        clicked = _streamed(db, conn, "label_impression_clicks", batch_id=batch_id, label_event_types=types)
+        clicked = db.stream(conn, "label_impression_clicks", batch_id=batch_id, label_event_types=types)
         for raw, object_id, position, irrelevant, clicks, label_clicks in clicked:
             counts = merged[(key_of(raw), object_id, int(position), bool(irrelevant))]  # shown there
             counts[1] += int(clicks)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from itertools import chain
 from typing import Any, cast
 
 from sqlalchemy import Connection, CursorResult, Engine, TextClause, exc, text
@@ -67,6 +68,12 @@ class Database:
     def run(self, conn: Connection, query: str, /, **params: Any) -> CursorResult[Any]:
         """Execute the named ``query`` on ``conn`` with bind ``params``."""
         return conn.execute(self.clause(query), params)
+
+    def stream(self, conn: Connection, query: str, /, fetch: int = 10_000, **params: Any) -> Iterator[Any]:
+        """The rows of the named ``query`` on ``conn``, fetched ``fetch`` at a time (PostgreSQL: a server-side
+        cursor), so the client never holds a large statement's whole result."""
+        result = conn.execute(self.clause(query), params, execution_options={"yield_per": fetch})
+        return chain.from_iterable(result.partitions(fetch))
 
     def run_one(self, query: str, /, **params: Any) -> dict[str, Any] | None:
         """Run the named single-statement ``query`` as a write transaction of its own; its first row as a dict
