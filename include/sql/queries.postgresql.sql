@@ -232,6 +232,52 @@ SELECT (SELECT count(*) FROM s) AS sessions,
             chr(10) ORDER BY e.session_number, e.event_index)
         FROM e) AS events_json
 
+-- name: extract_page_arrow
+-- extract_page for a columnar reader (Database.arrow_reader: COPY BINARY straight into Arrow): the same page
+-- (the same sessions, events and order; nothing is rebuilt as JSON), one row per session, in session order,
+-- flat columns: the results as three parallel arrays (result_object_id, result_rank, result_meta: each
+-- result's meta as the JSON text stored), sort_by as sort_by_null / sort_field / sort_order, and the session's
+-- events (at most :max_events, earliest first) as five parallel arrays (event_id, event_object_id, event_type,
+-- event_created_at, event_meta). The reader builds the dataset's nested columns and its events table from
+-- the arrays (clickstream.dataset.pages). One statement: one snapshot.
+-- Order inside the arrays: each aggregate reads a subquery with its own ORDER BY, which PostgreSQL never
+-- flattens into the outer query, so the aggregate receives the rows in that order; an ORDER BY inside each
+-- aggregate would sort the same rows once per array (PostgreSQL 15: about 15 ms of a 1,000-session page).
+WITH s AS (
+    SELECT session_number, session_id, search_query, search_results, search_meta, payload_filter, sort_by,
+           user_id, created_at, is_irrelevant
+    FROM cs_session
+    WHERE batch_id = :batch_id AND session_number > :after_number AND session_number <= :until_number
+    ORDER BY session_number
+    LIMIT :limit)
+SELECT CAST(:batch_id AS text) AS batch_id, s.session_number, s.session_id, s.search_query,
+       r.object_ids AS result_object_id, r.ranks AS result_rank, r.metas AS result_meta,
+       CAST(nullif(s.search_meta, CAST('null' AS jsonb)) AS text) AS search_meta,
+       CAST(nullif(s.payload_filter, CAST('null' AS jsonb)) AS text) AS payload_filter,
+       s.sort_by IS NULL OR s.sort_by = CAST('null' AS jsonb) AS sort_by_null,
+       s.sort_by ->> 'field' AS sort_field, s.sort_by ->> 'order' AS sort_order,
+       s.user_id, s.created_at, s.is_irrelevant,
+       e.event_ids AS event_id, e.object_ids AS event_object_id, e.event_types AS event_type,
+       e.created_ats AS event_created_at, e.metas AS event_meta
+FROM s
+CROSS JOIN LATERAL (
+    SELECT coalesce(array_agg(x.v ->> 'object_id'), CAST('{}' AS text[])) AS object_ids,
+           coalesce(array_agg(CAST(x.v ->> 'rank' AS float8)), CAST('{}' AS float8[])) AS ranks,
+           coalesce(array_agg(CAST(nullif(x.v -> 'meta', CAST('null' AS jsonb)) AS text)),
+                    CAST('{}' AS text[])) AS metas
+    FROM (SELECT y.v FROM jsonb_array_elements(s.search_results) WITH ORDINALITY AS y(v, o) ORDER BY y.o) x) r
+CROSS JOIN LATERAL (
+    SELECT coalesce(array_agg(ev.event_id), CAST('{}' AS text[])) AS event_ids,
+           coalesce(array_agg(ev.object_id), CAST('{}' AS text[])) AS object_ids,
+           coalesce(array_agg(ev.event_type), CAST('{}' AS text[])) AS event_types,
+           coalesce(array_agg(ev.created_at), CAST('{}' AS bigint[])) AS created_ats,
+           coalesce(array_agg(CAST(nullif(ev.meta, CAST('null' AS jsonb)) AS text)), CAST('{}' AS text[])) AS metas
+    FROM (SELECT x.event_id, x.object_id, x.event_type, x.created_at, x.meta
+          FROM cs_event x WHERE x.session_id = s.session_id
+          ORDER BY x.created_at, x.event_seq
+          LIMIT :max_events) ev) e
+ORDER BY s.session_number
+
 -- name: extract_page_bounds
 -- PostgreSQL only: the upper bounds of the extraction pages of batch :batch_id in (:after_number, :until_number]:
 -- every :page_size-th session number, in order (an index-only scan of cs_session_batch_number), so that the

@@ -22,7 +22,7 @@ from clickstream.store.checks import optional_text, validate
 
 # The page's limits moved to clickstream.store.config; re-exported here only while the REST routes and the UI
 # still import them from this module (remove once they import them from config).
-from clickstream.store.db import Database
+from clickstream.store.db import ArrowReader, Database
 from clickstream.store.errors import Conflict, InvalidInput, NotFound
 from clickstream.store.rows import ExtractPage, new_batch_id, session_dict
 
@@ -128,11 +128,28 @@ class BatchOperations(StoreBase):
                 (row["events_json"] or "").encode(),
             )
 
+        def read_columns(arrow: ArrowReader, after: int, until: int) -> ExtractPage:
+            import pyarrow.compute as pc  # only here: most of the store's users never read columns
+
+            table = arrow.table(
+                "extract_page_arrow",
+                batch_id=batch_id,
+                after_number=after,
+                until_number=until,
+                limit=page_size,
+                max_events=self.config.max_events_per_session,
+            )
+            if not table.num_rows:
+                return ExtractPage(None, None, 0, 0, columns=table)  # type: ignore[arg-type]
+            numbers = table.column("session_number")
+            events = pc.sum(pc.list_value_length(table.column("event_id"))).as_py() or 0
+            return ExtractPage(numbers[0].as_py(), numbers[-1].as_py(), table.num_rows, events, columns=table)
+
         if not self.db.has("extract_page_bounds"):
             return self._keyset_pages(
                 batch_id, page_size, after_number, until_number, read, lambda page: page.last_number
             )
-        return self._parallel_pages(batch_id, page_size, after_number, until_number, read)
+        return self._parallel_pages(batch_id, page_size, after_number, until_number, read, read_columns)
 
     def _parallel_pages(
         self,
@@ -141,13 +158,18 @@ class BatchOperations(StoreBase):
         after_number: int,
         until_number: int | None,
         read: Callable[[Connection, int, int], ExtractPage],
+        read_columns: Callable[[ArrowReader, int, int], ExtractPage],
     ) -> Iterator[ExtractPage]:
         """:meth:`iter_extract_pages` on PostgreSQL: the same pages as the keyset loop, read by
         :data:`EXTRACT_READERS` connections at once (building a page is the database's work, one core each;
         COPY of the joining query is one backend). One index-only query first finds the pages' bounds (every
         ``page_size``-th session number); each page is still one statement reading ``(after, until]`` with its
         limit, and pages are yielded in order. Sessions beyond the bounds (a batch still collecting) are read by
-        the keyset loop after the last page. Memory: :data:`EXTRACT_READERS` pages in flight."""
+        the keyset loop after the last page. Memory: :data:`EXTRACT_READERS` pages in flight.
+
+        The pages are read as Arrow columns (``read_columns``, ``extract_page_arrow`` through
+        :meth:`Database.arrow_reader`: no JSON built by the database nor parsed here) when ADBC is there and
+        connects, else as JSON lines (``read``, ``extract_page``)."""
         if page_size < 1:
             raise InvalidInput.field("page_size", f"must be >= 1, got {page_size}")
         until = MAX_BIGINT if until_number is None else until_number
@@ -165,12 +187,16 @@ class BatchOperations(StoreBase):
             )
         ranges = list(zip([after_number, *bounds], [*bounds, until], strict=True))
 
-        def read_range(after: int, upper: int) -> ExtractPage:
-            with self.db.transaction(write=False) as conn:
-                return read(conn, after, upper)
-
         def pages() -> Iterator[ExtractPage]:
             last: ExtractPage | None = None
+            arrow = self.db.arrow_reader()
+
+            def read_range(after: int, upper: int) -> ExtractPage:
+                if arrow is not None:
+                    return read_columns(arrow, after, upper)
+                with self.db.transaction(write=False) as conn:
+                    return read(conn, after, upper)
+
             pool = ThreadPoolExecutor(EXTRACT_READERS, thread_name_prefix="clickstream-extract-read")
             try:
                 pending = iter(ranges)
@@ -182,12 +208,21 @@ class BatchOperations(StoreBase):
                         inflight.append(pool.submit(read_range, *nxt))
                     if len(last):
                         yield last
+                if last is not None and len(last) == page_size:  # the batch grew past the bounds: keyset from here
+                    yield from self._keyset_pages(
+                        batch_id,
+                        page_size,
+                        last.last_number,
+                        until_number,
+                        lambda conn, after, upper: (
+                            read(conn, after, upper) if arrow is None else read_columns(arrow, after, upper)
+                        ),
+                        lambda page: page.last_number,
+                    )
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
-            if last is not None and len(last) == page_size:  # the batch grew past the bounds: keyset from here
-                yield from self._keyset_pages(
-                    batch_id, page_size, last.last_number, until_number, read, lambda page: page.last_number
-                )
+                if arrow is not None:
+                    arrow.close()
 
         return pages()
 

@@ -8,16 +8,28 @@ load. It knows nothing of sessions or batches.
 from __future__ import annotations
 
 import json
+import logging
+import re
+import struct
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Connection, CursorResult, Engine, TextClause, exc, text
 
 from clickstream.store import sql
 from clickstream.store.engine import WRITE_OPTION
 from clickstream.store.errors import InvalidInput, StoreUnavailable
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+#: A named query's bind parameter (``:name``), as :func:`sqlalchemy.text` finds them (not ``::`` casts).
+_BIND = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")
 
 
 def dumps(value: Any) -> str | None:
@@ -42,6 +54,7 @@ class Database:
         self.queries: dict[str, str] = sql.queries(self.dialect)
         self._clauses: dict[str, TextClause] = {}  # built once per query: text() re-parses the SQL
         self._driver_sql: dict[str, str] = {}  # run_one's statements in the driver's parameter style
+        self._arrow_failed: str | None = None  # why ADBC could not connect (then it is not tried again)
 
     def has(self, query: str) -> bool:
         """Whether this dialect has ``query``: dialect differences are told by a query's presence
@@ -148,6 +161,51 @@ class Database:
         except psycopg.Error as err:
             raise exc.DBAPIError.instance(sql_text, None, err, psycopg.Error) from err
 
+    def arrow_reader(self) -> ArrowReader | None:
+        """A reader of named queries' results as Arrow tables (:class:`ArrowReader`), on PostgreSQL through
+        ADBC's libpq driver (``adbc-driver-postgresql``: ``COPY ... TO STDOUT (FORMAT binary)`` decoded
+        straight into Arrow, in C++), connected with the libpq settings of the engine's own connections.
+
+        None where there is none: on SQLite, when the driver is not installed, or when it cannot connect
+        (the reason is logged once; this database does not try again). Callers then take their row path.
+        The caller closes the reader.
+        """
+        if self.dialect != "postgresql" or self._arrow_failed is not None:
+            return None
+        try:
+            import adbc_driver_postgresql  # noqa: F401  (only to know it is there)
+        except ImportError as err:
+            return self._arrow_unavailable(f"adbc-driver-postgresql is not installed ({err})")
+        conninfo = self._libpq_conninfo()
+        reader: ArrowReader | None = None
+        try:
+            reader = ArrowReader(self, conninfo)
+            reader.check_in(reader.connect())  # one connection now: a failure to connect is known here
+        except Exception as err:  # noqa: BLE001  (any failure to connect: the row path still works)
+            if reader is not None:
+                reader.close()
+            return self._arrow_unavailable(f"ADBC could not connect: {_first_line(err)}")
+        return reader
+
+    def _arrow_unavailable(self, reason: str) -> None:
+        self._arrow_failed = reason
+        log.warning("columnar reads unavailable, using the row path instead: %s", reason)
+        return None
+
+    def _libpq_conninfo(self) -> str:
+        """The libpq settings a pooled connection of the engine was opened with (URL, ``connect_args``,
+        environment), those that differ from libpq's defaults, as a connection string."""
+        from psycopg.conninfo import make_conninfo
+
+        with translate_errors(self.dialect), self.engine.connect() as conn:
+            driver: Any = conn.connection.driver_connection
+            options = {
+                o.keyword.decode(): o.val.decode()
+                for o in driver.pgconn.info
+                if o.val is not None and o.val != o.compiled
+            }
+        return make_conninfo(**options)
+
     def is_write_collision(self, err: exc.DBAPIError) -> bool:
         """Whether a write failed on a concurrent write of the same keys, so that a retry may succeed: a unique
         violation (the other write committed after this one's reads) or a deadlock (PostgreSQL aborted this side
@@ -155,6 +213,106 @@ class Database:
         from psycopg import errors as pg_errors
 
         return isinstance(err.orig, (pg_errors.UniqueViolation, pg_errors.DeadlockDetected))
+
+
+class ArrowReader:
+    """Named queries' results as Arrow tables over ADBC connections (see :meth:`Database.arrow_reader`).
+
+    ADBC's low-level API (``adbc_driver_manager``): its DB-API module imports ``pyarrow.dataset`` and with it
+    pandas, a second of CPU on a worker's first extraction. Thread-safe: each :meth:`table` call uses a
+    connection of its own, opened when none is free and kept for the next call until :meth:`close`, so there
+    are as many connections as calls at once. Each statement runs in autocommit: one statement, one snapshot.
+    """
+
+    def __init__(self, db: Database, conninfo: str):
+        import adbc_driver_postgresql
+
+        self.db = db
+        self._database = adbc_driver_postgresql.connect(conninfo)  # ADBC's shared settings, no connection yet
+        self._free: list[Any] = []
+        self._open: list[Any] = []
+        self._lock = threading.Lock()
+        self._statements: dict[str, tuple[str, list[str]]] = {}
+
+    def table(self, query: str, /, **params: Any) -> pa.Table:
+        """The rows of the named ``query`` with bind ``params`` (ints and texts) as one Arrow table (the
+        driver's types: ``text`` a string, ``bigint`` an int64, arrays lists, ...). Errors are SQLAlchemy's,
+        translated as for :meth:`Database.transaction`."""
+        import adbc_driver_manager as adbc
+        import pyarrow as pa
+
+        statement, names = self._statement(query)
+        values = pa.RecordBatch.from_arrays([_arrow_value(query, n, params[n]) for n in names], names=names)
+        with translate_errors(self.db.dialect):
+            try:
+                conn = self._checkout()
+                try:
+                    with adbc.AdbcStatement(conn) as stmt:
+                        stmt.set_sql_query(statement)
+                        stmt.bind(values)
+                        stream, _ = stmt.execute_query()
+                        return pa.RecordBatchReader.from_stream(stream).read_all()
+                finally:
+                    self.check_in(conn)
+            except adbc.Error as err:
+                raise exc.DBAPIError.instance(statement, params, err, adbc.Error) from err
+
+    def _statement(self, query: str) -> tuple[str, list[str]]:
+        """The named query with ``$1, $2, ...`` for its ``:name`` parameters, and the names in that order."""
+        found = self._statements.get(query)
+        if found is None:
+            names: list[str] = []
+
+            def number(match: re.Match[str]) -> str:
+                if match.group(1) not in names:
+                    names.append(match.group(1))
+                return f"${names.index(match.group(1)) + 1}"
+
+            found = self._statements[query] = (_BIND.sub(number, self.db.queries[query]), names)
+        return found
+
+    def connect(self) -> Any:
+        """A new connection (autocommit, ADBC's default), closed by :meth:`close`."""
+        import adbc_driver_manager as adbc
+
+        conn = adbc.AdbcConnection(self._database)
+        with self._lock:
+            self._open.append(conn)
+        return conn
+
+    def _checkout(self) -> Any:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        return self.connect()
+
+    def check_in(self, conn: Any) -> None:
+        with self._lock:
+            self._free.append(conn)
+
+    def close(self) -> None:
+        """Close every connection."""
+        with self._lock:
+            conns, self._open, self._free = self._open, [], []
+        for handle in [*conns, self._database]:
+            try:
+                handle.close()
+            except Exception:  # noqa: BLE001,S110  (closing a broken connection: nothing left to do)
+                pass
+
+
+def _arrow_value(query: str, name: str, value: Any) -> pa.Array:
+    """A bind parameter as a one-value Arrow array, from its bytes (``pyarrow.array`` would import pandas, a
+    second of CPU the first time)."""
+    import pyarrow as pa
+
+    if isinstance(value, int) and not isinstance(value, bool):
+        return pa.Array.from_buffers(pa.int64(), 1, [None, pa.py_buffer(struct.pack("<q", value))])
+    if isinstance(value, str):
+        data = value.encode()
+        offsets = pa.py_buffer(struct.pack("<ii", 0, len(data)))
+        return pa.Array.from_buffers(pa.string(), 1, [None, offsets, pa.py_buffer(data)])
+    raise TypeError(f"{query}: parameter {name} must be an int or a str, got {type(value).__name__}")
 
 
 @contextmanager

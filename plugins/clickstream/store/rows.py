@@ -111,14 +111,22 @@ class ExtractPage:
     text, ``search_results[].meta`` too, ``n_events``), ``events_json`` one per event (``EVENTS_SCHEMA``,
     with ``event_index``, earliest first), both in session order. A reader turns them into Arrow without
     building Python objects per value. ``len(page)`` is its number of sessions.
+
+    On PostgreSQL with ADBC (:meth:`clickstream.store.db.Database.arrow_reader`) the page comes as
+    ``columns`` instead, and the JSON texts are empty: an Arrow table of one row per session in session
+    order, with the columns of the ``extract_page_arrow`` query (include/sql): the session's scalar columns,
+    its results as parallel lists ``result_object_id``, ``result_rank``, ``result_meta``, ``sort_by`` as
+    ``sort_by_null``, ``sort_field``, ``sort_order``, and its events as parallel lists ``event_id``,
+    ``event_object_id``, ``event_type``, ``event_created_at``, ``event_meta`` (earliest first).
     """
 
     first_number: int
     last_number: int
     sessions: int
     events: int
-    sessions_json: bytes
-    events_json: bytes
+    sessions_json: bytes = b""
+    events_json: bytes = b""
+    columns: Any = None
 
     def __len__(self) -> int:
         return self.sessions
