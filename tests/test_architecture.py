@@ -162,8 +162,8 @@ class TestTheChecksCatchViolations:
 
 #: The modules that own the database driver: :class:`clickstream.store.db.Database` and the engines it runs on.
 DATABASE_LAYER = {"clickstream.store.db", "clickstream.store.engine"}
-#: The database drivers (PostgreSQL's and SQLite's DB-API modules).
-DRIVERS = {"psycopg", "psycopg2", "psycopg_pool", "sqlite3"}
+#: The database drivers (PostgreSQL's and SQLite's DB-API modules, and ADBC's PostgreSQL driver).
+DRIVERS = {"psycopg", "psycopg2", "psycopg_pool", "sqlite3", "adbc_driver_manager", "adbc_driver_postgresql"}
 #: The history import's package; its load is the store's (``clickstream.store.history_load``).
 HISTORY = "clickstream.history"
 #: Kept for the Python interface the docs show; the package itself never imports it.

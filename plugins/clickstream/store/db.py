@@ -54,7 +54,7 @@ class Database:
         self.queries: dict[str, str] = sql.queries(self.dialect)
         self._clauses: dict[str, TextClause] = {}  # built once per query: text() re-parses the SQL
         self._driver_sql: dict[str, str] = {}  # run_one's statements in the driver's parameter style
-        self._arrow_failed: str | None = None  # why ADBC could not connect (then it is not tried again)
+        self._arrow_warned = False  # whether arrow_reader logged why it has no reader
 
     def has(self, query: str) -> bool:
         """Whether this dialect has ``query``: dialect differences are told by a query's presence
@@ -167,32 +167,34 @@ class Database:
         straight into Arrow, in C++), connected with the libpq settings of the engine's own connections.
 
         None where there is none: on SQLite, when the driver is not installed, or when it cannot connect
-        (the reason is logged once; this database does not try again). Callers then take their row path.
-        The caller closes the reader.
+        (e.g. a libpq setting of the engine's that ADBC's libpq does not know; the first time logged as a
+        warning). Callers then take their row path. The caller closes the reader.
         """
-        if self.dialect != "postgresql" or self._arrow_failed is not None:
+        if self.dialect != "postgresql":
             return None
         try:
             import adbc_driver_postgresql  # noqa: F401  (only to know it is there)
         except ImportError as err:
-            return self._arrow_unavailable(f"adbc-driver-postgresql is not installed ({err})")
-        conninfo = self._libpq_conninfo()
+            self._arrow_unavailable(f"adbc-driver-postgresql is not installed ({err})")
+            return None
+        conninfo = self.libpq_conninfo()
         reader: ArrowReader | None = None
         try:
             reader = ArrowReader(self, conninfo)
             reader.check_in(reader.connect())  # one connection now: a failure to connect is known here
-        except Exception as err:  # noqa: BLE001  (any failure to connect: the row path still works)
+        except Exception as err:  # any failure to connect: the row path still works
             if reader is not None:
                 reader.close()
-            return self._arrow_unavailable(f"ADBC could not connect: {_first_line(err)}")
+            self._arrow_unavailable(f"ADBC could not connect: {_first_line(err)}")
+            return None
         return reader
 
     def _arrow_unavailable(self, reason: str) -> None:
-        self._arrow_failed = reason
-        log.warning("columnar reads unavailable, using the row path instead: %s", reason)
-        return None
+        if not self._arrow_warned:
+            self._arrow_warned = True
+            log.warning("columnar reads unavailable, using the row path instead: %s", reason)
 
-    def _libpq_conninfo(self) -> str:
+    def libpq_conninfo(self) -> str:
         """The libpq settings a pooled connection of the engine was opened with (URL, ``connect_args``,
         environment), those that differ from libpq's defaults, as a connection string."""
         from psycopg.conninfo import make_conninfo
@@ -297,7 +299,7 @@ class ArrowReader:
         for handle in [*conns, self._database]:
             try:
                 handle.close()
-            except Exception:  # noqa: BLE001,S110  (closing a broken connection: nothing left to do)
+            except Exception:  # closing a broken connection: nothing left to do
                 pass
 
 
