@@ -208,7 +208,7 @@ def test_a_reader_that_cannot_connect_falls_back_to_json_lines_once_logged(
     assert len(warnings) == 1 and "no_such_libpq_option" in warnings[0].getMessage()
 
 
-def test_the_conninfo_is_the_engines_connection(released: tuple[SessionStore, str]) -> None:
+def test_the_reader_runs_on_the_engines_settings(released: tuple[SessionStore, str]) -> None:
     store, _ = released
     reader = store.db.arrow_reader()
     assert reader is not None
@@ -216,6 +216,9 @@ def test_the_conninfo_is_the_engines_connection(released: tuple[SessionStore, st
         port = store.db.engine.url.port
         info = reader.table("extract_page_bounds", batch_id="none", after_number=0, until_number=1, page_size=1)
         assert info.num_rows == 0 and info.column_names == ["session_number"]
+        assert reader.table("applied_migrations").num_rows > 0  # a query without parameters runs too
+        with pytest.raises(TypeError, match="page_size"):
+            reader.table("extract_page_bounds", batch_id="none", after_number=0, until_number=1, page_size=1.5)
         assert f"port={port}" in store.db.libpq_conninfo()
     finally:
         reader.close()

@@ -244,14 +244,15 @@ class ArrowReader:
         import pyarrow as pa
 
         statement, names = self._statement(query)
-        values = pa.RecordBatch.from_arrays([_arrow_value(query, n, params[n]) for n in names], names=names)
+        values = [_arrow_value(query, n, params[n]) for n in names]
         with translate_errors(self.db.dialect):
             try:
                 conn = self._checkout()
                 try:
                     with adbc.AdbcStatement(conn) as stmt:
                         stmt.set_sql_query(statement)
-                        stmt.bind(values)
+                        if values:  # one row of values: bound once (no row: the statement would not run)
+                            stmt.bind(pa.RecordBatch.from_arrays(values, names=names))
                         stream, _ = stmt.execute_query()
                         return pa.RecordBatchReader.from_stream(stream).read_all()
                 finally:
