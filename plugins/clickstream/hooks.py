@@ -393,13 +393,15 @@ class ClickstreamHook(BaseHook):
         page_size: int = 1000,
         after_number: int = 0,
         until_number: int | None = None,
+        columns: bool = False,
     ) -> Iterator[ExtractPage]:
-        """Every session of a batch, page by page, in the dataset's layout.
+        """Every session of a batch, page by page, in the dataset's layout (``columns``: as Arrow columns
+        where the store can, PostgreSQL with ADBC; else JSON lines).
 
         Delegates to :meth:`clickstream.store.SessionStore.iter_extract_pages`.
         """
         return self.get_conn().iter_extract_pages(
-            batch_id, page_size=page_size, after_number=after_number, until_number=until_number
+            batch_id, page_size=page_size, after_number=after_number, until_number=until_number, columns=columns
         )
 
     def release_batch(self, release_id: str) -> models.ReleaseResult:

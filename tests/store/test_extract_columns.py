@@ -117,7 +117,7 @@ def released(pg_url: str) -> Iterator[tuple[SessionStore, str]]:
 
 
 def read_all(store: SessionStore, batch_id: str, **kwargs: Any) -> tuple[pa.Table, pa.Table, list[Any]]:
-    pages = list(store.iter_extract_pages(batch_id, **kwargs))
+    pages = list(store.iter_extract_pages(batch_id, columns=True, **kwargs))
     tables = [extract_page_tables(p) for p in pages]
     sessions = pa.concat_tables([s for s, _ in tables]) if tables else None
     events = pa.concat_tables([e for _, e in tables]) if tables else None
@@ -176,7 +176,8 @@ def test_the_parquet_files_are_the_same(
     store, batch_id = released
 
     def write(root: Path) -> dict[str, Any]:
-        return ShardWriter(root, batch_id, pages_per_part=2).write(store.iter_extract_pages(batch_id, page_size=3))
+        pages = store.iter_extract_pages(batch_id, page_size=3, columns=True)
+        return ShardWriter(root, batch_id, pages_per_part=2).write(pages)
 
     columns = write(tmp_path / "columns")
     without_columns(monkeypatch)

@@ -182,7 +182,8 @@ class ExtractBatchOperator(ClickstreamBaseOperator):
     """Write a released batch (or one shard of it) as Parquet under ``<base_path>/<batch_id>/``.
 
     Pages through the batch with ``iter_extract_pages`` (``page_size`` sessions with all their events at a
-    time, as JSON lines in the dataset's layout that Arrow parses directly) and writes each page as a row
+    time; on PostgreSQL as Arrow columns read through ADBC, else as JSON lines in the dataset's layout that
+    Arrow parses directly) and writes each page as a row
     group, ``pages_per_part`` pages per part file, so memory is bounded by one page whatever the batch's
     size. Part files are named after their first ``session_number``; a run first deletes the parts its range
     owns, so a retry after a failure half-way ends with exactly the batch's rows, none twice, none missing.
@@ -308,7 +309,9 @@ class ExtractBatchOperator(ClickstreamBaseOperator):
                 "sessions",
                 interval_s=self.progress_interval_s,
             )
-            pages = hook.iter_extract_pages(self.batch_id, page_size=page_size, after_number=after, until_number=until)
+            pages = hook.iter_extract_pages(
+                self.batch_id, page_size=page_size, after_number=after, until_number=until, columns=True
+            )
             result = self.make_writer(root, after, until).write(pages)
         result = {"batch_id": self.batch_id, **result}
         self.result = result

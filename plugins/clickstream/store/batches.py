@@ -100,10 +100,21 @@ class BatchOperations(StoreBase):
         )
 
     def iter_extract_pages(
-        self, batch_id: str, *, page_size: int = 1000, after_number: int = 0, until_number: int | None = None
+        self,
+        batch_id: str,
+        *,
+        page_size: int = 1000,
+        after_number: int = 0,
+        until_number: int | None = None,
+        columns: bool = False,
     ) -> Iterator[ExtractPage]:
         """Like :meth:`iter_batch_pages`, in the dataset's flat layout (:class:`ExtractPage`), built by the
-        database in one statement a page (``extract_page``). Memory is bounded by ``page_size``."""
+        database in one statement a page (``extract_page``). Memory is bounded by ``page_size``.
+
+        :param columns: pages as Arrow columns (``ExtractPage.columns``, ``extract_page_arrow``) where the
+            store can read them so (PostgreSQL with ADBC), else as JSON lines; the same rows either way
+            (``clickstream.dataset.extract_page_tables`` reads both).
+        """
 
         def read(conn: Connection, after: int, until: int) -> ExtractPage:
             row = (
@@ -149,7 +160,9 @@ class BatchOperations(StoreBase):
             return self._keyset_pages(
                 batch_id, page_size, after_number, until_number, read, lambda page: page.last_number
             )
-        return self._parallel_pages(batch_id, page_size, after_number, until_number, read, read_columns)
+        return self._parallel_pages(
+            batch_id, page_size, after_number, until_number, read, read_columns if columns else None
+        )
 
     def _parallel_pages(
         self,
@@ -158,7 +171,7 @@ class BatchOperations(StoreBase):
         after_number: int,
         until_number: int | None,
         read: Callable[[Connection, int, int], ExtractPage],
-        read_columns: Callable[[ArrowReader, int, int], ExtractPage],
+        read_columns: Callable[[ArrowReader, int, int], ExtractPage] | None,
     ) -> Iterator[ExtractPage]:
         """:meth:`iter_extract_pages` on PostgreSQL: the same pages as the keyset loop, read by
         :data:`EXTRACT_READERS` connections at once (building a page is the database's work, one core each;
@@ -167,9 +180,9 @@ class BatchOperations(StoreBase):
         limit, and pages are yielded in order. Sessions beyond the bounds (a batch still collecting) are read by
         the keyset loop after the last page. Memory: :data:`EXTRACT_READERS` pages in flight.
 
-        The pages are read as Arrow columns (``read_columns``, ``extract_page_arrow`` through
-        :meth:`Database.arrow_reader`: no JSON built by the database nor parsed here) when ADBC is there and
-        connects, else as JSON lines (``read``, ``extract_page``)."""
+        Given ``read_columns``, the pages are read as Arrow columns (``extract_page_arrow`` through
+        :meth:`Database.arrow_reader`: no JSON built by the database nor parsed by the client) when ADBC is
+        there and connects, else as JSON lines (``read``, ``extract_page``)."""
         if page_size < 1:
             raise InvalidInput.field("page_size", f"must be >= 1, got {page_size}")
         until = MAX_BIGINT if until_number is None else until_number
@@ -189,10 +202,10 @@ class BatchOperations(StoreBase):
 
         def pages() -> Iterator[ExtractPage]:
             last: ExtractPage | None = None
-            arrow = self.db.arrow_reader()
+            arrow = self.db.arrow_reader() if read_columns is not None else None
 
             def read_range(after: int, upper: int) -> ExtractPage:
-                if arrow is not None:
+                if arrow is not None and read_columns is not None:
                     return read_columns(arrow, after, upper)
                 with self.db.transaction(write=False) as conn:
                     return read(conn, after, upper)
@@ -215,7 +228,9 @@ class BatchOperations(StoreBase):
                         last.last_number,
                         until_number,
                         lambda conn, after, upper: (
-                            read(conn, after, upper) if arrow is None else read_columns(arrow, after, upper)
+                            read(conn, after, upper)
+                            if arrow is None or read_columns is None
+                            else read_columns(arrow, after, upper)
                         ),
                         lambda page: page.last_number,
                     )
