@@ -6,6 +6,9 @@ Each variant runs in its own fresh interpreter (``harness.run_child``): wall tim
 same batch (same sessions, same events). Memory is also measured on a batch a fifth the size, to show
 whether it stays flat as the batch grows.
 
+With ``BENCH_EXTRACT_BEFORE=<a checkout>/plugins`` in the environment, the operator of that checkout's code
+runs too, interleaved with the others (a change's before and after in one run; the bench's own modules kept).
+
 Targets: >= 0.5x COPY's throughput; >= 1x get_df's throughput with <= 1/5 of its peak memory
 (at 1M sessions); peak memory flat as the batch grows.
 """
@@ -86,6 +89,9 @@ def _variant(ctx: Context, name: str, batch_id: str, tag: str) -> tuple[dict[str
     out_dir = str(ctx.workdir / f"extract-{name}-{tag}")
     shutil.rmtree(out_dir, ignore_errors=True)
     env = ctx.airflow_env()
+    if name == "before":  # another checkout's operator, the bench's own modules kept
+        env["PYTHONPATH"] = os.pathsep.join([os.environ["BENCH_EXTRACT_BEFORE"], str(Path(__file__).parent.parent)])
+        name = "operator"
     try:
         if name == "operator":
             return run_child(
@@ -132,6 +138,8 @@ def run(ctx: Context) -> list[Table]:
     if skipped_get_df:
         variants = ("copy", "operator")
         log(f"extract: get_df would need about {get_df_needs / 2**30:.1f} GiB here; not run on the big batch")
+    if os.environ.get("BENCH_EXTRACT_BEFORE"):
+        variants = (*variants, "before")
     walls: dict[str, list[float]] = {v: [] for v in variants}
     peaks: dict[str, list[float]] = {v: [] for v in variants}
     starts: dict[str, list[float]] = {v: [] for v in variants}
@@ -168,7 +176,10 @@ def run(ctx: Context) -> list[Table]:
         "operator": "ExtractBatchOperator (Parquet, two tables)",
     }
     op_rate = big.sessions / op_wall
-    for v in ("copy", "get_df", "operator"):
+    labels["before"] = f"ExtractBatchOperator of BENCH_EXTRACT_BEFORE ({os.environ.get('BENCH_EXTRACT_BEFORE')})"
+    for v in ("copy", "get_df", "operator", "before"):
+        if v not in walls and not (v == "get_df" and skipped_get_df):
+            continue
         if v == "get_df" and skipped_get_df:
             rate = mid.sessions / small_walls["get_df"]  # its best case: the smaller batch's rate
             t.add(
@@ -189,6 +200,8 @@ def run(ctx: Context) -> list[Table]:
             vs_tp, vs_mem = ratio_cell(w / op_wall, ">=0.8"), "-"
         elif v == "get_df":
             vs_tp, vs_mem = ratio_cell(w / op_wall, ">=1"), ratio_cell(op_peak / p, "<=0.2")
+        elif v == "before":
+            vs_tp, vs_mem = f"{w / op_wall:.2f}x", f"{op_peak / p:.2f}x"
         else:
             vs_tp, vs_mem = "1.00x", "1.00x"
         t.add(
