@@ -6,6 +6,7 @@ dataset: the same Parquet schema and the same values, in the same order, for awk
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -223,3 +224,17 @@ def test_the_reader_runs_on_the_engines_settings(released: tuple[SessionStore, s
         assert f"port={port}" in store.db.libpq_conninfo()
     finally:
         reader.close()
+
+
+def test_without_the_adbc_driver_the_pages_are_json_lines(
+    released: tuple[SessionStore, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    store, batch_id = released
+    expected_sessions, expected_events, _ = read_all(store, batch_id, page_size=4)
+    monkeypatch.setitem(sys.modules, "adbc_driver_postgresql", None)  # as where it is not installed
+    fresh = SessionStore(store.db.engine, StoreConfig(max_events_per_session=5), clock=Clock(T0))
+    with caplog.at_level(logging.WARNING, logger="clickstream.store.db"):
+        sessions, events, pages = read_all(fresh, batch_id, page_size=4)
+    assert all(p.columns is None for p in pages)
+    assert sessions.equals(expected_sessions) and events.equals(expected_events)
+    assert any("not installed" in r.getMessage() for r in caplog.records)
