@@ -11,6 +11,7 @@ from clickstream.store.batches import open_collecting_batch
 from clickstream.store.checks import validate
 from clickstream.store.db import dumps, loads
 from clickstream.store.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
+from clickstream.store.fastrows import encode, live_event, live_session, parsed
 from clickstream.store.rows import session_dict
 
 
@@ -119,13 +120,18 @@ class SessionOperations(StoreBase):
         self._bulk_sessions(sessions, now, result, check_window=check_window)
         records: dict[tuple[str, str], dict[str, Any]] = {}
         for i, item in enumerate(events):
+            taken = live_event(item)  # the fast path; what it does not take, the models decide
             try:
-                event = validate(models.BulkEventIn, item)
-                record = self.checks.event_record(event, now, "", check_window=check_window)
+                if taken is not None:
+                    record = self.checks.live_event_record(taken, now, check_window=check_window)
+                else:
+                    item = parsed(item)
+                    event = validate(models.BulkEventIn, item)
+                    record = self.checks.event_record(event, now, "", check_window=check_window)
             except InvalidInput as err:
-                result.rejected.append(_rejection(f"events[{i}]", item, err.detail))
+                result.rejected.append(_rejection(f"events[{i}]", taken[0] if taken else item, err.detail))
                 continue
-            records.setdefault((event.session_id, event.event_id), record)
+            records.setdefault((record["session_id"], record["event_id"]), record)
         counts = result.events
         if records:
             counts.stored, counts.over_limit, counts.erased, counts.purged = self._insert_events(
@@ -149,10 +155,17 @@ class SessionOperations(StoreBase):
         columns: dict[str, dict[str, Any]] = {}  # first occurrence of each session_id, in request order
         repeats: list[tuple[int, str, str]] = []  # (index, session_id, content_hash) of later occurrences
         for i, item in enumerate(sessions):
+            taken = live_session(item)  # the fast path; what it does not take, the models decide
             try:
-                params = self.checks.session_params(validate(models.SessionIn, item), now, check_window=check_window)
+                if taken is not None:
+                    params = self.checks.live_session_params(taken, now, check_window=check_window)
+                else:
+                    item = parsed(item)
+                    params = self.checks.session_params(
+                        validate(models.SessionIn, item), now, check_window=check_window
+                    )
             except InvalidInput as err:
-                result.rejected.append(_rejection(f"sessions[{i}]", item, err.detail))
+                result.rejected.append(_rejection(f"sessions[{i}]", taken[0] if taken else item, err.detail))
                 continue
             sid = params["session_id"]
             if sid in columns:
@@ -193,7 +206,7 @@ class SessionOperations(StoreBase):
         """Insert new sessions (one statement, one batch); returns ``{session_id: content_hash}`` of those
         among ``rows`` that were already stored, and the ids that are tombstoned (erased); the others were
         inserted now."""
-        payload = dumps([{k: v for k, v in r.items() if k != "index"} for r in rows])
+        payload = encode([{k: v for k, v in r.items() if k != "index"} for r in rows])
         ids = [r["session_id"] for r in rows]
         with self.db.transaction(write=True, single_statement=True) as conn:
             inserted = set(self.db.run(conn, "insert_sessions", sessions=payload, now=now).scalars())
@@ -213,7 +226,7 @@ class SessionOperations(StoreBase):
                     return existing, erased
                 # No collecting batch (none yet, or released meanwhile): open one and insert the rest.
                 open_collecting_batch(self.db, conn, self.clock)
-                payload = dumps([{k: v for k, v in r.items() if k != "index"} for r in missing])
+                payload = encode([{k: v for k, v in r.items() if k != "index"} for r in missing])
                 inserted |= set(self.db.run(conn, "insert_sessions", sessions=payload, now=now).scalars())
         raise StoreUnavailable("could not obtain a collecting batch; the store is under heavy contention")
 
@@ -261,7 +274,7 @@ class SessionOperations(StoreBase):
         """Insert ``insert_events`` records (each ``(session_id, event_id)`` once) in one statement;
         returns ``(stored, over_limit, erased, purged)``. PostgreSQL: one autocommit statement; SQLite: a count,
         then the insert, in one write transaction."""
-        params = {"events": dumps(records), "now": now, "max_events": self.config.max_events_per_session}
+        params = {"events": encode(records), "now": now, "max_events": self.config.max_events_per_session}
         if self.db.has("count_refused_events"):
             with self.db.transaction(write=True) as conn:
                 refused = self.db.run(conn, "count_refused_events", **params).one()
