@@ -103,14 +103,14 @@ _NUL = b"\\u0000"
 BODY_FIELDS = tuple(models.SessionIn.model_fields)
 
 
-def finite(value: Any) -> bool:
+def all_finite(value: Any) -> bool:
     """Whether a Python value holds only finite numbers (JSON text decoded by msgspec always does)."""
     if isinstance(value, float):
         return math.isfinite(value)
     if isinstance(value, dict):
-        return all(finite(v) for v in value.values())
+        return all(all_finite(v) for v in value.values())
     if isinstance(value, list):
-        return all(finite(v) for v in value)
+        return all(all_finite(v) for v in value)
     return True
 
 
@@ -157,9 +157,9 @@ def live_session(item: Any) -> tuple[LiveSession, tuple[str, str | None, str | N
         if isinstance(item, dict):
             s = msgspec.convert(item, LiveSession)
             if not (
-                finite(s.search_meta)
-                and finite(s.payload_filter)
-                and all(finite(r.meta) and finite(r.rank) for r in s.search_results)
+                all_finite(s.search_meta)
+                and all_finite(s.payload_filter)
+                and all(all_finite(r.meta) and all_finite(r.rank) for r in s.search_results)
             ):
                 return None
         elif isinstance(item, (bytes, msgspec.Raw)):
@@ -184,7 +184,7 @@ def live_event(item: Any) -> tuple[LiveEvent, str | None] | None:
     try:
         if isinstance(item, dict):
             e = msgspec.convert(item, LiveEvent)
-            if not finite(e.meta):
+            if not all_finite(e.meta):
                 return None
         elif isinstance(item, (bytes, msgspec.Raw)):
             e = _DECODE_LIVE_EVENT(item)
