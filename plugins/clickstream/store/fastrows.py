@@ -43,6 +43,9 @@ ShortId = Annotated[str, Meta(min_length=1, max_length=256)]
 EventType = Annotated[str, Meta(min_length=1, max_length=64)]
 Millis = Annotated[int, Meta(ge=models.MIN_MILLIS, le=models.MAX_BIGINT)]
 
+#: An item given as its JSON text: bytes, or a ``msgspec.Raw`` (a slice of a request body).
+JsonText = bytes | msgspec.Raw
+
 #: What decoding or converting a body that is not taken raises (every one of them means "ask the models").
 NOT_TAKEN = (msgspec.DecodeError, msgspec.ValidationError, UnicodeEncodeError, ValueError, TypeError, RecursionError)
 

@@ -11,7 +11,7 @@ from clickstream.store.batches import open_collecting_batch
 from clickstream.store.checks import validate
 from clickstream.store.db import dumps, loads
 from clickstream.store.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
-from clickstream.store.fastrows import encode, live_event, live_session, parsed
+from clickstream.store.fastrows import JsonText, encode, live_event, live_session, parsed
 from clickstream.store.rows import session_dict
 
 
@@ -88,8 +88,8 @@ class SessionOperations(StoreBase):
 
     def ingest_bulk(
         self,
-        sessions: Sequence[models.SessionIn | Mapping[str, Any]] = (),
-        events: Sequence[models.BulkEventIn | Mapping[str, Any]] = (),
+        sessions: Sequence[models.SessionIn | Mapping[str, Any] | JsonText] = (),
+        events: Sequence[models.BulkEventIn | Mapping[str, Any] | JsonText] = (),
         *,
         check_window: bool = True,
     ) -> models.BulkResult:
@@ -105,6 +105,10 @@ class SessionOperations(StoreBase):
 
         :param sessions: registration bodies, as for :meth:`register_session`.
         :param events: event bodies, as for :meth:`push_events`, each with its ``session_id``.
+
+        An item may come as a model, a dict, or its JSON text (``POST /bulk`` passes each item's slice of the
+        request body): the fast path (:mod:`clickstream.store.fastrows`) takes the valid ones in the usual
+        shapes, the models decide the others, with the same answer either way.
         :raises InvalidInput: more than ``max_bulk_items`` items in all (nothing is written).
         """
         items = len(sessions) + len(events)
@@ -144,7 +148,7 @@ class SessionOperations(StoreBase):
 
     def _bulk_sessions(
         self,
-        sessions: Sequence[models.SessionIn | Mapping[str, Any]],
+        sessions: Sequence[models.SessionIn | Mapping[str, Any] | JsonText],
         now: int,
         result: models.BulkResult,
         *,
