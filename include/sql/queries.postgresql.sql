@@ -121,17 +121,16 @@ SELECT (SELECT count(*) FROM ins) AS stored,
 -- Many registrations in one statement, into the collecting batch taken FOR SHARE exactly as insert_session
 -- does (no collecting batch: nothing is inserted, and the caller opens one). session_number follows the
 -- array order. Ids already stored are left alone (the caller compares their content hashes), and so are
--- tombstoned (erased) ids.
+-- tombstoned (erased) ids. The JSON columns come as JSON values (not as text to parse again).
 INSERT INTO cs_session (session_id, batch_id, search_query, search_results, search_meta, payload_filter,
                         sort_by, user_id, created_at, is_irrelevant, is_payload_search, content_hash,
                         registered_at)
-SELECT x.session_id, b.batch_id, x.search_query, CAST(x.search_results AS jsonb), CAST(x.search_meta AS jsonb),
-       CAST(x.payload_filter AS jsonb), CAST(x.sort_by AS jsonb), x.user_id, x.created_at, x.is_irrelevant,
-       x.is_payload_search, x.content_hash, :now
+SELECT x.session_id, b.batch_id, x.search_query, x.search_results, x.search_meta, x.payload_filter, x.sort_by,
+       x.user_id, x.created_at, x.is_irrelevant, x.is_payload_search, x.content_hash, :now
 FROM (SELECT batch_id FROM cs_batch WHERE status = 'collecting' FOR SHARE) b
 CROSS JOIN ROWS FROM (jsonb_to_recordset(CAST(:sessions AS jsonb))
-               AS (session_id text, search_query text, search_results text, search_meta text,
-                   payload_filter text, sort_by text, user_id text, created_at bigint, is_irrelevant boolean,
+               AS (session_id text, search_query text, search_results jsonb, search_meta jsonb,
+                   payload_filter jsonb, sort_by jsonb, user_id text, created_at bigint, is_irrelevant boolean,
                    is_payload_search boolean, content_hash text))
      WITH ORDINALITY AS x(session_id, search_query, search_results, search_meta, payload_filter, sort_by,
                           user_id, created_at, is_irrelevant, is_payload_search, content_hash, ord)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import msgspec
+
 from clickstream import models
 from clickstream.store.base import StoreBase
 from clickstream.store.batches import open_collecting_batch
@@ -13,6 +15,9 @@ from clickstream.store.db import dumps, loads
 from clickstream.store.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
 from clickstream.store.fastrows import JsonText, encode, live_event, live_session, parsed
 from clickstream.store.rows import session_dict
+
+#: The session columns stored as JSON (given to ``insert_sessions`` as JSON values).
+JSON_COLUMNS = ("search_results", "search_meta", "payload_filter", "sort_by")
 
 
 class SessionOperations(StoreBase):
@@ -210,7 +215,7 @@ class SessionOperations(StoreBase):
         """Insert new sessions (one statement, one batch); returns ``{session_id: content_hash}`` of those
         among ``rows`` that were already stored, and the ids that are tombstoned (erased); the others were
         inserted now."""
-        payload = encode([{k: v for k, v in r.items() if k != "index"} for r in rows])
+        payload = _sessions_payload(rows)
         ids = [r["session_id"] for r in rows]
         with self.db.transaction(write=True, single_statement=True) as conn:
             inserted = set(self.db.run(conn, "insert_sessions", sessions=payload, now=now).scalars())
@@ -230,7 +235,7 @@ class SessionOperations(StoreBase):
                     return existing, erased
                 # No collecting batch (none yet, or released meanwhile): open one and insert the rest.
                 open_collecting_batch(self.db, conn, self.clock)
-                payload = encode([{k: v for k, v in r.items() if k != "index"} for r in missing])
+                payload = _sessions_payload(missing)
                 inserted |= set(self.db.run(conn, "insert_sessions", sessions=payload, now=now).scalars())
         raise StoreUnavailable("could not obtain a collecting batch; the store is under heavy contention")
 
@@ -287,6 +292,19 @@ class SessionOperations(StoreBase):
         counts = self.db.run_one("insert_events", **params)
         assert counts is not None  # insert_events answers one row
         return counts["stored"], counts["over_limit"], counts["erased"], counts["purged"]
+
+
+def _sessions_payload(rows: list[dict[str, Any]]) -> str:
+    """``insert_sessions``' :sessions: the rows' columns, the JSON ones (given as text) as the JSON values."""
+    return encode(
+        [
+            {
+                **{k: v for k, v in r.items() if k != "index"},
+                **{c: msgspec.Raw(r[c]) for c in JSON_COLUMNS if r[c] is not None},
+            }
+            for r in rows
+        ]
+    )
 
 
 def _rejection(item: str, body: Any, reason: str) -> models.BulkRejection:
