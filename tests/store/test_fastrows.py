@@ -19,7 +19,7 @@ import pytest
 from clickstream import models
 from clickstream.store import InvalidInput, SessionStore, StoreConfig
 from clickstream.store.checks import Checks, validate
-from clickstream.store.fastrows import live_event, live_session
+from clickstream.store.fastrows import BODY_FIELDS, LiveEvent, LiveSession, live_event, live_session
 from tests.store.helpers import HOUR, T0, a_bulk_event, a_session, accounted, an_event
 
 JSON_COLUMNS = ("search_results", "search_meta", "payload_filter", "sort_by")
@@ -101,6 +101,11 @@ NOW = T0 + 1000
 
 
 class TestTheFastPathAgreesWithTheModels:
+    def test_the_structs_have_the_models_fields(self) -> None:
+        # content_hash encodes a LiveSession as the registration body itself: the same fields, no others
+        assert LiveSession.__struct_fields__ == BODY_FIELDS == tuple(models.SessionIn.model_fields)
+        assert set(LiveEvent.__struct_fields__) == set(models.BulkEventIn.model_fields)
+
     def test_random_valid_sessions_are_taken_with_the_models_columns_and_hash(self) -> None:
         checks, rng = Checks(StoreConfig()), random.Random(25)
         for i in range(400):

@@ -66,7 +66,8 @@ class SortBy(Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class LiveSession(Struct, forbid_unknown_fields=True, kw_only=True):
-    """:class:`clickstream.models.SessionIn`: a registration body (``created_at`` may be omitted)."""
+    """:class:`clickstream.models.SessionIn`: a registration body (``created_at`` may be omitted); its fields
+    are exactly :data:`BODY_FIELDS` (:func:`content_hash` encodes it as the body)."""
 
     session_id: SessionId
     search_query: str | None = None
@@ -144,7 +145,8 @@ def content_hash(s: Any) -> str:
     msgspec writes that very text for ASCII text and the usual numbers; otherwise (non-ASCII text, which
     ``json.dumps`` escapes, and exponent-form numbers) the body is written by ``json.dumps`` itself.
     """
-    body = {name: getattr(s, name) for name in BODY_FIELDS}
+    # a LiveSession is the body itself (its fields are BODY_FIELDS): encoded as it is, no dict built
+    body = s if type(s) is LiveSession else {name: getattr(s, name) for name in BODY_FIELDS}
     canonical = _ENCODE_SORTED(body)
     if not canonical.isascii() or b"0e" in canonical.translate(_DIGITS_TO_ZERO) or b"0.0000" in canonical:
         canonical = json.dumps(msgspec.to_builtins(body), sort_keys=True, separators=(",", ":")).encode()
