@@ -93,21 +93,26 @@ fresh AS (
     -- cs_event, and push_events slowed down as the table grew).
     WHERE NOT x.erased AND NOT x.purged
       AND (SELECT 1 FROM cs_event e WHERE e.session_id = x.session_id AND e.event_id = x.event_id) IS NULL),
-held AS (
-    SELECT f.session_id, (SELECT count(*) FROM cs_event e WHERE e.session_id = f.session_id) AS n
-    FROM (SELECT DISTINCT session_id FROM fresh) f),
+counted AS (
+    -- The session's stored events are counted once, on its first new event (CASE evaluates the subquery
+    -- only then), and spread over its other new events by the window: no join of fresh with a per-session
+    -- count (the planner, expecting one row of each, nested-looped them: 750 x 250 rows for 1,000 items).
+    SELECT f.*,
+           f.k + max(CASE WHEN f.k = 1
+                          THEN (SELECT count(*) FROM cs_event e WHERE e.session_id = f.session_id) END)
+                 OVER (PARTITION BY f.session_id) <= :max_events AS within
+    FROM fresh f),
 ins AS (
     INSERT INTO cs_event (session_id, event_id, object_id, event_type, created_at, meta, received_at)
-    SELECT f.session_id, f.event_id, f.object_id, f.event_type, f.created_at,
-           nullif(f.meta, CAST('null' AS jsonb)), :now
-    FROM fresh f JOIN held h ON h.session_id = f.session_id
-    WHERE h.n + f.k <= :max_events
-    ORDER BY f.ord
+    SELECT c.session_id, c.event_id, c.object_id, c.event_type, c.created_at,
+           nullif(c.meta, CAST('null' AS jsonb)), :now
+    FROM counted c
+    WHERE c.within
+    ORDER BY c.ord
     ON CONFLICT (session_id, event_id) DO NOTHING
     RETURNING 1)
 SELECT (SELECT count(*) FROM ins) AS stored,
-       (SELECT count(*) FROM fresh f JOIN held h ON h.session_id = f.session_id
-        WHERE h.n + f.k > :max_events) AS over_limit,
+       (SELECT count(*) FROM counted c WHERE NOT c.within) AS over_limit,
        (SELECT count(*) FROM x WHERE x.erased) AS erased,
        (SELECT count(*) FROM x WHERE x.purged AND NOT x.erased) AS purged
 
@@ -116,17 +121,16 @@ SELECT (SELECT count(*) FROM ins) AS stored,
 -- Many registrations in one statement, into the collecting batch taken FOR SHARE exactly as insert_session
 -- does (no collecting batch: nothing is inserted, and the caller opens one). session_number follows the
 -- array order. Ids already stored are left alone (the caller compares their content hashes), and so are
--- tombstoned (erased) ids.
+-- tombstoned (erased) ids. The JSON columns come as JSON values (not as text to parse again).
 INSERT INTO cs_session (session_id, batch_id, search_query, search_results, search_meta, payload_filter,
                         sort_by, user_id, created_at, is_irrelevant, is_payload_search, content_hash,
                         registered_at)
-SELECT x.session_id, b.batch_id, x.search_query, CAST(x.search_results AS jsonb), CAST(x.search_meta AS jsonb),
-       CAST(x.payload_filter AS jsonb), CAST(x.sort_by AS jsonb), x.user_id, x.created_at, x.is_irrelevant,
-       x.is_payload_search, x.content_hash, :now
+SELECT x.session_id, b.batch_id, x.search_query, x.search_results, x.search_meta, x.payload_filter, x.sort_by,
+       x.user_id, x.created_at, x.is_irrelevant, x.is_payload_search, x.content_hash, :now
 FROM (SELECT batch_id FROM cs_batch WHERE status = 'collecting' FOR SHARE) b
 CROSS JOIN ROWS FROM (jsonb_to_recordset(CAST(:sessions AS jsonb))
-               AS (session_id text, search_query text, search_results text, search_meta text,
-                   payload_filter text, sort_by text, user_id text, created_at bigint, is_irrelevant boolean,
+               AS (session_id text, search_query text, search_results jsonb, search_meta jsonb,
+                   payload_filter jsonb, sort_by jsonb, user_id text, created_at bigint, is_irrelevant boolean,
                    is_payload_search boolean, content_hash text))
      WITH ORDINALITY AS x(session_id, search_query, search_results, search_meta, payload_filter, sort_by,
                           user_id, created_at, is_irrelevant, is_payload_search, content_hash, ord)

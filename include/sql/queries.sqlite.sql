@@ -71,7 +71,8 @@ RETURNING 1
 -- name: insert_sessions
 -- Registers many sessions (:sessions, a JSON array) into the collecting batch; returns the ids inserted.
 -- Many registrations in one statement into the collecting batch (none: nothing inserted, the caller opens
--- one). session_number follows the array order; ids already stored are left alone.
+-- one). session_number follows the array order; ids already stored are left alone. The JSON columns come
+-- as JSON values: json_extract gives their text as sent.
 INSERT INTO cs_session (session_id, batch_id, search_query, search_results, search_meta, payload_filter,
                         sort_by, user_id, created_at, is_irrelevant, is_payload_search, content_hash,
                         registered_at)

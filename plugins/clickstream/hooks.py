@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
     from clickstream.history import ImportReport
+    from clickstream.store.fastrows import JsonText
     from clickstream.store.labels import LabelSessionsPage, LabelsFit
 
 log = logging.getLogger(__name__)
@@ -274,8 +275,8 @@ class ClickstreamHook(BaseHook):
 
     def ingest_bulk(
         self,
-        sessions: Sequence[models.SessionIn | Mapping[str, Any]] = (),
-        events: Sequence[models.BulkEventIn | Mapping[str, Any]] = (),
+        sessions: Sequence[models.SessionIn | Mapping[str, Any] | JsonText] = (),
+        events: Sequence[models.BulkEventIn | Mapping[str, Any] | JsonText] = (),
         *,
         check_window: bool = True,
     ) -> models.BulkResult:

@@ -23,69 +23,60 @@ encoding refuses one in a Python string, and the text of every stored column is 
 history row's ``created_at`` is required. The size limits of live ingestion (``max_results``,
 ``max_json_bytes``, and ``max_events_per_session`` for a row's events) are not rules of the models: they are
 applied after this path or the models, to the columns either gives
-(:func:`clickstream.history.checks.limit_refusal`).
+(:func:`clickstream.history.checks.limit_refusal`). The pieces shared with live ingestion's fast path (the
+structs of a search result and a sort, the field bounds, the JSON text, the content hash) are in
+:mod:`clickstream.store.fastrows`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import msgspec
-from msgspec import Meta, Struct
+from msgspec import Struct
 
-from clickstream import models
-
-_SessionId = Annotated[str, Meta(min_length=1, max_length=128)]
-_UserId = Annotated[str, Meta(min_length=1, max_length=256)]
-_ShortId = Annotated[str, Meta(min_length=1, max_length=256)]
-_Millis = Annotated[int, Meta(ge=models.MIN_MILLIS, le=models.MAX_BIGINT)]
-
-
-class _Result(Struct, forbid_unknown_fields=True, kw_only=True):
-    """:class:`clickstream.models.SearchResult` (same fields, same order)."""
-
-    object_id: _ShortId
-    rank: float | None = None
-    meta: dict[str, Any] | None = None
-
-
-class _SortBy(Struct, forbid_unknown_fields=True, kw_only=True):
-    """:class:`clickstream.models.SortBy`."""
-
-    field: Annotated[str, Meta(min_length=1)]
-    order: Literal["asc", "desc"]
+from clickstream.store.fastrows import (
+    EventType,
+    Millis,
+    Result,
+    SessionId,
+    ShortId,
+    SortBy,
+    UserId,
+    all_finite,
+    content_hash,
+    json_text,
+    plain_text,
+)
 
 
 class _Event(Struct, forbid_unknown_fields=True, kw_only=True):
     """An event of a history file (:class:`clickstream.models.EventIn`, ``created_at`` required)."""
 
-    event_id: _ShortId
-    object_id: _ShortId
-    event_type: Annotated[str, Meta(min_length=1, max_length=64)] = "click"
-    created_at: _Millis
+    event_id: ShortId
+    object_id: ShortId
+    event_type: EventType = "click"
+    created_at: Millis
     meta: dict[str, Any] | None = None
 
 
 class _EventRow(_Event, forbid_unknown_fields=True, kw_only=True):
     """An event row: the event plus its ``session_id``."""
 
-    session_id: _SessionId
+    session_id: SessionId
 
 
 class _SessionRow(Struct, forbid_unknown_fields=True, kw_only=True):
     """A session row (:class:`clickstream.models.SessionIn`, ``created_at`` required) with its events."""
 
-    session_id: _SessionId
+    session_id: SessionId
     search_query: str | None = None
-    search_results: list[_Result] = []
+    search_results: list[Result] = []
     search_meta: dict[str, Any] | None = None
     payload_filter: dict[str, Any] | None = None
-    sort_by: _SortBy | None = None
-    user_id: _UserId | None = None
-    created_at: _Millis
+    sort_by: SortBy | None = None
+    user_id: UserId | None = None
+    created_at: Millis
     is_irrelevant: bool = False
     is_payload_search: bool = False
     events: list[_Event] = []
@@ -94,16 +85,6 @@ class _SessionRow(Struct, forbid_unknown_fields=True, kw_only=True):
 _DECODE_SESSION = msgspec.json.Decoder(_SessionRow).decode
 _DECODE_EVENT = msgspec.json.Decoder(_EventRow).decode
 _ENCODE = msgspec.json.Encoder().encode  # field order of the models, as the store's JSON columns
-_ENCODE_SORTED = msgspec.json.Encoder(order="sorted").encode  # keys sorted, as the content hash wants
-#: Number spellings where msgspec and Python's ``json.dumps`` differ (``1e16`` / ``1e+16``, ``0.00001`` /
-#: ``1e-05``) are the exponent forms and the long fraction: a canonical text holding a digit followed by
-#: ``e`` or the text ``0.0000`` is hashed the slow way (a string that merely looks like one only costs
-#: that slow way). Digits are mapped to ``0`` first, so that one ``in`` test finds any of them (a regular
-#: expression cost more than the rest of the row).
-_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
-_NUL = b"\\u0000"
-#: The registration body's fields (the content hash covers them, and only them).
-_BODY_FIELDS = tuple(models.SessionIn.model_fields)
 
 #: A session's columns for the load: the stored columns (:data:`clickstream.store.rows.SESSION_COLUMNS`, JSON
 #: columns as text), then ``events``: the row's events as one JSON array (None when it has none, or when they
@@ -174,15 +155,15 @@ def convert_row(
     try:
         if "event_id" in row:
             event = msgspec.convert(row, _EventRow)
-            if not (finite or _finite(event.meta)):
+            if not (finite or all_finite(event.meta)):
                 return None
             return _event(event)
         session = msgspec.convert(row, _SessionRow)
         if not finite and not (
-            _finite(session.search_meta)
-            and _finite(session.payload_filter)
-            and all(_finite(r.meta) and _finite(r.rank) for r in session.search_results)
-            and all(_finite(e.meta) for e in session.events)
+            all_finite(session.search_meta)
+            and all_finite(session.payload_filter)
+            and all(all_finite(r.meta) and all_finite(r.rank) for r in session.search_results)
+            and all(all_finite(e.meta) for e in session.events)
         ):
             return None
         return _session(session, embed_events)
@@ -190,67 +171,38 @@ def convert_row(
         return None
 
 
-def _finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, dict):
-        return all(_finite(v) for v in value.values())
-    if isinstance(value, list):
-        return all(_finite(v) for v in value)
-    return True
-
-
-def _text(value: Any) -> str | None:
-    """JSON text of a value for a JSON column (None stays None: SQL NULL); ValueError for a NUL character."""
-    if value is None:
-        return None
-    data = _ENCODE(value)
-    if _NUL in data:
-        raise ValueError("NUL character")
-    return data.decode()
-
-
-def _plain(text: str) -> str:
-    """``text`` if storable: ValueError for a NUL character, UnicodeEncodeError for a lone surrogate."""
-    if "\x00" in text:
-        raise ValueError("NUL character")
-    if not text.isascii():
-        text.encode("utf-8")
-    return text
-
-
 def _event_columns(e: _Event) -> EventColumns:
-    return (_plain(e.event_id), _plain(e.object_id), _plain(e.event_type), e.created_at, _text(e.meta))
+    return (plain_text(e.event_id), plain_text(e.object_id), plain_text(e.event_type), e.created_at, json_text(e.meta))
 
 
 def _event(row: _EventRow) -> FastEvent:
-    return FastEvent(_plain(row.session_id), _event_columns(row))
+    return FastEvent(plain_text(row.session_id), _event_columns(row))
 
 
 def _session(s: _SessionRow, embed_events: bool) -> FastSession:
     if s.search_query is not None:
-        _plain(s.search_query)
+        plain_text(s.search_query)
     if s.user_id is not None:
-        _plain(s.user_id)
+        plain_text(s.user_id)
     columns = (
-        _plain(s.session_id),
+        plain_text(s.session_id),
         s.search_query,
-        _text(s.search_results),
-        _text(s.search_meta),
-        _text(s.payload_filter),
-        _text(s.sort_by),
+        json_text(s.search_results),
+        json_text(s.search_meta),
+        json_text(s.payload_filter),
+        json_text(s.sort_by),
         s.user_id,
         s.created_at,
         s.is_irrelevant,
         s.is_payload_search,
         content_hash(s),
-        _text(s.events) if embed_events and s.events else None,
+        json_text(s.events) if embed_events and s.events else None,
     )
     if embed_events or not s.events:
         return FastSession(columns, len(s.events), [])
     # The events' text (ids, event_type, meta) is checked once, in the JSON text of them all: a NUL character
-    # or a lone surrogate in any of them raises here, as _plain / _text would.
-    _text(s.events)
+    # or a lone surrogate in any of them raises here, as plain_text / json_text would.
+    json_text(s.events)
     return FastSession(
         columns,
         len(s.events),
@@ -259,17 +211,3 @@ def _session(s: _SessionRow, embed_events: bool) -> FastSession:
             for e in s.events
         ],
     )
-
-
-def content_hash(s: _SessionRow) -> str:
-    """:func:`clickstream.store.rows.content_hash` of the session (its events excluded): SHA-256 of the
-    registration body's JSON as ``json.dumps(body, sort_keys=True, separators=(",", ":"))`` writes it.
-
-    msgspec writes that very text for ASCII text and the usual numbers; otherwise (non-ASCII text, which
-    ``json.dumps`` escapes, and exponent-form numbers) the body is written by ``json.dumps`` itself.
-    """
-    body = {name: getattr(s, name) for name in _BODY_FIELDS}
-    canonical = _ENCODE_SORTED(body)
-    if not canonical.isascii() or b"0e" in canonical.translate(_DIGITS_TO_ZERO) or b"0.0000" in canonical:
-        canonical = json.dumps(msgspec.to_builtins(body), sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(canonical).hexdigest()

@@ -6,14 +6,17 @@ path inside the request, e.g. ``events.1.created_at``), raised before anything i
 
 from __future__ import annotations
 
+import json
 from typing import Any, TypeVar
 
+import msgspec
 from pydantic import BaseModel, ValidationError
 
 from clickstream import models
 from clickstream.store.config import StoreConfig
 from clickstream.store.db import dumps
 from clickstream.store.errors import InvalidInput, errors_detail
+from clickstream.store.fastrows import LiveEvent, LiveSession, content_hash, json_text
 from clickstream.store.rows import session_columns
 
 M = TypeVar("M", bound=BaseModel)
@@ -106,6 +109,72 @@ class Checks:
             for i, result in enumerate(body.search_results):  # only then can one result's meta be too big
                 self.json_size(f"search_results.{i}.meta", dumps(result.meta))
         return columns
+
+    def json_text_size(self, field: str, text: str | None) -> None:
+        """:meth:`json_size` of a JSON column's text as the fast path (:mod:`clickstream.store.fastrows`) writes
+        it. Near the bound, the size is measured on the text the store writes for the value (msgspec may spell
+        a number otherwise, e.g. ``1e16`` for ``1e+16``), so a body at the limit is judged as the models' path
+        judges it."""
+        if text is None:
+            return
+        if utf8_len(text, self.config.max_json_bytes) > self.config.max_json_bytes // 2:
+            text = dumps(json.loads(text))
+        self.json_size(field, text)
+
+    def live_session_params(
+        self,
+        taken: tuple[LiveSession, tuple[str, str | None, str | None, str | None]],
+        now: int,
+        *,
+        check_window: bool,
+    ) -> dict[str, Any]:
+        """:meth:`session_params` of a registration the fast path took
+        (:func:`clickstream.store.fastrows.live_session`): the same checks in the same order, the same
+        reasons, the same columns and content hash."""
+        s, (results, search_meta, payload_filter, sort_by) = taken
+        cfg = self.config
+        if check_window:
+            self.window("created_at", s.created_at, now)
+        if len(s.search_results) > cfg.max_results:
+            raise InvalidInput.field(
+                "search_results",
+                f"{len(s.search_results)} results; at most {cfg.max_results} a session ([clickstream] max_results)",
+            )
+        self.json_text_size("search_meta", search_meta)
+        self.json_text_size("payload_filter", payload_filter)
+        if utf8_len(results, cfg.max_json_bytes) > cfg.max_json_bytes // 2:  # only then can one result's meta be big
+            for i, result in enumerate(s.search_results):
+                self.json_text_size(f"search_results.{i}.meta", json_text(result.meta))
+        return {
+            "session_id": s.session_id,
+            "search_query": s.search_query,
+            "search_results": results,
+            "search_meta": search_meta,
+            "payload_filter": payload_filter,
+            "sort_by": sort_by,
+            "user_id": s.user_id,
+            "created_at": s.created_at if s.created_at is not None else now,
+            "is_irrelevant": s.is_irrelevant,
+            "is_payload_search": s.is_payload_search,
+            "content_hash": content_hash(s),
+        }
+
+    def live_event_record(self, taken: tuple[LiveEvent, str | None], now: int, *, check_window: bool) -> dict[str, Any]:
+        """:meth:`event_record` (no field prefix) of an event the fast path took
+        (:func:`clickstream.store.fastrows.live_event`), with its ``session_id``; ``meta`` is its JSON text as a
+        ``msgspec.Raw`` (:func:`clickstream.store.fastrows.encode` writes it as the object)."""
+        e, meta = taken
+        if check_window:
+            self.window("created_at", e.created_at, now)
+        self.json_text_size("meta", meta)
+        return {
+            "event_id": e.event_id,
+            "object_id": e.object_id,
+            "event_type": e.event_type,
+            "created_at": e.created_at if e.created_at is not None else now,
+            "meta": None if meta is None else msgspec.Raw(meta),
+            "session_id": e.session_id,
+        }
 
     def event_record(self, event: models.EventIn, now: int, field: str, *, check_window: bool) -> dict[str, Any]:
         """An event as an ``insert_events`` record, after the window and ``max_json_bytes`` checks;

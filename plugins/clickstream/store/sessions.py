@@ -5,13 +5,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import msgspec
+
 from clickstream import models
 from clickstream.store.base import StoreBase
 from clickstream.store.batches import open_collecting_batch
 from clickstream.store.checks import validate
 from clickstream.store.db import dumps, loads
 from clickstream.store.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
+from clickstream.store.fastrows import JsonText, encode, live_event, live_session, parsed
 from clickstream.store.rows import session_dict
+
+#: The session columns stored as JSON (given to ``insert_sessions`` as JSON values).
+JSON_COLUMNS = ("search_results", "search_meta", "payload_filter", "sort_by")
 
 
 class SessionOperations(StoreBase):
@@ -87,8 +93,8 @@ class SessionOperations(StoreBase):
 
     def ingest_bulk(
         self,
-        sessions: Sequence[models.SessionIn | Mapping[str, Any]] = (),
-        events: Sequence[models.BulkEventIn | Mapping[str, Any]] = (),
+        sessions: Sequence[models.SessionIn | Mapping[str, Any] | JsonText] = (),
+        events: Sequence[models.BulkEventIn | Mapping[str, Any] | JsonText] = (),
         *,
         check_window: bool = True,
     ) -> models.BulkResult:
@@ -104,6 +110,10 @@ class SessionOperations(StoreBase):
 
         :param sessions: registration bodies, as for :meth:`register_session`.
         :param events: event bodies, as for :meth:`push_events`, each with its ``session_id``.
+
+        An item may come as a model, a dict, or its JSON text (``POST /bulk`` passes each item's slice of the
+        request body): the fast path (:mod:`clickstream.store.fastrows`) takes the valid ones in the usual
+        shapes, the models decide the others, with the same answer either way.
         :raises InvalidInput: more than ``max_bulk_items`` items in all (nothing is written).
         """
         items = len(sessions) + len(events)
@@ -119,13 +129,18 @@ class SessionOperations(StoreBase):
         self._bulk_sessions(sessions, now, result, check_window=check_window)
         records: dict[tuple[str, str], dict[str, Any]] = {}
         for i, item in enumerate(events):
+            taken = live_event(item)  # the fast path; what it does not take, the models decide
             try:
-                event = validate(models.BulkEventIn, item)
-                record = self.checks.event_record(event, now, "", check_window=check_window)
+                if taken is not None:
+                    record = self.checks.live_event_record(taken, now, check_window=check_window)
+                else:
+                    item = parsed(item)
+                    event = validate(models.BulkEventIn, item)
+                    record = self.checks.event_record(event, now, "", check_window=check_window)
             except InvalidInput as err:
-                result.rejected.append(_rejection(f"events[{i}]", item, err.detail))
+                result.rejected.append(_rejection(f"events[{i}]", taken[0] if taken else item, err.detail))
                 continue
-            records.setdefault((event.session_id, event.event_id), record)
+            records.setdefault((record["session_id"], record["event_id"]), record)
         counts = result.events
         if records:
             counts.stored, counts.over_limit, counts.erased, counts.purged = self._insert_events(
@@ -138,7 +153,7 @@ class SessionOperations(StoreBase):
 
     def _bulk_sessions(
         self,
-        sessions: Sequence[models.SessionIn | Mapping[str, Any]],
+        sessions: Sequence[models.SessionIn | Mapping[str, Any] | JsonText],
         now: int,
         result: models.BulkResult,
         *,
@@ -149,10 +164,17 @@ class SessionOperations(StoreBase):
         columns: dict[str, dict[str, Any]] = {}  # first occurrence of each session_id, in request order
         repeats: list[tuple[int, str, str]] = []  # (index, session_id, content_hash) of later occurrences
         for i, item in enumerate(sessions):
+            taken = live_session(item)  # the fast path; what it does not take, the models decide
             try:
-                params = self.checks.session_params(validate(models.SessionIn, item), now, check_window=check_window)
+                if taken is not None:
+                    params = self.checks.live_session_params(taken, now, check_window=check_window)
+                else:
+                    item = parsed(item)
+                    params = self.checks.session_params(
+                        validate(models.SessionIn, item), now, check_window=check_window
+                    )
             except InvalidInput as err:
-                result.rejected.append(_rejection(f"sessions[{i}]", item, err.detail))
+                result.rejected.append(_rejection(f"sessions[{i}]", taken[0] if taken else item, err.detail))
                 continue
             sid = params["session_id"]
             if sid in columns:
@@ -193,7 +215,7 @@ class SessionOperations(StoreBase):
         """Insert new sessions (one statement, one batch); returns ``{session_id: content_hash}`` of those
         among ``rows`` that were already stored, and the ids that are tombstoned (erased); the others were
         inserted now."""
-        payload = dumps([{k: v for k, v in r.items() if k != "index"} for r in rows])
+        payload = _sessions_payload(rows)
         ids = [r["session_id"] for r in rows]
         with self.db.transaction(write=True, single_statement=True) as conn:
             inserted = set(self.db.run(conn, "insert_sessions", sessions=payload, now=now).scalars())
@@ -213,7 +235,7 @@ class SessionOperations(StoreBase):
                     return existing, erased
                 # No collecting batch (none yet, or released meanwhile): open one and insert the rest.
                 open_collecting_batch(self.db, conn, self.clock)
-                payload = dumps([{k: v for k, v in r.items() if k != "index"} for r in missing])
+                payload = _sessions_payload(missing)
                 inserted |= set(self.db.run(conn, "insert_sessions", sessions=payload, now=now).scalars())
         raise StoreUnavailable("could not obtain a collecting batch; the store is under heavy contention")
 
@@ -261,7 +283,7 @@ class SessionOperations(StoreBase):
         """Insert ``insert_events`` records (each ``(session_id, event_id)`` once) in one statement;
         returns ``(stored, over_limit, erased, purged)``. PostgreSQL: one autocommit statement; SQLite: a count,
         then the insert, in one write transaction."""
-        params = {"events": dumps(records), "now": now, "max_events": self.config.max_events_per_session}
+        params = {"events": encode(records), "now": now, "max_events": self.config.max_events_per_session}
         if self.db.has("count_refused_events"):
             with self.db.transaction(write=True) as conn:
                 refused = self.db.run(conn, "count_refused_events", **params).one()
@@ -270,6 +292,19 @@ class SessionOperations(StoreBase):
         counts = self.db.run_one("insert_events", **params)
         assert counts is not None  # insert_events answers one row
         return counts["stored"], counts["over_limit"], counts["erased"], counts["purged"]
+
+
+def _sessions_payload(rows: list[dict[str, Any]]) -> str:
+    """``insert_sessions``' :sessions: the rows' columns, the JSON ones (given as text) as the JSON values."""
+    return encode(
+        [
+            {
+                **{k: v for k, v in r.items() if k != "index"},
+                **{c: msgspec.Raw(r[c]) for c in JSON_COLUMNS if r[c] is not None},
+            }
+            for r in rows
+        ]
+    )
 
 
 def _rejection(item: str, body: Any, reason: str) -> models.BulkRejection:
