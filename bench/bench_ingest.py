@@ -57,6 +57,13 @@ def _my_share(n: int, seed: int, writer: int, writers: int, start_ms: int) -> li
     ]
 
 
+def _backend_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a PostgreSQL backend has used: its /proc entry (the server runs on this
+    machine)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _barrier(barrier: str, writer: int) -> None:
     Path(barrier, f"ready-{writer}").touch()
     go = Path(barrier, "go")
@@ -117,16 +124,25 @@ def child_hook_writer(n: int, seed: int, writer: int, writers: int, start_ms: in
     pairs = _my_share(n, seed, writer, writers, start_ms)
     hook = ClickstreamHook()
     hook.list_batches(limit=1)  # connect before the clock
+    with hook.store.engine.connect() as conn:  # the pool's one connection (one thread): its server backend
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
     _barrier(barrier, writer)
-    t0 = time.time()
+    t0, cpu0, server0 = time.time(), time.process_time(), _backend_cpu(pid)
     events = 0
     for session, evs in pairs:
         hook.register_session(session)
         if evs:
             events += hook.push_events(session["session_id"], evs).stored
-    t1 = time.time()
+    t1, cpu1, server1 = time.time(), time.process_time(), _backend_cpu(pid)
     hook.close()
-    return {"start": t0, "end": t1, "sessions": len(pairs), "events": events}
+    return {
+        "start": t0,
+        "end": t1,
+        "sessions": len(pairs),
+        "events": events,
+        "cpu": cpu1 - cpu0,
+        "server_cpu": server1 - server0,
+    }
 
 
 def child_insert_writer(
@@ -140,14 +156,23 @@ def child_insert_writer(
     pairs = _my_share(n, seed, writer, writers, start_ms)
     hashes = [content_hash(models.SessionIn.model_validate(s)) for s, _ in pairs]  # given, not timed
     with psycopg.connect(url) as conn:
+        pid = one_row(conn.execute("SELECT pg_backend_pid()"))[0]
+        conn.commit()
         _barrier(barrier, writer)
-        t0 = time.time()
+        t0, cpu0, server0 = time.time(), time.process_time(), _backend_cpu(pid)
         events = 0
         for (s, evs), h in zip(pairs, hashes, strict=True):
             now = int(time.time() * 1000)
             events += insert_session_plainly(conn, s, evs, h, batch_id, now)
-        t1 = time.time()
-    return {"start": t0, "end": t1, "sessions": len(pairs), "events": events}
+        t1, cpu1, server1 = time.time(), time.process_time(), _backend_cpu(pid)
+    return {
+        "start": t0,
+        "end": t1,
+        "sessions": len(pairs),
+        "events": events,
+        "cpu": cpu1 - cpu0,
+        "server_cpu": server1 - server0,
+    }
 
 
 def child_import(path: str, fmt: str = "jsonl") -> dict[str, Any]:
@@ -254,7 +279,15 @@ def _writers(ctx: Context, kind: str, writers: int, n: int, seed: int, tag: str)
     sessions = sum(r["sessions"] for r in results)
     events = sum(r["events"] for r in results)
     ctx.pg.drop_database(f"ingest_{kind}_{writers}_{tag}")
-    return {"wall": wall, "sessions": sessions, "events": events}
+    return {
+        "wall": wall,
+        "sessions": sessions,
+        "events": events,
+        # CPU per session, the writers' (client) and their backends' (server): steadier than wall time on a
+        # loaded machine
+        "cpu_ms": 1000 * sum(r["cpu"] for r in results) / sessions,
+        "server_cpu_ms": 1000 * sum(r["server_cpu"] for r in results) / sessions,
+    }
 
 
 def _write_parquet(jsonl: Path, folder: Path, rows_per_group: int = 10_000) -> None:
@@ -345,19 +378,33 @@ def run_live(ctx: Context) -> list[Table]:
 
     t = Table(
         f"3a. Live ingestion: {n_live:,} sessions (about {n_live * 5:,} events), register + push per session",
-        ["writers", "variant", "median s", "sessions/s", "events/s", "hook vs INSERT", "vs recorded ratio"],
+        [
+            "writers",
+            "variant",
+            "median s",
+            "sessions/s",
+            "events/s",
+            "client CPU ms/session",
+            "server CPU ms/session",
+            "hook vs INSERT",
+            "vs recorded ratio",
+        ],
     )
     for writers in (1, 8):
         walls: dict[str, list[float]] = {k: [] for k in kinds}
+        cpus: dict[str, list[float]] = {k: [] for k in kinds}
+        server_cpus: dict[str, list[float]] = {k: [] for k in kinds}
         counts: dict[str, dict[str, float]] = {}
         for i in range(ctx.repeat):
             for kind in kinds:
                 res = _writers(ctx, kind, writers, n_live, seed=100 + i, tag=str(i))
                 walls[kind].append(res["wall"])
+                cpus[kind].append(res["cpu_ms"])
+                server_cpus[kind].append(res["server_cpu_ms"])
                 counts[kind] = res
                 log(
                     f"ingest {kind} x{writers} #{i + 1}: {res['wall']:.1f} s ({res['sessions'] / res['wall']:,.0f} "
-                    "sessions/s)"
+                    f"sessions/s; CPU ms/session: client {res['cpu_ms']:.2f}, server {res['server_cpu_ms']:.2f})"
                 )
         for kind in kinds:
             w = median(walls[kind])
@@ -365,8 +412,22 @@ def run_live(ctx: Context) -> list[Table]:
             cell = ratio_cell(ratio, ">=0.8") if kind != "insert" else "-"
             key = f"ingest live, {writers} writer(s): hook vs INSERT"
             guard = recorded_cell(ctx, key, ratio) if kind == "hook" else "-"
-            t.add(writers, labels[kind], w, counts[kind]["sessions"] / w, counts[kind]["events"] / w, cell, guard)
+            t.add(
+                writers,
+                labels[kind],
+                w,
+                counts[kind]["sessions"] / w,
+                counts[kind]["events"] / w,
+                median(cpus[kind]),
+                median(server_cpus[kind]),
+                cell,
+                guard,
+            )
     t.notes.append("one process per writer, each with its own connection; sessions dealt round-robin")
+    t.notes.append(
+        "CPU ms/session: the writers' process time (client) and their PostgreSQL backends' (server, from /proc), "
+        "per session, median of the repetitions; steadier than wall time on a loaded machine"
+    )
     t.notes.append(
         "vs recorded ratio: this run's hook/INSERT ratio as a share of the last recorded one (bench/recorded.json, "
         "written by --record); below 0.8 of it is REGRESSED"

@@ -372,3 +372,52 @@ def _model(model: type[Any], item: Any) -> Any:
         return model.model_validate(item)
     except Exception:
         return item
+
+
+class TestRegisterAndPushAnswerAlikeAsDictsOrModels:
+    """register_session and push_events: a plain dict takes the fast path, a model the models' path; the answers,
+    the stored sessions (content hash included: registering the other form again is ``already_registered``)
+    and the refusals' messages naming the field are the same."""
+
+    def test_valid_bodies(self, make_store: Callable[..., SessionStore]) -> None:
+        store = make_store()
+        rng = random.Random(28)
+        for i in range(30):
+            body = _random_session(rng, i)
+            events = [{k: v for k, v in _random_event(rng, 3 * i + j).items() if k != "session_id"} for j in range(3)]
+            as_dict = store.register_session(body)
+            assert as_dict.status == "registered"
+            again = store.register_session(models.SessionIn.model_validate(body))
+            assert again.status == "already_registered"
+            pushed = store.push_events(body["session_id"], events)
+            repeated = store.push_events(body["session_id"], [models.EventIn.model_validate(e) for e in events])
+            assert (pushed.stored, repeated.duplicates) == (len({e["event_id"] for e in events}),) * 2
+            model_id = f"model-{body['session_id']}"
+            store.register_session(models.SessionIn.model_validate({**body, "session_id": model_id}))
+            store.push_events(model_id, [models.EventIn.model_validate(e) for e in events])
+            by_dict = store.get_session(body["session_id"]).model_dump()
+            by_model = store.get_session(model_id).model_dump()
+            for key in ("session_id", "session_number"):
+                del by_dict[key], by_model[key]
+            assert by_dict == by_model
+
+    @pytest.mark.parametrize(
+        ("events", "field"),
+        [
+            ([an_event("e1"), an_event("e2", created_at=NOW - 48 * HOUR)], "events.1.created_at"),
+            ([an_event("e1"), an_event("e2", meta={"k": "x" * 100})], "events.1.meta"),
+            ([an_event("e1"), {"event_id": "e2"}], "events.1.object_id"),
+            ([{**an_event("e1"), "session_id": "s1"}], "events.0.session_id"),
+        ],
+        ids=["window", "meta-size", "no-object-id", "own-session-id"],
+    )
+    def test_a_refused_push_names_the_field_either_way(
+        self, make_store: Callable[..., SessionStore], events: list[dict[str, Any]], field: str
+    ) -> None:
+        store = make_store(max_json_bytes=64)
+        with pytest.raises(InvalidInput) as as_dicts:
+            store.push_events("s1", events)
+        with pytest.raises(InvalidInput) as as_models:
+            store.push_events("s1", [_model(models.EventIn, e) if "session_id" not in e else e for e in events])
+        assert as_dicts.value.detail == as_models.value.detail
+        assert field in str(as_dicts.value.detail)

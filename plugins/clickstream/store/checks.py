@@ -159,14 +159,18 @@ class Checks:
             "content_hash": content_hash(s),
         }
 
-    def live_event_record(self, taken: tuple[LiveEvent, str | None], now: int, *, check_window: bool) -> dict[str, Any]:
-        """:meth:`event_record` (no field prefix) of an event the fast path took
-        (:func:`clickstream.store.fastrows.live_event`), with its ``session_id``; ``meta`` is its JSON text as a
-        ``msgspec.Raw`` (:func:`clickstream.store.fastrows.encode` writes it as the object)."""
+    def live_event_record(
+        self, taken: tuple[LiveEvent, str | None], now: int, field: str = "", *, check_window: bool
+    ) -> dict[str, Any]:
+        """:meth:`event_record` of an event the fast path took (:func:`clickstream.store.fastrows.live_event`),
+        with its ``session_id``; ``meta`` is its JSON text as a ``msgspec.Raw``
+        (:func:`clickstream.store.fastrows.encode` writes it as the object). ``field`` as for
+        :meth:`event_record`."""
         e, meta = taken
+        prefix = f"{field}." if field else ""
         if check_window:
-            self.window("created_at", e.created_at, now)
-        self.json_text_size("meta", meta)
+            self.window(f"{prefix}created_at", e.created_at, now)
+        self.json_text_size(f"{prefix}meta", meta)
         return {
             "event_id": e.event_id,
             "object_id": e.object_id,

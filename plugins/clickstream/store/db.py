@@ -55,6 +55,7 @@ class Database:
         self._clauses: dict[str, TextClause] = {}  # built once per query: text() re-parses the SQL
         self._driver_sql: dict[str, str] = {}  # run_one's statements in the driver's parameter style
         self._arrow_warned = False  # whether arrow_reader logged why it has no reader
+        self._names: dict[str, list[str]] = {}  # run_one's result column names, per query
 
     def has(self, query: str) -> bool:
         """Whether this dialect has ``query``: dialect differences are told by a query's presence
@@ -92,9 +93,10 @@ class Database:
         """Run the named single-statement ``query`` as a write transaction of its own; its first row as a dict
         (None: no row). The live ingestion's path (a registration, a push of events), so it is lean: on
         PostgreSQL the statement goes straight to the psycopg connection under a pooled one, in autocommit
-        (no BEGIN/COMMIT round trips), skipping SQLAlchemy's execution layer, which cost about as much client
-        time as the statement itself. Errors are SQLAlchemy's, translated as for :meth:`transaction`, and a
-        connection the driver found dead is dropped from the pool. SQLite: :meth:`transaction` and :meth:`run`.
+        (no BEGIN/COMMIT round trips), skipping SQLAlchemy's execution layer and its Connection (the pool's
+        raw checkout), which cost about as much client time as the statement itself. Errors are SQLAlchemy's,
+        translated as for :meth:`transaction`, and a connection the driver found dead is dropped from the pool.
+        SQLite: :meth:`transaction` and :meth:`run`.
         """
         if self.dialect != "postgresql":
             with self.transaction(write=True, single_statement=True) as conn:
@@ -105,26 +107,42 @@ class Database:
         statement = self._driver_sql.get(query)
         if statement is None:  # the query in the driver's paramstyle (%(name)s), as SQLAlchemy compiles it
             statement = self._driver_sql[query] = str(self.clause(query).compile(dialect=self.engine.dialect))
-        # engine.connect(): the pool's checkout (and its idle ping), a failure to connect raised as SQLAlchemy's
-        with translate_errors(self.dialect), self.engine.connect() as conn:
-            driver: Any = conn.connection.driver_connection
+        # The pool's checkout (and its idle ping) without a SQLAlchemy Connection around it; a failure to
+        # connect is raised as SQLAlchemy raises it on its own path (then translated: StoreUnavailable).
+        with translate_errors(self.dialect):
             try:
-                driver.autocommit = True
-                try:
-                    with driver.cursor() as cursor:
-                        cursor.execute(statement, params)
-                        row = cursor.fetchone() if cursor.description is not None else None
-                        names = [c.name for c in cursor.description] if row is not None else []
-                finally:
-                    if not driver.closed:
-                        driver.autocommit = False
+                pooled = self.engine.raw_connection()
             except psycopg.Error as err:
-                invalidated = self.engine.dialect.is_disconnect(cast(Any, err), driver, None)
-                if invalidated:  # dropped from the pool, as SQLAlchemy does on its own path
-                    conn.invalidate(err)
                 raise exc.DBAPIError.instance(
-                    statement, params, err, psycopg.Error, connection_invalidated=invalidated
+                    None,
+                    None,
+                    err,
+                    psycopg.Error,
+                    connection_invalidated=self.engine.dialect.is_disconnect(cast(Any, err), None, None),
                 ) from err
+            try:
+                driver: Any = pooled.driver_connection
+                try:
+                    driver.autocommit = True
+                    try:
+                        with driver.cursor() as cursor:
+                            cursor.execute(statement, params)
+                            row = cursor.fetchone() if cursor.pgresult.nfields else None
+                            names = self._names.get(query) if row is not None else []
+                            if names is None:  # a statement's result columns are fixed: read them once
+                                names = self._names[query] = [c.name for c in cursor.description]
+                    finally:
+                        if not driver.closed:
+                            driver.autocommit = False
+                except psycopg.Error as err:
+                    invalidated = self.engine.dialect.is_disconnect(cast(Any, err), driver, None)
+                    if invalidated:  # dropped from the pool, as SQLAlchemy does on its own path
+                        pooled.invalidate(err)
+                    raise exc.DBAPIError.instance(
+                        statement, params, err, psycopg.Error, connection_invalidated=invalidated
+                    ) from err
+            finally:
+                pooled.close()  # back to the pool (or discarded, when invalidated)
         return dict(zip(names, row, strict=True)) if row is not None else None
 
     def clause(self, query: str) -> TextClause:
