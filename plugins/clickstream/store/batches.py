@@ -7,12 +7,14 @@ view of batches (counts, kept metrics, dataset) in :mod:`~clickstream.store.over
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from typing import Any, TypeVar
 
+from pydantic import TypeAdapter
 from sqlalchemy import Connection, RowMapping, exc
 
 from clickstream import models
@@ -27,6 +29,9 @@ from clickstream.store.errors import Conflict, InvalidInput, NotFound
 from clickstream.store.rows import ExtractPage, new_batch_id, session_dict
 
 P = TypeVar("P", ExtractPage, list[dict[str, Any]])
+
+#: The page model's serialiser, as FastAPI writes a ``response_model`` (the non-PostgreSQL JSON page).
+PAGE_JSON = TypeAdapter(models.BatchSessionsPage)
 
 #: Connections that read extraction pages at once on PostgreSQL (:meth:`BatchOperations.iter_extract_pages`).
 EXTRACT_READERS = 2
@@ -67,6 +72,39 @@ class BatchOperations(StoreBase):
         return models.BatchSessionsPage(
             batch_id=batch_id, last_number=sessions[-1]["session_number"] if sessions else None, sessions=sessions
         )  # dicts, validated into the page model here
+
+    def get_batch_sessions_json(
+        self, batch_id: str, after_number: int = 0, limit: int = 10, events_limit: int = 100
+    ) -> bytes:
+        """:meth:`get_batch_sessions`'s page as the JSON document ``GET /batch/sessions`` answers (UTF-8): the
+        same keys in the same order, the same values once parsed, the same errors.
+
+        On PostgreSQL the database builds the sessions' JSON (``batch_page_json``) in one statement, and it is
+        passed through as text: no Python object per value. Elsewhere it is the page model, serialised.
+        """
+        self.checks.page_bounds(after_number, limit, events_limit)
+        if not self.db.has("batch_page_json"):
+            page = self.get_batch_sessions(batch_id, after_number, limit, events_limit)
+            return PAGE_JSON.dump_json(page, by_alias=True)
+        with self.db.transaction(write=False, single_statement=True) as conn:
+            row = (
+                self.db.run(
+                    conn,
+                    "batch_page_json",
+                    batch_id=batch_id,
+                    after_number=after_number,
+                    until_number=MAX_BIGINT,
+                    limit=limit,
+                    events_limit=events_limit,
+                ).first()
+            )
+        if row is None:
+            raise NotFound(f"batch_id {batch_id!r} not found")
+        sessions, last_number = row
+        head = json.dumps(
+            {"batch_id": batch_id, "last_number": last_number}, ensure_ascii=False, separators=(",", ":")
+        )
+        return f'{head[:-1]},"sessions":{sessions}}}'.encode()
 
     def _page(
         self, conn: Connection, batch_id: str, after: int, until: int, limit: int, events_limit: int

@@ -3,7 +3,7 @@ behind the Clickstream page (``/batches``, ``/metrics``)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from clickstream import models
 from clickstream.store import StoreConfig
@@ -41,15 +41,18 @@ def batches_router(config: StoreConfig) -> APIRouter:
             le=config.max_events,
             description="at most this many events per session, earliest first; 0 for none",
         ),
-    ) -> models.BatchSessionsPage:
+    ) -> Response:
         """Sessions of the batch numbered above ``after_number``, ascending, with their events.
 
         ``last_number`` is the number of the page's last session (null when the page is empty): pass it
         as ``after_number`` to get the next page. An unknown ``batch_id`` is a 404.
         """
-        return store.get().get_batch_sessions(
+        # The store answers the page's JSON (built by the database on PostgreSQL): it is passed through, with
+        # no validation and serialisation of the model per value; response_model documents its shape.
+        page = store.get().get_batch_sessions_json(
             batch_id, after_number=after_number, limit=limit, events_limit=events_limit
         )
+        return Response(page, media_type="application/json")
 
     @router.post(
         "/release",
