@@ -153,8 +153,8 @@ class TestGetBatchSessionsJson:
     """``get_batch_sessions_json`` (what ``GET /batch/sessions`` passes through) answers what the page model,
     serialised, answered: same keys in the same order, same values and number types once parsed."""
 
-    AWKWARD = {
-        "search_query": "caf\u00e9 \u2603 \U0001f600 \"quoted\" back\\slash \t tab \n newline \u0001",
+    AWKWARD: dict[str, Any] = {
+        "search_query": 'caf\u00e9 \u2603 \U0001f600 "quoted" back\\slash \t tab \n newline \u0001',
         "search_meta": {
             "z": 1,
             "a": {"nested": [1, 2.5, None, True, {"deep": "\u00fcber"}], "empty": {}, "list": []},
@@ -193,7 +193,7 @@ class TestGetBatchSessionsJson:
                 an_event("e-late", created_at=T0 + 5, meta={"clicked_rank": 1, "\u00e9": [None, 1.5]}),
                 an_event("e-b", created_at=T0, event_type="add_to_cart", meta=None),
                 an_event("e-a", created_at=T0),  # same created_at as e-b: arrival order
-                an_event("e-\u2603", object_id="\u00f6", created_at=T0 + 1, meta={"s": "\"\\\n"}),
+                an_event("e-\u2603", object_id="\u00f6", created_at=T0 + 1, meta={"s": '"\\\n'}),
             ],
         )
         store.push_events("s1", [an_event("e1", created_at=T0 + 2)])
@@ -245,7 +245,7 @@ class TestGetBatchSessionsJson:
 
     def test_unicode_batch_id_and_errors_as_the_model_path(self, store: SessionStore) -> None:
         with pytest.raises(NotFound) as err:
-            store.get_batch_sessions_json("b\u00e4tch \"typo\"")
+            store.get_batch_sessions_json('b\u00e4tch "typo"')
         assert err.value.http_status == 404 and "'b\u00e4tch \"typo\"'" in err.value.detail
         batch_id = self._seed(store)
         for params, field in [

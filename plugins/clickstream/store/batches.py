@@ -87,23 +87,19 @@ class BatchOperations(StoreBase):
             page = self.get_batch_sessions(batch_id, after_number, limit, events_limit)
             return PAGE_JSON.dump_json(page, by_alias=True)
         with self.db.transaction(write=False, single_statement=True) as conn:
-            row = (
-                self.db.run(
-                    conn,
-                    "batch_page_json",
-                    batch_id=batch_id,
-                    after_number=after_number,
-                    until_number=MAX_BIGINT,
-                    limit=limit,
-                    events_limit=events_limit,
-                ).first()
-            )
+            row = self.db.run(
+                conn,
+                "batch_page_json",
+                batch_id=batch_id,
+                after_number=after_number,
+                until_number=MAX_BIGINT,
+                limit=limit,
+                events_limit=events_limit,
+            ).one_or_none()
         if row is None:
             raise NotFound(f"batch_id {batch_id!r} not found")
-        sessions, last_number = row
-        head = json.dumps(
-            {"batch_id": batch_id, "last_number": last_number}, ensure_ascii=False, separators=(",", ":")
-        )
+        sessions, last_number = row.sessions, row.last_number
+        head = json.dumps({"batch_id": batch_id, "last_number": last_number}, ensure_ascii=False, separators=(",", ":"))
         return f'{head[:-1]},"sessions":{sessions}}}'.encode()
 
     def _page(
