@@ -168,32 +168,18 @@ LEFT JOIN LATERAL (
 ORDER BY s.session_number
 
 -- name: batch_page_json
--- One page of batch :batch_id as GET /batch/sessions answers it: the JSON text of its sessions and last_number.
--- No row: no such batch. The rows of batch_page, each session an object with BatchSession's keys in its order,
--- built here so the API passes the text through without Python objects. search_results items and sort_by are
--- rebuilt with every key of their model in its order (JSONB keeps keys in its own order); a rank JSONB prints
--- without a decimal point (a float stored as 1e16) gets ".0", so it stays a JSON float as the model writes it.
+-- One page of batch :batch_id for GET /batch/sessions: its sessions as one JSON array text, and last_number.
+-- No row: no such batch. The rows of batch_page, each session an object with BatchSession's keys, built here
+-- in one statement and read as text, not as Python objects (clickstream.store.rows.page_json re-encodes it
+-- with the model's key order in search_results and sort_by, which JSONB does not keep).
 SELECT CAST(p.sessions AS text) AS sessions, p.last_number
 FROM cs_batch b
 CROSS JOIN LATERAL (
     SELECT coalesce(json_agg(x ORDER BY x.session_number), CAST('[]' AS json)) AS sessions,
            max(x.session_number) AS last_number
     FROM (
-        SELECT s.session_number, s.session_id, s.search_query,
-               coalesce((SELECT json_agg(json_build_object(
-                                     'object_id', r.value -> 'object_id',
-                                     'rank', CASE WHEN jsonb_typeof(r.value -> 'rank') = 'number'
-                                                   AND strpos(r.value ->> 'rank', '.') = 0
-                                                  THEN CAST(r.value ->> 'rank' || '.0' AS json)
-                                                  ELSE CAST(r.value -> 'rank' AS json) END,
-                                     'meta', r.value -> 'meta') ORDER BY r.ord)
-                         FROM jsonb_array_elements(s.search_results) WITH ORDINALITY AS r(value, ord)),
-                        CAST('[]' AS json)) AS search_results,
-               s.search_meta, s.payload_filter,
-               CASE WHEN s.sort_by IS NULL THEN NULL
-                    ELSE json_build_object('field', s.sort_by -> 'field', 'order', s.sort_by -> 'order') END
-                   AS sort_by,
-               s.user_id, s.created_at, s.is_irrelevant,
+        SELECT s.session_number, s.session_id, s.search_query, s.search_results, s.search_meta, s.payload_filter,
+               s.sort_by, s.user_id, s.created_at, s.is_irrelevant,
                coalesce(ev.events, CAST('[]' AS json)) AS events
         FROM (SELECT * FROM cs_session
               WHERE batch_id = :batch_id AND session_number > :after_number AND session_number <= :until_number

@@ -12,6 +12,7 @@ import pytest
 
 from clickstream.store import Conflict, InvalidInput, NotFound, SessionStore
 from clickstream.store.batches import PAGE_JSON
+from clickstream.store.rows import PAGE_STRUCTS
 from tests.store.helpers import (
     T0,
     Clock,
@@ -256,6 +257,10 @@ class TestGetBatchSessionsJson:
             with pytest.raises(InvalidInput) as bad:
                 store.get_batch_sessions_json(batch_id, **params)
             assert bad.value.http_status == 422 and bad.value.detail.startswith(f"{field}:")
+
+    def test_page_structs_mirror_the_models(self) -> None:
+        for model, struct in PAGE_STRUCTS.items():
+            assert struct.__struct_fields__ == tuple(model.model_fields), model.__name__
 
     def test_answer_is_compact_utf8_json(self, store: SessionStore) -> None:
         batch_id = self._seed(store)

@@ -7,7 +7,6 @@ view of batches (counts, kept metrics, dataset) in :mod:`~clickstream.store.over
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +25,7 @@ from clickstream.store.checks import optional_text, validate
 # still import them from this module (remove once they import them from config).
 from clickstream.store.db import Database
 from clickstream.store.errors import Conflict, InvalidInput, NotFound
-from clickstream.store.rows import ExtractPage, new_batch_id, session_dict
+from clickstream.store.rows import ExtractPage, new_batch_id, page_json, session_dict
 
 P = TypeVar("P", ExtractPage, list[dict[str, Any]])
 
@@ -79,8 +78,9 @@ class BatchOperations(StoreBase):
         """:meth:`get_batch_sessions`'s page as the JSON document ``GET /batch/sessions`` answers (UTF-8): the
         same keys in the same order, the same values once parsed, the same errors.
 
-        On PostgreSQL the database builds the sessions' JSON (``batch_page_json``) in one statement, and it is
-        passed through as text: no Python object per value. Elsewhere it is the page model, serialised.
+        On PostgreSQL the database builds the sessions' JSON (``batch_page_json``) in one statement, read as text
+        and re-encoded in C (:func:`~clickstream.store.rows.page_json`): no Python object per free-form value.
+        Elsewhere it is the page model, serialised.
         """
         self.checks.page_bounds(after_number, limit, events_limit)
         if not self.db.has("batch_page_json"):
@@ -98,9 +98,7 @@ class BatchOperations(StoreBase):
             ).one_or_none()
         if row is None:
             raise NotFound(f"batch_id {batch_id!r} not found")
-        sessions, last_number = row.sessions, row.last_number
-        head = json.dumps({"batch_id": batch_id, "last_number": last_number}, ensure_ascii=False, separators=(",", ":"))
-        return f'{head[:-1]},"sessions":{sessions}}}'.encode()
+        return page_json(batch_id, row.last_number, row.sessions)
 
     def _page(
         self, conn: Connection, batch_id: str, after: int, until: int, limit: int, events_limit: int
