@@ -62,10 +62,27 @@ def child_http(base_url: str, token: str, batch_id: str, afters: list[int], clie
     """``GET /batch/sessions`` at each of ``afters`` from ``clients`` concurrent connections.
 
     Returns the wall time, each request's latency and its start (wall clock, to match the servers' GC
-    traces)."""
+    traces), and the client's own full collections. The client's collector is tuned as the server's
+    (:mod:`clickstream.web.gc_tuning`: heap frozen, gen-0 threshold 20,000), so the latencies are the
+    server's: with Python's defaults, parsing the pages (160 KB each) made a full collection of the client
+    every 50 or so requests, 50 to 130 ms each, which was most of the REST rows' p99 once a page took 15 ms.
+    ``BENCH_REST_CLIENT_GC=default`` leaves the client's collector as Python sets it."""
     import asyncio
+    import gc
 
     import httpx
+
+    full_collections: list[int] = []
+    if os.environ.get("BENCH_REST_CLIENT_GC") != "default":
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(20_000, *gc.get_threshold()[1:])
+
+    def count_full(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            full_collections.append(1)
+
+    gc.callbacks.append(count_full)
 
     async def main() -> dict[str, Any]:
         latencies: list[float] = []
@@ -98,7 +115,9 @@ def child_http(base_url: str, token: str, batch_id: str, afters: list[int], clie
             wall = time.perf_counter() - t0
         return {"wall": wall, "latencies": latencies, "starts": starts}
 
-    return asyncio.run(main())
+    out = asyncio.run(main())
+    out["client_full_collections"] = len(full_collections)
+    return out
 
 
 def child_direct(batch_id: str, afters: list[int], clients: int) -> dict[str, Any]:
@@ -376,6 +395,7 @@ def run(ctx: Context) -> list[Table]:
                         f"rest {kind} x{clients} #{rep + 1}: {n / out['wall']:.0f} req/s, p50 "
                         f"{_ms(percentile(lat, 50)):.0f} ms, p99 {_ms(percentile(lat, 99)):.0f} ms, CPU "
                         f"{_ms(_cpu_per_request(out)):.1f} ms/request, load {os.getloadavg()[0]:.1f}"
+                        + (f", client full GCs {out['client_full_collections']}" if kind in servers else "")
                     )
         _flush_traces(servers, tokens["tuned"], big.batch_id)
         gc_events = {name: server.gc_events() for name, server in servers.items()}
@@ -419,6 +439,9 @@ def run(ctx: Context) -> list[Table]:
         "targets (1 client): p99/p50 <= 4, REST vs direct >= 0.9x (issue 25); the 16-client rows have no target",
         "both servers run at once, each with its own AIRFLOW_HOME; only the one being measured gets requests",
         "the machine's 2 cores are shared by the clients, the API server workers and PostgreSQL",
+        "REST clients: one process, asyncio + httpx, its collector tuned as the server's (heap frozen, gen-0 "
+        "threshold 20,000) so its own full collections stay out of the latencies; BENCH_REST_CLIENT_GC=default "
+        "leaves it as Python sets it",
         "CPU ms/request (median of the runs): REST, the API server's process group (its workers; the warm-up "
         "requests included); direct, the calling process (time.process_time); PostgreSQL's CPU in neither",
     ]
