@@ -171,6 +171,36 @@ LEFT JOIN LATERAL (
 ) ev ON TRUE
 ORDER BY s.session_number
 
+-- name: batch_page_json
+-- One page of batch :batch_id for GET /batch/sessions: its sessions as one JSON array text, and last_number.
+-- No row: no such batch. The rows of batch_page, each session an object with BatchSession's keys, built here
+-- in one statement and read as text, not as Python objects (clickstream.store.rows.page_json re-encodes it
+-- with the model's key order in search_results and sort_by, which JSONB does not keep).
+SELECT CAST(p.sessions AS text) AS sessions, p.last_number
+FROM cs_batch b
+CROSS JOIN LATERAL (
+    SELECT coalesce(json_agg(x ORDER BY x.session_number), CAST('[]' AS json)) AS sessions,
+           max(x.session_number) AS last_number
+    FROM (
+        SELECT s.session_number, s.session_id, s.search_query, s.search_results, s.search_meta, s.payload_filter,
+               s.sort_by, s.user_id, s.created_at, s.is_irrelevant,
+               coalesce(ev.events, CAST('[]' AS json)) AS events
+        FROM (SELECT * FROM cs_session
+              WHERE batch_id = :batch_id AND session_number > :after_number AND session_number <= :until_number
+              ORDER BY session_number
+              LIMIT :limit) s
+        LEFT JOIN LATERAL (
+            SELECT json_agg(json_build_object('event_id', e.event_id, 'object_id', e.object_id,
+                                              'event_type', e.event_type, 'created_at', e.created_at,
+                                              'meta', e.meta)
+                            ORDER BY e.created_at, e.event_seq) AS events
+            FROM (SELECT * FROM cs_event ce WHERE ce.session_id = s.session_id
+                  ORDER BY ce.created_at, ce.event_seq LIMIT :events_limit) e
+        ) ev ON TRUE
+    ) x
+) p
+WHERE b.batch_id = :batch_id
+
 -- name: claim_marks
 -- Hands up to :limit pending (or stale processing) marks to a worker: processing, attempts + 1; returns them.
 -- Concurrent workers skip each other's locked rows, so no mark is handed out twice.

@@ -371,6 +371,19 @@ class ClickstreamHook(BaseHook):
         """
         return self.get_conn().get_batch_sessions(batch_id, after_number, limit, events_limit)
 
+    def get_batch_sessions_json(
+        self,
+        batch_id: str,
+        after_number: int = 0,
+        limit: int = 10,
+        events_limit: int = 100,
+    ) -> bytes:
+        """One keyset page of a batch as the JSON document ``GET /batch/sessions`` answers (UTF-8 bytes).
+
+        Delegates to :meth:`clickstream.store.SessionStore.get_batch_sessions_json`.
+        """
+        return self.get_conn().get_batch_sessions_json(batch_id, after_number, limit, events_limit)
+
     def iter_batch_pages(
         self,
         batch_id: str,

@@ -7,12 +7,14 @@ PostgreSQL store, reached through the Airflow Connection ``clickstream_default``
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from clickstream import models
 from tests.support.bodies import click, now, session_body
 from tests.support.connections import airflow_conn_uri, free_port
 from tests.support.inprocess import PREFIX, ROLES, Api, mint_token
@@ -428,6 +430,31 @@ class TestBatchSessions:
         ]
         params["events_limit"] = 0
         assert api.get("/batch/sessions", params=params).json()["sessions"][0]["events"] == []
+
+    def test_page_is_what_the_response_model_wrote(self, api: Api, seeded: dict) -> None:
+        """The route passes the store's JSON through: the same document, once parsed (key order and number
+        types included), as FastAPI's serialisation of the page model, which the route answered before."""
+        from pydantic import TypeAdapter
+
+        api.store.register_session(
+            session_body("sess-\u00e9", search_meta={"caf\u00e9": {"n": [1, 2.5, None]}}, sort_by=None, user_id=None)
+        )
+        api.store.push_events("sess-\u00e9", [click("evt-\u2603", meta={"x": "\u00fc\n"})])
+
+        def typed(value: Any) -> Any:
+            if isinstance(value, dict):
+                return [(k, typed(v)) for k, v in value.items()]
+            if isinstance(value, list):
+                return [typed(v) for v in value]
+            return (type(value).__name__, value)
+
+        first = api.get("/batch/sessions", params={"batch_id": seeded["batch_id"], "limit": 1}).json()
+        for after in (0, first["last_number"], 2**62):  # both sessions, the last one, none
+            answer = api.get("/batch/sessions", params={"batch_id": seeded["batch_id"], "after_number": after})
+            assert answer.status_code == 200 and answer.headers["content-type"] == "application/json"
+            page = api.store.get_batch_sessions(seeded["batch_id"], after_number=after)
+            model = TypeAdapter(models.BatchSessionsPage).dump_json(page)
+            assert typed(answer.json()) == typed(json.loads(model))
 
     def test_unknown_batch_is_404(self, api: Api) -> None:
         answer = api.get("/batch/sessions?batch_id=batch-typo")

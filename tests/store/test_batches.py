@@ -3,13 +3,16 @@ release, batch rows and their list, and the dataset recorded for a released batc
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from itertools import pairwise
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
 from clickstream.store import Conflict, InvalidInput, NotFound, SessionStore
+from clickstream.store.batches import PAGE_JSON
+from clickstream.store.rows import PAGE_STRUCTS
 from tests.store.helpers import (
     T0,
     Clock,
@@ -131,6 +134,140 @@ class TestGetBatchSessions:
             store.get_batch_sessions(batch_id, limit=6)
         with pytest.raises(InvalidInput, match=r"events_limit: must be between 0 and 2"):
             store.get_batch_sessions(batch_id, limit=1, events_limit=3)
+
+
+def _typed(value: object) -> object:
+    """``value`` (parsed JSON) with its key order and its number types made part of equality."""
+    if isinstance(value, dict):
+        return ("object", [(k, _typed(v)) for k, v in value.items()])
+    if isinstance(value, list):
+        return ("array", [_typed(v) for v in value])
+    return (type(value).__name__, value)
+
+
+def _model_page_json(store: SessionStore, batch_id: str, **params: int) -> bytes:
+    """The page as the route answered it before the JSON path: the model, serialised as FastAPI writes it."""
+    return PAGE_JSON.dump_json(store.get_batch_sessions(batch_id, **params), by_alias=True)
+
+
+class TestGetBatchSessionsJson:
+    """``get_batch_sessions_json`` (what ``GET /batch/sessions`` passes through) answers what the page model,
+    serialised, answered: same keys in the same order, same values and number types once parsed."""
+
+    AWKWARD: dict[str, Any] = {
+        "search_query": 'caf\u00e9 \u2603 \U0001f600 "quoted" back\\slash \t tab \n newline \u0001',
+        "search_meta": {
+            "z": 1,
+            "a": {"nested": [1, 2.5, None, True, {"deep": "\u00fcber"}], "empty": {}, "list": []},
+            "float": 0.1,
+            "tiny": 1e-07,
+            "whole": 3.0,
+            "big": 12345678901234567890,
+            "null": None,
+            "\u00e9t\u00e9": "\U0001f680",
+        },
+        "payload_filter": {"task": "x", "ids": ["a", "b"]},
+        "sort_by": {"field": "stars", "order": "desc"},
+        "user_id": "us\u00e9r",
+    }
+
+    def _seed(self, store: SessionStore) -> str:
+        batch_id = store.register_session(a_session("s0", **self.AWKWARD)).batch_id
+        assert batch_id is not None
+        store.register_session(
+            {
+                "session_id": "s1",
+                "search_results": [
+                    {"object_id": "o1", "rank": 1e16},
+                    {"object_id": "o2"},
+                    {"object_id": "\u00f6", "rank": 2.5, "meta": {"k": [1, {"x": None}], "b": "\u2603"}},
+                    {"object_id": "o4", "rank": 7, "meta": None},
+                ],
+                "created_at": T0,
+            }
+        )
+        store.register_session(a_session("s2", results=()))  # no results, no events
+        store.register_session(a_session("s3", search_query=None, is_irrelevant=True))
+        store.push_events(
+            "s0",
+            [
+                an_event("e-late", created_at=T0 + 5, meta={"clicked_rank": 1, "\u00e9": [None, 1.5]}),
+                an_event("e-b", created_at=T0, event_type="add_to_cart", meta=None),
+                an_event("e-a", created_at=T0),  # same created_at as e-b: arrival order
+                an_event("e-\u2603", object_id="\u00f6", created_at=T0 + 1, meta={"s": '"\\\n'}),
+            ],
+        )
+        store.push_events("s1", [an_event("e1", created_at=T0 + 2)])
+        store.mark_irrelevant("s1")
+        return batch_id
+
+    def _same(self, store: SessionStore, batch_id: str, **params: int) -> dict[str, Any]:
+        answered = store.get_batch_sessions_json(batch_id, **params)
+        before = _model_page_json(store, batch_id, **params)
+        assert _typed(json.loads(answered)) == _typed(json.loads(before))
+        page: dict[str, Any] = json.loads(answered)
+        return page
+
+    def test_awkward_values_answer_what_the_model_answered(self, store: SessionStore) -> None:
+        batch_id = self._seed(store)
+        page = self._same(store, batch_id, limit=10, events_limit=100)
+        assert [s["session_id"] for s in page["sessions"]] == ["s0", "s1", "s2", "s3"]
+        assert [e["event_id"] for e in page["sessions"][0]["events"]] == ["e-b", "e-a", "e-\u2603", "e-late"]
+        assert page["sessions"][0]["search_meta"]["whole"] == 3.0
+        assert [r["rank"] for r in page["sessions"][1]["search_results"]] == [1e16, None, 2.5, 7.0]
+
+    @pytest.mark.parametrize("events_limit", [0, 1, 3])
+    def test_every_page_and_events_limit(self, store: SessionStore, events_limit: int) -> None:
+        batch_id = self._seed(store)
+        after, seen = 0, []
+        while True:
+            page = self._same(store, batch_id, after_number=after, limit=3, events_limit=events_limit)
+            if not page["sessions"]:  # the page after the last one: empty, last_number null
+                assert page["last_number"] is None
+                break
+            assert page["last_number"] == page["sessions"][-1]["session_number"]
+            assert all(len(s["events"]) <= events_limit for s in page["sessions"])
+            seen += [s["session_id"] for s in page["sessions"]]
+            after = page["last_number"]
+        assert seen == ["s0", "s1", "s2", "s3"]
+
+    def test_empty_batch_and_erased_sessions(self, store: SessionStore, clock: Clock) -> None:
+        batch_id = self._seed(store)
+        store.erase_user("us\u00e9r")  # s0 goes, with its events
+        page = self._same(store, batch_id, limit=10)
+        assert [s["session_id"] for s in page["sessions"]] == ["s1", "s2", "s3"]
+        store.release_batch("r1")
+        clock.now += 1
+        empty = store.register_session(a_session("n1")).batch_id
+        assert empty is not None and empty != batch_id
+        store.erase_user("nobody")
+        page = self._same(store, batch_id, after_number=page["last_number"])
+        assert page == {"batch_id": batch_id, "last_number": None, "sessions": []}
+
+    def test_unicode_batch_id_and_errors_as_the_model_path(self, store: SessionStore) -> None:
+        with pytest.raises(NotFound) as err:
+            store.get_batch_sessions_json('b\u00e4tch "typo"')
+        assert err.value.http_status == 404 and "'b\u00e4tch \"typo\"'" in err.value.detail
+        batch_id = self._seed(store)
+        for params, field in [
+            ({"after_number": -1}, "after_number"),
+            ({"limit": 0}, "limit"),
+            ({"events_limit": 1001}, "events_limit"),
+        ]:
+            with pytest.raises(InvalidInput) as bad:
+                store.get_batch_sessions_json(batch_id, **params)
+            assert bad.value.http_status == 422 and bad.value.detail.startswith(f"{field}:")
+
+    def test_page_structs_mirror_the_models(self) -> None:
+        for model, struct in PAGE_STRUCTS.items():
+            assert struct.__struct_fields__ == tuple(model.model_fields), model.__name__
+
+    def test_answer_is_compact_utf8_json(self, store: SessionStore) -> None:
+        batch_id = self._seed(store)
+        answered = store.get_batch_sessions_json(batch_id, limit=1)
+        assert answered.startswith(f'{{"batch_id":"{batch_id}","last_number":'.encode())
+        assert "\u2603".encode() in answered  # UTF-8, not \\u escapes
+        assert list(json.loads(answered)) == ["batch_id", "last_number", "sessions"]
 
 
 class TestIterBatchPages:

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from typing import Any, TypeVar
 
+from pydantic import TypeAdapter
 from sqlalchemy import Connection, RowMapping, exc
 
 from clickstream import models
@@ -24,9 +25,12 @@ from clickstream.store.checks import optional_text, validate
 # still import them from this module (remove once they import them from config).
 from clickstream.store.db import ArrowReader, Database
 from clickstream.store.errors import Conflict, InvalidInput, NotFound
-from clickstream.store.rows import ExtractPage, new_batch_id, session_dict
+from clickstream.store.rows import ExtractPage, new_batch_id, page_json, session_dict
 
 P = TypeVar("P", ExtractPage, list[dict[str, Any]])
+
+#: The page model's serialiser, as FastAPI writes a ``response_model`` (the non-PostgreSQL JSON page).
+PAGE_JSON = TypeAdapter(models.BatchSessionsPage)
 
 #: Connections that read extraction pages at once on PostgreSQL (:meth:`BatchOperations.iter_extract_pages`).
 EXTRACT_READERS = 2
@@ -67,6 +71,34 @@ class BatchOperations(StoreBase):
         return models.BatchSessionsPage(
             batch_id=batch_id, last_number=sessions[-1]["session_number"] if sessions else None, sessions=sessions
         )  # dicts, validated into the page model here
+
+    def get_batch_sessions_json(
+        self, batch_id: str, after_number: int = 0, limit: int = 10, events_limit: int = 100
+    ) -> bytes:
+        """:meth:`get_batch_sessions`'s page as the JSON document ``GET /batch/sessions`` answers (UTF-8): the
+        same keys in the same order, the same values once parsed, the same errors.
+
+        On PostgreSQL the database builds the sessions' JSON (``batch_page_json``) in one statement, read as text
+        and re-encoded in C (:func:`~clickstream.store.rows.page_json`): no Python object per free-form value.
+        Elsewhere it is the page model, serialised.
+        """
+        self.checks.page_bounds(after_number, limit, events_limit)
+        if not self.db.has("batch_page_json"):
+            page = self.get_batch_sessions(batch_id, after_number, limit, events_limit)
+            return PAGE_JSON.dump_json(page, by_alias=True)
+        with self.db.transaction(write=False, single_statement=True) as conn:
+            row = self.db.run(
+                conn,
+                "batch_page_json",
+                batch_id=batch_id,
+                after_number=after_number,
+                until_number=MAX_BIGINT,
+                limit=limit,
+                events_limit=events_limit,
+            ).one_or_none()
+        if row is None:
+            raise NotFound(f"batch_id {batch_id!r} not found")
+        return page_json(batch_id, row.last_number, row.sessions)
 
     def _page(
         self, conn: Connection, batch_id: str, after: int, until: int, limit: int, events_limit: int

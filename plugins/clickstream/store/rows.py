@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from sqlalchemy import RowMapping
 
 from clickstream import models
@@ -101,6 +102,72 @@ def session_dict(row: Mapping[str, Any] | RowMapping) -> dict[str, Any]:
         "is_irrelevant": bool(row["is_irrelevant"]),
         "events": events,
     }
+
+
+# The page of GET /batch/sessions as msgspec Structs: models.BatchSessionsPage's fields in its order (a test
+# keeps them equal), free-form objects kept as raw JSON text (never parsed).
+_NULL = msgspec.Raw(b"null")
+
+
+class _PageResult(msgspec.Struct):
+    object_id: str
+    rank: float | None = None
+    meta: msgspec.Raw = _NULL
+
+
+class _PageSortBy(msgspec.Struct):
+    field: str
+    order: str
+
+
+class _PageEvent(msgspec.Struct):
+    event_id: str
+    object_id: str
+    event_type: str
+    created_at: int
+    meta: msgspec.Raw = _NULL
+
+
+class _PageSession(msgspec.Struct):
+    session_number: int
+    session_id: str
+    search_query: str | None
+    search_results: list[_PageResult]
+    search_meta: msgspec.Raw
+    payload_filter: msgspec.Raw
+    sort_by: _PageSortBy | None
+    user_id: str | None
+    created_at: int
+    is_irrelevant: bool
+    events: list[_PageEvent]
+
+
+class _Page(msgspec.Struct):
+    batch_id: str
+    last_number: int | None
+    sessions: list[_PageSession]
+
+
+#: The Structs of :func:`page_json` by the model whose fields (names and order) each mirrors.
+PAGE_STRUCTS: dict[type[Any], type[msgspec.Struct]] = {
+    models.SearchResult: _PageResult,
+    models.SortBy: _PageSortBy,
+    models.Event: _PageEvent,
+    models.BatchSession: _PageSession,
+    models.BatchSessionsPage: _Page,
+}
+_decode_sessions = msgspec.json.Decoder(list[_PageSession]).decode
+_encode = msgspec.json.Encoder().encode
+
+
+def page_json(batch_id: str, last_number: int | None, sessions: str) -> bytes:
+    """The JSON document of ``GET /batch/sessions`` from ``batch_page_json``'s text of the sessions.
+
+    Re-encoded in C (msgspec), without a Python object per free-form value: every key of the model in the
+    model's order (the database's JSONB orders an object's keys its own way), ranks as JSON floats, compact
+    and UTF-8, as the page model serialises it (equal once parsed).
+    """
+    return _encode(_Page(batch_id, last_number, _decode_sessions(sessions)))
 
 
 @dataclass(frozen=True)

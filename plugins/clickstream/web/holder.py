@@ -71,10 +71,11 @@ class StoreHolder:
                 self._store = None
 
 
-def get_store(request: Request) -> StoreHolder:
+async def get_store(request: Request) -> StoreHolder:
     """The process's :class:`StoreHolder` (``app.state.clickstream``), the store dependency of every route
     (:data:`StoreDep`: the JSON routes and the Clickstream page's); handlers call its ``get()`` only once the
-    request is valid, so invalid input answers 422 even while the store is down."""
+    request is valid, so invalid input answers 422 even while the store is down. A coroutine: it never
+    blocks, so FastAPI runs it on the event loop instead of sending it to the thread pool."""
     holder: StoreHolder = request.app.state.clickstream
     return holder
 

@@ -3,7 +3,7 @@ behind the Clickstream page (``/batches``, ``/metrics``)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from clickstream import models
 from clickstream.store import StoreConfig
@@ -11,6 +11,7 @@ from clickstream.store.config import MAX_BATCHES_PAGE, MAX_METRICS_SERIES, MAX_P
 from clickstream.web.deps import require_write
 from clickstream.web.errors import error_responses
 from clickstream.web.holder import StoreDep
+from clickstream.web.responses import json_response
 
 
 def batches_router(config: StoreConfig) -> APIRouter:
@@ -24,6 +25,7 @@ def batches_router(config: StoreConfig) -> APIRouter:
         summary="Page through a batch's sessions",
     )
     def get_batch_sessions(
+        request: Request,
         store: StoreDep,
         batch_id: str = Query(min_length=1, max_length=128, description="the batch to read"),
         after_number: int = Query(
@@ -41,15 +43,19 @@ def batches_router(config: StoreConfig) -> APIRouter:
             le=config.max_events,
             description="at most this many events per session, earliest first; 0 for none",
         ),
-    ) -> models.BatchSessionsPage:
+    ) -> Response:
         """Sessions of the batch numbered above ``after_number``, ascending, with their events.
 
         ``last_number`` is the number of the page's last session (null when the page is empty): pass it
         as ``after_number`` to get the next page. An unknown ``batch_id`` is a 404.
         """
-        return store.get().get_batch_sessions(
+        # The store answers the page's JSON (built by the database on PostgreSQL): it is passed through, with
+        # no validation and serialisation of the model per value (response_model documents its shape), and
+        # compressed in this worker thread (clickstream.web.responses).
+        page = store.get().get_batch_sessions_json(
             batch_id, after_number=after_number, limit=limit, events_limit=events_limit
         )
+        return json_response(request, page)
 
     @router.post(
         "/release",
