@@ -116,6 +116,41 @@ SELECT (SELECT count(*) FROM ins) AS stored,
        (SELECT count(*) FROM x WHERE x.erased) AS erased,
        (SELECT count(*) FROM x WHERE x.purged AND NOT x.erased) AS purged
 
+-- name: push_events
+-- insert_events for the events of one session (:session_id; :events a JSON array of events without their
+-- session_id): the live push's statement. The same answer as insert_events, cheaper for one session: the
+-- tombstones and the session's stored events are read once (not per event), an event is probed for a
+-- duplicate only when the session has events stored, and the cap is a LIMIT on the new events in array order.
+WITH s AS (
+    SELECT EXISTS (SELECT 1 FROM cs_erased_session t WHERE t.session_id = :session_id) AS erased,
+           EXISTS (SELECT 1 FROM cs_purged_session p WHERE p.session_id = :session_id)
+           AND NOT EXISTS (SELECT 1 FROM cs_session s WHERE s.session_id = :session_id) AS purged,
+           (SELECT count(*) FROM cs_event e WHERE e.session_id = :session_id) AS n),
+x AS (
+    SELECT x.event_id, x.object_id, x.event_type, x.created_at, x.meta, x.ord
+    FROM ROWS FROM (jsonb_to_recordset(CAST(:events AS jsonb))
+                   AS (event_id text, object_id text, event_type text, created_at bigint, meta jsonb))
+         WITH ORDINALITY AS x(event_id, object_id, event_type, created_at, meta, ord)),
+fresh AS (
+    SELECT x.* FROM x, s
+    WHERE NOT s.erased AND NOT s.purged
+      AND (s.n = 0
+           OR (SELECT 1 FROM cs_event e WHERE e.session_id = :session_id AND e.event_id = x.event_id) IS NULL)),
+ins AS (
+    INSERT INTO cs_event (session_id, event_id, object_id, event_type, created_at, meta, received_at)
+    SELECT :session_id, f.event_id, f.object_id, f.event_type, f.created_at, nullif(f.meta, CAST('null' AS jsonb)),
+           :now
+    FROM fresh f
+    ORDER BY f.ord
+    LIMIT (SELECT greatest(:max_events - s.n, 0) FROM s)
+    ON CONFLICT (session_id, event_id) DO NOTHING
+    RETURNING 1)
+SELECT (SELECT count(*) FROM ins) AS stored,
+       greatest((SELECT count(*) FROM fresh) - greatest(:max_events - s.n, 0), 0) AS over_limit,
+       CASE WHEN s.erased THEN (SELECT count(*) FROM x) ELSE 0 END AS erased,
+       CASE WHEN s.purged AND NOT s.erased THEN (SELECT count(*) FROM x) ELSE 0 END AS purged
+FROM s
+
 -- name: insert_sessions
 -- Registers many sessions (:sessions, a JSON array) into the collecting batch; returns the ids inserted.
 -- Many registrations in one statement, into the collecting batch taken FOR SHARE exactly as insert_session

@@ -61,6 +61,15 @@ class TestLimits:
         other = small.push_events("s2", [an_event("e1")])  # the cap is per session
         assert other.stored == 1
 
+    def test_the_cap_takes_new_events_in_request_order_and_duplicates_never_count(self, small: SessionStore) -> None:
+        small.register_session(a_session("s1"))
+        first = small.push_events("s1", [an_event("e1")])
+        second = small.push_events("s1", [an_event("e4"), an_event("e1"), an_event("e3"), an_event("e2")])
+        assert (first.stored, second.stored, second.duplicates, second.over_limit) == (1, 2, 1, 1)
+        assert {e.event_id for e in small.get_session("s1").events} == {"e1", "e4", "e3"}
+        full = small.push_events("s1", [an_event("e3"), an_event("e5"), an_event("e1")])
+        assert (full.stored, full.duplicates, full.over_limit) == (0, 2, 1)
+
     def test_bulk_counts_over_limit_per_session_and_rejects_items_over_the_limits(self, small: SessionStore) -> None:
         result = small.ingest_bulk(
             [

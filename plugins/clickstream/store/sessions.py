@@ -97,7 +97,7 @@ class SessionOperations(StoreBase):
                 unique.setdefault(event.event_id, record)
         if not unique:
             return models.PushEventsResult(session_id=session_id, stored=0, duplicates=0)
-        stored, over_limit, erased, purged = self._insert_events(list(unique.values()), now)
+        stored, over_limit, erased, purged = self._insert_events(list(unique.values()), now, session_id)
         return models.PushEventsResult(
             session_id=session_id,
             stored=stored,
@@ -311,11 +311,19 @@ class SessionOperations(StoreBase):
             }
         )
 
-    def _insert_events(self, records: list[dict[str, Any]], now: int) -> tuple[int, int, int, int]:
+    def _insert_events(
+        self, records: list[dict[str, Any]], now: int, session_id: str | None = None
+    ) -> tuple[int, int, int, int]:
         """Insert ``insert_events`` records (each ``(session_id, event_id)`` once) in one statement;
-        returns ``(stored, over_limit, erased, purged)``. PostgreSQL: one autocommit statement; SQLite: a count,
-        then the insert, in one write transaction."""
+        returns ``(stored, over_limit, erased, purged)``. PostgreSQL: one autocommit statement (``push_events``
+        when the records are all of ``session_id``'s, a push's); SQLite: a count, then the insert, in one write
+        transaction."""
         params = {"events": encode(records), "now": now, "max_events": self.config.max_events_per_session}
+        if session_id is not None and self.db.has("push_events"):
+            params["session_id"] = session_id
+            counts = self.db.run_one("push_events", **params)
+            assert counts is not None  # push_events answers one row
+            return counts["stored"], counts["over_limit"], counts["erased"], counts["purged"]
         if self.db.has("count_refused_events"):
             with self.db.transaction(write=True) as conn:
                 refused = self.db.run(conn, "count_refused_events", **params).one()
