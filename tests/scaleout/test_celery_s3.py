@@ -7,8 +7,8 @@ API), scheduler, DAG processor and two ``airflow celery worker`` processes, each
 separate machines would. The test seeds a collecting batch through the store, triggers the DAG through the REST
 API with ``shards=4`` and an ``s3://<conn_id>@bucket/prefix`` base path, and checks what a user relies on:
 
-* the extract shards ran on both workers (the task instances' hostnames; the terminal summary lists which
-  worker ran which shard);
+* the extraction's fan-out (the extract shards and the labels step, queued together) ran on both workers (the
+  task instances' hostnames; the terminal summary lists which worker ran which shard);
 * the manifest and every part file it lists are in the bucket, and nothing else is;
 * the dataset, read back from S3 with pandas alone, holds every session exactly once and every event;
 * a cleared extract task rewrites only its own part files (the bucket keeps every version of every object,
@@ -65,6 +65,7 @@ class ScaleOut:
     batch_id: str = ""
     state: str = ""
     extract: list[dict[str, Any]] = field(default_factory=list)
+    labels: dict[str, Any] = field(default_factory=dict)
 
     def fail(self, message: str) -> None:
         pytest.fail(f"{message}\n{self.cluster.diagnostics(DAG_ID, self.run_id)}")
@@ -156,6 +157,7 @@ def released(scaleout: ScaleOut) -> ScaleOut:
         scaleout.fail(f"run {scaleout.run_id} ended {scaleout.state!r} (waited up to {RUN_TIMEOUT_S} s)")
     tis = cluster.task_instances(DAG_ID, scaleout.run_id)
     scaleout.extract = sorted((ti for ti in tis if ti["task_id"] == "extract"), key=lambda ti: ti["map_index"])
+    scaleout.labels = next((ti for ti in tis if ti["task_id"] == "labels"), {})
     store = SessionStore.from_url(scaleout.store_url)
     try:
         (batch,) = store.list_batches(status="released")
@@ -165,6 +167,7 @@ def released(scaleout: ScaleOut) -> ScaleOut:
     report_line(f"run {scaleout.run_id}: {scaleout.state} in {time.monotonic() - t0:.0f} s, batch {batch.batch_id}")
     for ti in scaleout.extract:
         report_line(f"  extract[{ti['map_index']}] {_shard(ti)} ran on {ti['hostname']} ({ti['state']})")
+    report_line(f"  labels ran on {scaleout.labels.get('hostname')} ({scaleout.labels.get('state')})")
     return scaleout
 
 
@@ -218,12 +221,17 @@ def _store_counts(store_url: str, batch_id: str) -> tuple[int, int]:
 
 
 class TestReleaseOnCeleryWorkersToObjectStorage:
-    def test_the_extract_shards_ran_on_both_workers(self, released: ScaleOut) -> None:
+    def test_the_extraction_ran_on_both_workers(self, released: ScaleOut) -> None:
+        # The labels step runs beside the shards (queued with them, one slot per worker). The shards are fast
+        # (Arrow pages), so while one worker runs the labels step the other may take all four: it is the
+        # fan-out as a whole, shards and labels, that must spread over the workers.
         ran_on = {ti["map_index"]: ti["hostname"] for ti in released.extract}
         summary = ", ".join(f"extract[{i}] on {host}" for i, host in sorted(ran_on.items()))
+        summary += f", labels on {released.labels.get('hostname')}"
         assert len(released.extract) == SHARDS, summary
-        assert all(ti["state"] == "success" for ti in released.extract), summary
-        assert set(ran_on.values()) == set(WORKERS), f"expected the shards spread over {WORKERS}: {summary}"
+        assert all(ti["state"] == "success" for ti in [*released.extract, released.labels]), summary
+        fan_out = {*ran_on.values(), released.labels["hostname"]}
+        assert fan_out == set(WORKERS), f"expected the extraction spread over {WORKERS}: {summary}"
         others = {ti["hostname"] for ti in released.cluster.task_instances(DAG_ID, released.run_id)}
         assert others <= set(WORKERS), f"every task runs on a Celery worker, got hostnames {others}"
 
