@@ -19,6 +19,7 @@ from clickstream.history.checks import validate_row
 from clickstream.history.fast import FastEvent, FastSession, convert_row, decode_line
 from clickstream.store import InvalidInput, SessionStore
 from clickstream.store.rows import content_hash, session_columns
+from tests.support.random_bodies import random_session
 
 T = 1_701_234_567_890
 JSON_COLUMNS = {2, 3, 4, 5}  # search_results, search_meta, payload_filter, sort_by in FastSession.columns
@@ -30,56 +31,6 @@ def _session(sid: str = "s1", **extra: Any) -> dict[str, Any]:
 
 def _event(**extra: Any) -> dict[str, Any]:
     return {"event_id": "e1", "object_id": "o1", "created_at": T + 1, **extra}
-
-
-def _random_value(rng: random.Random, depth: int = 0) -> Any:
-    kind = rng.randrange(9 if depth < 2 else 6)
-    if kind == 0:
-        return rng.randrange(-(10**20), 10**20)
-    if kind == 1:
-        return rng.choice([0.1, 1e16, 1.5e-7, 2.5, -0.0, 123456789.123, 1e300, 5e-324, rng.uniform(-1e6, 1e6)])
-    if kind == 2:
-        return rng.choice(["plain", "café", "日本語", "emoji 😀", 'quote " and \\ backslash', "tab\tnew\nline", "3e5"])
-    if kind == 3:
-        return rng.choice([True, False, None])
-    if kind in (4, 5):
-        return rng.random()
-    if kind in (6, 7):
-        return {f"k{i}{rng.choice(['', 'é', 'Z'])}": _random_value(rng, depth + 1) for i in range(rng.randrange(4))}
-    return [_random_value(rng, depth + 1) for _ in range(rng.randrange(4))]
-
-
-def _random_session(rng: random.Random, i: int) -> dict[str, Any]:
-    row: dict[str, Any] = {"session_id": f"r{i}-{rng.choice(['a', 'ü', 'x' * 100])}", "created_at": T + i}
-    if rng.random() < 0.8:
-        row["search_query"] = rng.choice([None, "q", "früh", "a\u2028b", "x" * 300])
-    results = []
-    for k in range(rng.randrange(5)):
-        r: dict[str, Any] = {"object_id": f"o{k}{rng.choice(['', 'ß'])}"}
-        if rng.random() < 0.7:
-            r["rank"] = rng.choice([k, k + 0.5, None, 1e17, 3e-6])
-        if rng.random() < 0.6:
-            r["meta"] = rng.choice([None, {"score": rng.random()}, {"nested": {"x": _random_value(rng)}}])
-        results.append(r)
-    row["search_results"] = results
-    for key in ("search_meta", "payload_filter"):
-        if rng.random() < 0.6:
-            row[key] = rng.choice([None, {"a": _random_value(rng), "b": _random_value(rng)}])
-    if rng.random() < 0.4:
-        row["sort_by"] = rng.choice([None, {"field": "stars", "order": rng.choice(["asc", "desc"])}])
-    if rng.random() < 0.7:
-        row["user_id"] = rng.choice([None, "u1", "üser", "u" * 256])
-    for key in ("is_irrelevant", "is_payload_search"):
-        if rng.random() < 0.3:
-            row[key] = rng.random() < 0.5
-    if rng.random() < 0.5:
-        row["events"] = [
-            {"event_id": f"e{k}", "object_id": "o1", "created_at": T + 10 + k, "meta": None}
-            | ({"event_type": rng.choice(["click", "view", "x" * 64])} if rng.random() < 0.5 else {})
-            | ({"meta": {"rank": k, "why": "é", "v": _random_value(rng, 1)}} if rng.random() < 0.5 else {})
-            for k in range(rng.randrange(4))
-        ]
-    return row
 
 
 def _agree(row: dict[str, Any], fast: FastSession | FastEvent | None) -> None:
@@ -112,7 +63,7 @@ class TestFastPathAgreesWithTheModels:
         rng = random.Random(14)
         taken = 0
         for i in range(600):
-            row = _random_session(rng, i)
+            row = random_session(rng, i, T, history=True)
             line = json.dumps(row, ensure_ascii=rng.random() < 0.5).encode()
             fast = decode_line(line)
             _agree(row, fast)
@@ -229,7 +180,7 @@ class TestImportStoresWhatLiveRegistrationStores:
         self, store: SessionStore, tmp_path: Path
     ) -> None:
         rng = random.Random(7)
-        rows = [_random_session(rng, i) for i in range(60)]
+        rows = [random_session(rng, i, T, history=True) for i in range(60)]
         rows += [_session("lax", created_at=str(T + 5))]  # one row through the models
         path = tmp_path / "h.jsonl"
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
@@ -301,7 +252,7 @@ class TestEventsAsColumns:
     def test_random_sessions_give_the_models_events(self) -> None:
         rng = random.Random(15)
         for i in range(300):
-            row = _random_session(rng, i)
+            row = random_session(rng, i, T, history=True)
             line = json.dumps(row, ensure_ascii=rng.random() < 0.5).encode()
             expected = [models.EventIn.model_validate(e) for e in row.get("events", [])]
             whole = decode_line(line)

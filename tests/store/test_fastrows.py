@@ -21,54 +21,9 @@ from clickstream.store import InvalidInput, SessionStore, StoreConfig
 from clickstream.store.checks import Checks, validate
 from clickstream.store.fastrows import BODY_FIELDS, LiveEvent, LiveSession, live_event, live_session
 from tests.store.helpers import HOUR, T0, a_bulk_event, a_session, accounted, an_event
+from tests.support.random_bodies import random_session, random_value
 
 JSON_COLUMNS = ("search_results", "search_meta", "payload_filter", "sort_by")
-
-
-def _random_value(rng: random.Random, depth: int = 0) -> Any:
-    kind = rng.randrange(8 if depth < 2 else 5)
-    if kind == 0:
-        return rng.choice([0, -3, 10**20, 2**70])
-    if kind == 1:
-        return rng.choice([0.1, 1e16, 1.5e-7, 2.5, -0.0, 1e300, 5e-324, 0.00001, rng.uniform(-1e6, 1e6)])
-    if kind == 2:
-        return rng.choice(["plain", "café", "日本語", "emoji 😀", 'quote " and \\ backslash', "tab\tnew\nline"])
-    if kind == 3:
-        return rng.choice([True, False, None])
-    if kind == 4:
-        return rng.random()
-    if kind in (5, 6):
-        return {f"k{i}{rng.choice(['', 'é'])}": _random_value(rng, depth + 1) for i in range(rng.randrange(4))}
-    return [_random_value(rng, depth + 1) for _ in range(rng.randrange(4))]
-
-
-def _random_session(rng: random.Random, i: int) -> dict[str, Any]:
-    body: dict[str, Any] = {"session_id": f"r{i}-{rng.choice(['a', 'ü', 'x' * 100])}"}
-    if rng.random() < 0.7:
-        body["created_at"] = T0 + i
-    if rng.random() < 0.8:
-        body["search_query"] = rng.choice([None, "q", "früh", "a\u2028b"])
-    results = []
-    for k in range(rng.randrange(5)):
-        r: dict[str, Any] = {"object_id": f"o{k}{rng.choice(['', 'ß'])}"}
-        if rng.random() < 0.7:
-            r["rank"] = rng.choice([k, k + 0.5, None, 1e17, 3e-6])
-        if rng.random() < 0.6:
-            r["meta"] = rng.choice([None, {"score": rng.random()}, {"nested": {"x": _random_value(rng)}}])
-        results.append(r)
-    if rng.random() < 0.9:
-        body["search_results"] = results
-    for key in ("search_meta", "payload_filter"):
-        if rng.random() < 0.6:
-            body[key] = rng.choice([None, {"a": _random_value(rng), "b": _random_value(rng)}])
-    if rng.random() < 0.4:
-        body["sort_by"] = rng.choice([None, {"field": "stars", "order": rng.choice(["asc", "desc"])}])
-    if rng.random() < 0.7:
-        body["user_id"] = rng.choice([None, "u1", "üser", "u" * 256])
-    for key in ("is_irrelevant", "is_payload_search"):
-        if rng.random() < 0.3:
-            body[key] = rng.random() < 0.5
-    return body
 
 
 def _random_event(rng: random.Random, i: int) -> dict[str, Any]:
@@ -78,7 +33,7 @@ def _random_event(rng: random.Random, i: int) -> dict[str, Any]:
     if rng.random() < 0.5:
         body["event_type"] = rng.choice(["click", "view", "x" * 64])
     if rng.random() < 0.6:
-        body["meta"] = rng.choice([None, {"rank": i, "v": _random_value(rng, 1)}])
+        body["meta"] = rng.choice([None, {"rank": i, "v": random_value(rng, 1)}])
     return body
 
 
@@ -109,7 +64,7 @@ class TestTheFastPathAgreesWithTheModels:
     def test_random_valid_sessions_are_taken_with_the_models_columns_and_hash(self) -> None:
         checks, rng = Checks(StoreConfig()), random.Random(25)
         for i in range(400):
-            body = _random_session(rng, i)
+            body = random_session(rng, i, T0)
             slow = checks.session_params(validate(models.SessionIn, body), NOW, check_window=True)
             for form in _forms(body):
                 taken = live_session(form)
@@ -348,7 +303,7 @@ class TestIngestBulkAnswersAlikeWhateverTheItemsForm:
     def test_a_request_of_json_text_is_stored_as_one_of_dicts(self, make_store: Callable[..., SessionStore]) -> None:
         store = make_store()
         rng = random.Random(27)
-        bodies = [_random_session(rng, i) for i in range(40)]
+        bodies = [random_session(rng, i, T0) for i in range(40)]
         events = [{**_random_event(rng, i), "session_id": bodies[i % 40]["session_id"]} for i in range(80)]
         as_text = store.ingest_bulk([json.dumps(b).encode() for b in bodies], [json.dumps(e).encode() for e in events])
         assert (as_text.sessions.registered, as_text.events.stored, as_text.rejected) == (40, 80, [])
@@ -383,7 +338,7 @@ class TestRegisterAndPushAnswerAlikeAsDictsOrModels:
         store = make_store()
         rng = random.Random(28)
         for i in range(30):
-            body = _random_session(rng, i)
+            body = random_session(rng, i, T0)
             events = [{k: v for k, v in _random_event(rng, 3 * i + j).items() if k != "session_id"} for j in range(3)]
             as_dict = store.register_session(body)
             assert as_dict.status == "registered"
