@@ -37,12 +37,10 @@ from msgspec import Struct
 
 from clickstream.store.fastrows import (
     EventType,
+    LiveSession,
     Millis,
-    Result,
     SessionId,
     ShortId,
-    SortBy,
-    UserId,
     all_finite,
     content_hash,
     json_text,
@@ -66,19 +64,11 @@ class _EventRow(_Event, forbid_unknown_fields=True, kw_only=True):
     session_id: SessionId
 
 
-class _SessionRow(Struct, forbid_unknown_fields=True, kw_only=True):
-    """A session row (:class:`clickstream.models.SessionIn`, ``created_at`` required) with its events."""
+class _SessionRow(LiveSession, forbid_unknown_fields=True, kw_only=True):
+    """A session row: a registration body (:class:`~clickstream.store.fastrows.LiveSession`, same fields in the
+    same order) whose ``created_at`` is required, with its events."""
 
-    session_id: SessionId
-    search_query: str | None = None
-    search_results: list[Result] = []
-    search_meta: dict[str, Any] | None = None
-    payload_filter: dict[str, Any] | None = None
-    sort_by: SortBy | None = None
-    user_id: UserId | None = None
     created_at: Millis
-    is_irrelevant: bool = False
-    is_payload_search: bool = False
     events: list[_Event] = []
 
 
