@@ -149,7 +149,7 @@ def limit_refusal(checks: Checks, row: FastSession | FastEvent) -> str | None:
     cfg = checks.config
     try:
         if isinstance(row, FastEvent):
-            _json_size(checks, "meta", row.columns[4])
+            checks.json_text_size("meta", row.columns[4])
             return None
         columns = row.columns
         results = columns[2]
@@ -157,11 +157,11 @@ def limit_refusal(checks: Checks, row: FastSession | FastEvent) -> str | None:
             raise InvalidInput.field(
                 "search_results", f"{n} results; at most {cfg.max_results} a session ([clickstream] max_results)"
             )
-        _json_size(checks, "search_meta", columns[3])
-        _json_size(checks, "payload_filter", columns[4])
+        checks.json_text_size("search_meta", columns[3])
+        checks.json_text_size("payload_filter", columns[4])
         if utf8_len(results, cfg.max_json_bytes) > cfg.max_json_bytes // 2:  # only then can a result's meta be big
             for i, result in enumerate(json.loads(results)):
-                _json_size(checks, f"search_results.{i}.meta", _dumps(result.get("meta")))
+                checks.json_text_size(f"search_results.{i}.meta", _dumps(result.get("meta")))
         if row.events > cfg.max_events_per_session:
             raise InvalidInput.field(
                 "events",
@@ -171,21 +171,9 @@ def limit_refusal(checks: Checks, row: FastSession | FastEvent) -> str | None:
         embedded = columns[-1]
         if embedded is not None and utf8_len(embedded, cfg.max_json_bytes) > cfg.max_json_bytes // 2:
             for i, event in enumerate(json.loads(embedded)):
-                _json_size(checks, f"events.{i}.meta", _dumps(event.get("meta")))
+                checks.json_text_size(f"events.{i}.meta", _dumps(event.get("meta")))
         for i, event_columns in enumerate(row.event_columns):
-            _json_size(checks, f"events.{i}.meta", event_columns[4])
+            checks.json_text_size(f"events.{i}.meta", event_columns[4])
     except InvalidInput as err:
         return err.detail
     return None
-
-
-def _json_size(checks: Checks, field: str, text: str | None) -> None:
-    """:meth:`Checks.json_size` of a JSON column's text. Near the bound, the size is measured on the text the
-    store itself writes for the value (the fast path's encoder may spell a number otherwise, e.g. ``1e16``
-    for ``1e+16``), so a row at the limit is judged exactly as live ingestion judges it."""
-    if text is None:
-        return
-    bound = checks.config.max_json_bytes
-    if utf8_len(text, bound) > bound // 2:
-        text = _dumps(json.loads(text))
-    checks.json_size(field, text)
