@@ -41,12 +41,15 @@ from clickstream.store.rows import EVENT_COLUMNS, SESSION_COLUMNS
 #: The columns of the baselines' rows: the store's (:data:`clickstream.store.rows.SESSION_COLUMNS`, with the
 #: batch and the time of registration; :data:`~clickstream.store.rows.EVENT_COLUMNS` with the session and the
 #: time of receipt).
-_SESSION_COLS = ("session_id", "batch_id", *SESSION_COLUMNS[1:], "registered_at")
-_EVENT_COLS = ("session_id", *EVENT_COLUMNS, "received_at")
+BASELINE_SESSION_COLS = ("session_id", "batch_id", *SESSION_COLUMNS[1:], "registered_at")
+BASELINE_EVENT_COLS = ("session_id", *EVENT_COLUMNS, "received_at")
 _INSERT_SESSION = (
-    f"INSERT INTO cs_session ({', '.join(_SESSION_COLS)}) VALUES ({', '.join(['%s'] * len(_SESSION_COLS))})"
+    f"INSERT INTO cs_session ({', '.join(BASELINE_SESSION_COLS)}) "
+    f"VALUES ({', '.join(['%s'] * len(BASELINE_SESSION_COLS))})"
 )
-_INSERT_EVENT = f"INSERT INTO cs_event ({', '.join(_EVENT_COLS)}) VALUES ({', '.join(['%s'] * len(_EVENT_COLS))})"
+_INSERT_EVENT = (
+    f"INSERT INTO cs_event ({', '.join(BASELINE_EVENT_COLS)}) VALUES ({', '.join(['%s'] * len(BASELINE_EVENT_COLS))})"
+)
 
 
 def _my_share(n: int, seed: int, writer: int, writers: int, start_ms: int) -> list[tuple[dict, list[dict]]]:
@@ -74,47 +77,41 @@ def _barrier(barrier: str, writer: int) -> None:
 # ---------------------------------------------------------------------------- child functions
 
 
+def baseline_session_row(s: dict[str, Any], batch_id: str, content_hash: str, now: int) -> tuple[Any, ...]:
+    """A session's row as the store writes it (``BASELINE_SESSION_COLS``), for baselines that write it themselves."""
+    dumps = json.dumps
+    return (
+        s["session_id"],
+        batch_id,
+        s["search_query"],
+        dumps(s["search_results"]),
+        dumps(s["search_meta"]),
+        dumps(s["payload_filter"]),
+        dumps(s["sort_by"]) if s["sort_by"] else None,
+        s["user_id"],
+        s["created_at"],
+        s["is_irrelevant"],
+        s["is_payload_search"],
+        content_hash,
+        now,
+    )
+
+
+def baseline_event_row(session_id: str, e: dict[str, Any], now: int) -> tuple[Any, ...]:
+    """An event's row as the store writes it (``BASELINE_EVENT_COLS``), for baselines that write it themselves."""
+    meta = json.dumps(e["meta"]) if e["meta"] is not None else None
+    return (session_id, e["event_id"], e["object_id"], e["event_type"], e["created_at"], meta, now)
+
+
 def insert_session_plainly(
     conn: Any, s: dict[str, Any], evs: list[dict[str, Any]], content_hash: str, batch_id: str, now: int
 ) -> int:
     """The plain-INSERT baseline for one session: its row and its events' rows (as the store writes them),
     in one transaction of a psycopg connection; returns the events inserted."""
-    dumps = json.dumps
     with conn.transaction(), conn.cursor() as cur:
-        cur.execute(
-            _INSERT_SESSION,
-            (
-                s["session_id"],
-                batch_id,
-                s["search_query"],
-                dumps(s["search_results"]),
-                dumps(s["search_meta"]),
-                dumps(s["payload_filter"]),
-                dumps(s["sort_by"]) if s["sort_by"] else None,
-                s["user_id"],
-                s["created_at"],
-                s["is_irrelevant"],
-                s["is_payload_search"],
-                content_hash,
-                now,
-            ),
-        )
+        cur.execute(_INSERT_SESSION, baseline_session_row(s, batch_id, content_hash, now))
         if evs:
-            cur.executemany(
-                _INSERT_EVENT,
-                [
-                    (
-                        s["session_id"],
-                        e["event_id"],
-                        e["object_id"],
-                        e["event_type"],
-                        e["created_at"],
-                        dumps(e["meta"]) if e["meta"] is not None else None,
-                        now,
-                    )
-                    for e in evs
-                ],
-            )
+            cur.executemany(_INSERT_EVENT, [baseline_event_row(s["session_id"], e, now) for e in evs])
     return len(evs)
 
 
@@ -204,11 +201,11 @@ def child_import(path: str, fmt: str = "jsonl") -> dict[str, Any]:
 def child_copy_from(url: str, sessions_file: str, events_file: str) -> dict[str, Any]:
     import psycopg
 
-    cols_s = ", ".join(_SESSION_COLS)
+    cols_s = ", ".join(BASELINE_SESSION_COLS)
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         for table, cols, path in (
             ("cs_session", cols_s, sessions_file),
-            ("cs_event", ", ".join(_EVENT_COLS), events_file),
+            ("cs_event", ", ".join(BASELINE_EVENT_COLS), events_file),
         ):
             with open(path, "rb") as f, cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
                 while data := f.read(1 << 20):

@@ -28,7 +28,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.bench_ingest import fresh_db, insert_session_plainly
+from bench.bench_ingest import (
+    BASELINE_EVENT_COLS,
+    BASELINE_SESSION_COLS,
+    baseline_event_row,
+    baseline_session_row,
+    fresh_db,
+    insert_session_plainly,
+)
 from bench.bench_rest import ApiServer
 from bench.harness import Context, Table, libpq_url, log, median, percentile, ratio_cell, run_child, synthetic_sessions
 
@@ -214,13 +221,9 @@ def child_copy_loop(url: str, batch_id: str, path: str, deadline_s: float) -> di
     store's columns, no index, no constraint), on one connection; JSON dumped inside the clock."""
     import psycopg
 
-    from clickstream.store.rows import EVENT_COLUMNS, SESSION_COLUMNS
-
-    session_cols = ("session_id", "batch_id", *SESSION_COLUMNS[1:], "registered_at")  # bench_ingest's rows
-    event_cols = ("session_id", *EVENT_COLUMNS, "received_at")
+    session_cols, event_cols = BASELINE_SESSION_COLS, BASELINE_EVENT_COLS
 
     pairs = _load_pairs(path)
-    dumps = json.dumps
     sessions = events = 0
     with psycopg.connect(url) as conn:
         for table, source, cols in (
@@ -240,37 +243,11 @@ def child_copy_loop(url: str, batch_id: str, path: str, deadline_s: float) -> di
             with conn.transaction(), conn.cursor() as cur:
                 with cur.copy(f"COPY copy_session ({', '.join(session_cols)}) FROM STDIN") as copy:
                     for s, _ in chunk:
-                        copy.write_row(
-                            (
-                                s["session_id"],
-                                batch_id,
-                                s["search_query"],
-                                dumps(s["search_results"]),
-                                dumps(s["search_meta"]),
-                                dumps(s["payload_filter"]),
-                                dumps(s["sort_by"]) if s["sort_by"] else None,
-                                s["user_id"],
-                                s["created_at"],
-                                s["is_irrelevant"],
-                                s["is_payload_search"],
-                                "0" * 64,
-                                now,
-                            )
-                        )
+                        copy.write_row(baseline_session_row(s, batch_id, "0" * 64, now))
                 with cur.copy(f"COPY copy_event ({', '.join(event_cols)}) FROM STDIN") as copy:
                     for s, evs in chunk:
                         for e in evs:
-                            copy.write_row(
-                                (
-                                    s["session_id"],
-                                    e["event_id"],
-                                    e["object_id"],
-                                    e["event_type"],
-                                    e["created_at"],
-                                    dumps(e["meta"]) if e["meta"] is not None else None,
-                                    now,
-                                )
-                            )
+                            copy.write_row(baseline_event_row(s["session_id"], e, now))
                             events += 1
             sessions += len(chunk)
         wall = time.perf_counter() - t0
