@@ -7,6 +7,7 @@ path inside the request, e.g. ``events.1.created_at``), raised before anything i
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -16,7 +17,7 @@ from clickstream import models
 from clickstream.store.config import StoreConfig
 from clickstream.store.db import dumps
 from clickstream.store.errors import InvalidInput, errors_detail
-from clickstream.store.fastrows import LiveEvent, LiveSession, content_hash, json_text
+from clickstream.store.fastrows import LiveEvent, LiveSession, content_hash
 from clickstream.store.rows import session_columns
 
 M = TypeVar("M", bound=BaseModel)
@@ -94,6 +95,16 @@ class Checks:
     def session_params(self, body: models.SessionIn, now: int, *, check_window: bool) -> dict[str, Any]:
         """The stored columns of a registration after the live checks: the window (if ``check_window``)
         and the size limits ``max_results`` and ``max_json_bytes``."""
+        self._registration_window_and_count(body, now, check_window=check_window)
+        columns = session_columns(body, now)
+        self._registration_sizes(body, columns["search_results"], columns["search_meta"], columns["payload_filter"])
+        return columns
+
+    def _registration_window_and_count(
+        self, body: models.SessionIn | LiveSession, now: int, *, check_window: bool
+    ) -> None:
+        """A registration's first live checks, either path's body: the window (if ``check_window``), then
+        ``max_results``."""
         cfg = self.config
         if check_window:
             self.window("created_at", body.created_at, now)
@@ -102,13 +113,23 @@ class Checks:
                 "search_results",
                 f"{len(body.search_results)} results; at most {cfg.max_results} a session ([clickstream] max_results)",
             )
-        columns = session_columns(body, now)
-        self.json_size("search_meta", columns["search_meta"])
-        self.json_size("payload_filter", columns["payload_filter"])
-        if utf8_len(columns["search_results"], cfg.max_json_bytes) > cfg.max_json_bytes:
-            for i, result in enumerate(body.search_results):  # only then can one result's meta be too big
-                self.json_size(f"search_results.{i}.meta", dumps(result.meta))
-        return columns
+
+    def _registration_sizes(
+        self,
+        body: models.SessionIn | LiveSession,
+        results: str,
+        search_meta: str | None,
+        payload_filter: str | None,
+    ) -> None:
+        """A registration's ``max_json_bytes`` checks, on its JSON columns' texts (either path's): ``search_meta``,
+        ``payload_filter``, then each result's ``meta`` (only a long ``search_results`` text can hold a big one)."""
+        bound = self.config.max_json_bytes
+        self.json_text_size("search_meta", search_meta)
+        self.json_text_size("payload_filter", payload_filter)
+        if utf8_len(results, bound) > bound // 2:
+            results_of: Sequence[Any] = body.search_results  # either path's results: each has .meta
+            for i, result in enumerate(results_of):
+                self.json_text_size(f"search_results.{i}.meta", dumps(result.meta))
 
     def json_text_size(self, field: str, text: str | None) -> None:
         """:meth:`json_size` of a JSON column's text as the fast path (:mod:`clickstream.store.fastrows`) writes
@@ -132,19 +153,8 @@ class Checks:
         (:func:`clickstream.store.fastrows.live_session`): the same checks in the same order, the same
         reasons, the same columns and content hash."""
         s, (results, search_meta, payload_filter, sort_by) = taken
-        cfg = self.config
-        if check_window:
-            self.window("created_at", s.created_at, now)
-        if len(s.search_results) > cfg.max_results:
-            raise InvalidInput.field(
-                "search_results",
-                f"{len(s.search_results)} results; at most {cfg.max_results} a session ([clickstream] max_results)",
-            )
-        self.json_text_size("search_meta", search_meta)
-        self.json_text_size("payload_filter", payload_filter)
-        if utf8_len(results, cfg.max_json_bytes) > cfg.max_json_bytes // 2:  # only then can one result's meta be big
-            for i, result in enumerate(s.search_results):
-                self.json_text_size(f"search_results.{i}.meta", json_text(result.meta))
+        self._registration_window_and_count(s, now, check_window=check_window)
+        self._registration_sizes(s, results, search_meta, payload_filter)
         return {
             "session_id": s.session_id,
             "search_query": s.search_query,
